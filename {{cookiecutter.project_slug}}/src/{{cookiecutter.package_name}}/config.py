@@ -1,0 +1,410 @@
+"""Settings: defaults < config file < environment, validated in one pydantic model.
+
+The defaults are the answers given when this project was generated.  A config
+file (TOML, or YAML / JSON by extension) comes from `--config` or
+`OPENROUTER_CONFIG`.  Environment variables use the seed's `OPENROUTER_*`
+names and the Tangle runner's names (see `ENV_OVERRIDES`).  Any invalid value
+stops start-up with the key and the reason: there is no silent fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+NodeType = Literal["ollama", "vllm", "llamacpp", "tgi", "openai_compatible", "custom"]
+Strategy = Literal[
+    "round_robin",
+    "least_loaded",
+    "capability_based",
+    "latency_based",
+    "power_of_two",
+    "prefix_affinity",
+]
+Quantization = Literal[
+    "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32"
+]
+
+DEFAULT_NODE_TYPE: NodeType = "{{ cookiecutter.llm_backend }}"
+DEFAULT_BACKEND_URLS: list[str] = {{ cookiecutter.backend_urls.split(',') | map('trim') | reject('equalto', '') | list | tojson }}
+DEFAULT_MODEL: str = {{ cookiecutter.default_model | tojson }}
+DEFAULT_STRATEGY: Strategy = "{{ cookiecutter.balancing_strategy }}"
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message names the key and the reason."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _camel_to_snake(value: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", value).lower()
+
+
+# --- [api] ---------------------------------------------------------------------
+
+
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    auth_enabled: bool = True
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    metrics_key: SecretStr | None = Field(
+        default=None, description="When set, /metrics asks for this Bearer key."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(default=600.0, gt=0, description="Deadline for one request.")
+    keepalive_interval_s: float = Field(default=5.0, gt=0)
+    always_include_usage: bool = Field(
+        default=False, description="Send the usage chunk even when stream_options does not ask."
+    )
+    listing_format: Literal["flat", "v2"] = "flat"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+
+# --- [load_balancer] -----------------------------------------------------------
+
+
+class LoadBalancerSettings(Section):
+    strategy: Strategy = DEFAULT_STRATEGY
+    max_retries: int = Field(default=2, ge=0, le=10)
+    selection_timeout_s: float = Field(
+        default=5.0, ge=0, description="How long a request waits for a free node before 429."
+    )
+    max_queue: int = Field(default=256, ge=0, description="Requests allowed to wait at once.")
+    health_check_interval_s: float = Field(default=5.0, gt=0)
+    health_check_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0, description="Idle time between bytes.")
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _accept_seed_names(cls, value: Any) -> Any:
+        # The seed spelled strategies in CamelCase (LeastLoaded); accept both.
+        return _camel_to_snake(value) if isinstance(value, str) else value
+
+
+# --- [[nodes]] -----------------------------------------------------------------
+
+
+class NodeModel(Section):
+    """A model id as listed, and the node's own name for it when different."""
+
+    id: str = Field(min_length=1)
+    backend_model: str | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.backend_model or self.id
+
+
+class NodeSettings(Section):
+    name: str = Field(min_length=1)
+    url: str
+    type: NodeType = DEFAULT_NODE_TYPE
+    models: list[NodeModel] = Field(default_factory=list)
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int = Field(default=8, ge=1)
+    api_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _plain_ids(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+# --- [[models]] ----------------------------------------------------------------
+
+
+def _decimal_string(value: Any) -> str:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"expected a decimal string such as '0.0000005', got {value!r}") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"expected a non-negative decimal, got {value!r}")
+    return str(value)
+
+
+class Pricing(Section):
+    """USD per token (prompt, completion), per request, per image: decimal strings."""
+
+    prompt: str = "0"
+    completion: str = "0"
+    request: str = "0"
+    image: str = "0"
+
+    @field_validator("prompt", "completion", "request", "image", mode="before")
+    @classmethod
+    def _check(cls, value: Any) -> str:
+        return _decimal_string(value)
+
+
+class ModelSettings(Section):
+    id: str = Field(min_length=1, description="The id OpenRouter sends in `model`.")
+    name: str | None = None
+    hugging_face_id: str = ""
+    description: str | None = None
+    created: int | None = None
+    context_length: int | None = Field(default=None, ge=1)
+    max_output_length: int | None = Field(default=None, ge=1)
+    quantization: Quantization | None = None
+    pricing: Pricing = Field(default_factory=Pricing)
+    input_modalities: list[str] = Field(default_factory=lambda: ["text"])
+    output_modalities: list[str] = Field(default_factory=lambda: ["text"])
+    supported_sampling_parameters: list[str] = Field(
+        default_factory=lambda: [
+            "temperature",
+            "top_p",
+            "top_k",
+            "stop",
+            "seed",
+            "max_tokens",
+            "frequency_penalty",
+            "presence_penalty",
+        ]
+    )
+    supported_features: list[str] = Field(default_factory=lambda: ["tools", "json_mode"])
+    is_ready: bool | None = None
+    is_free: bool | None = None
+    deprecation_date: str | None = None
+
+
+# --- [tangle] ------------------------------------------------------------------
+
+
+class TangleSettings(Section):
+    http_rpc_url: str = {{ cookiecutter.http_rpc_url | tojson }}
+    ws_rpc_url: str = {{ cookiecutter.ws_rpc_url | tojson }}
+    keystore_uri: str = {{ cookiecutter.keystore_uri | tojson }}
+    keystore_password: SecretStr | None = None
+    operator_private_key: SecretStr | None = Field(
+        default=None,
+        description="For local development only; production keys live in the keystore.",
+    )
+    data_dir: str = "./data"
+    chain: Literal["local_testnet", "local_mainnet", "testnet", "mainnet"] = {{ cookiecutter.chain | tojson }}
+    protocol: Literal["tangle", "tangle-evm"] = "tangle"
+    blueprint_id: int = Field(default={{ cookiecutter.blueprint_id }}, ge=0, lt=2**64)
+    service_id: int | None = Field(default={{ cookiecutter.service_id }}, ge=0, lt=2**64)
+    tangle_contract: str = {{ cookiecutter.tangle_contract | tojson }}
+    staking_contract: str = {{ cookiecutter.staking_contract | tojson }}
+    status_registry_contract: str = {{ cookiecutter.status_registry_contract | tojson }}
+    poll_interval_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("tangle_contract", "staking_contract", "status_registry_contract")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value and not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError(f"expected an EVM address (0x and 40 hex digits), got {value!r}")
+        return value
+
+
+# --- sources -------------------------------------------------------------------
+
+
+def _default_nodes() -> list[NodeSettings]:
+    return [
+        NodeSettings(
+            name=f"node-{index}",
+            url=url,
+            type=DEFAULT_NODE_TYPE,
+            models=[NodeModel(id=DEFAULT_MODEL)],
+        )
+        for index, url in enumerate(DEFAULT_BACKEND_URLS, start=1)
+    ]
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# Environment variable -> (path in the settings, converter).
+ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
+    "OPENROUTER_API_HOST": (("api", "host"), str),
+    "OPENROUTER_API_PORT": (("api", "port"), str),
+    "OPENROUTER_API_AUTH_ENABLED": (("api", "auth_enabled"), str),
+    "OPENROUTER_API_KEY": (("api", "api_keys"), _split_list),
+    "OPENROUTER_METRICS_KEY": (("api", "metrics_key"), str),
+    "OPENROUTER_API_MAX_BODY_BYTES": (("api", "max_body_bytes"), str),
+    "OPENROUTER_LOAD_BALANCER_STRATEGY": (("load_balancer", "strategy"), str),
+    "OPENROUTER_LOAD_BALANCER_MAX_RETRIES": (("load_balancer", "max_retries"), str),
+    "HTTP_RPC_URL": (("tangle", "http_rpc_url"), str),
+    "WS_RPC_URL": (("tangle", "ws_rpc_url"), str),
+    "KEYSTORE_URI": (("tangle", "keystore_uri"), str),
+    "KEYSTORE_PASSWORD": (("tangle", "keystore_password"), str),
+    "OPERATOR_PRIVATE_KEY": (("tangle", "operator_private_key"), str),
+    "DATA_DIR": (("tangle", "data_dir"), str),
+    "CHAIN": (("tangle", "chain"), str),
+    "PROTOCOL": (("tangle", "protocol"), str),
+    "BLUEPRINT_ID": (("tangle", "blueprint_id"), str),
+    "SERVICE_ID": (("tangle", "service_id"), str),
+    "TANGLE_CONTRACT": (("tangle", "tangle_contract"), str),
+    "STAKING_CONTRACT": (("tangle", "staking_contract"), str),
+    "STATUS_REGISTRY_CONTRACT": (("tangle", "status_registry_contract"), str),
+}
+
+_config_path: ContextVar[Path | None] = ContextVar("config_path", default=None)
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("environ", default=None)
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
+
+
+class EnvOverrides(PydanticBaseSettingsSource):
+    """The explicit environment names above, placed at their nested keys."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = _environ.get()
+        environ = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name, (path, convert) in ENV_OVERRIDES.items():
+            if name in environ:
+                _set_path(data, path, convert(environ[name]))
+        return data
+
+
+class FileSource(PydanticBaseSettingsSource):
+    """The config file named by `--config` or OPENROUTER_CONFIG."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_path.get()
+        if path is None:
+            return {}
+        return read_config_file(path)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a table at the top level")
+    return data
+
+
+class Settings(BaseSettings):
+    """Everything the process needs; one instance is shared through the context."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    load_balancer: LoadBalancerSettings = Field(default_factory=LoadBalancerSettings)
+    nodes: list[NodeSettings] = Field(default_factory=_default_nodes)
+    models: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL)])
+    tangle: TangleSettings = Field(default_factory=TangleSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, EnvOverrides(settings_cls), FileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [node.name for node in self.nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node names must be unique; repeated: {', '.join(duplicates)}")
+        listed = {model.id for model in self.models}
+        for node in self.nodes:
+            unknown = [model.id for model in node.models if model.id not in listed]
+            if unknown:
+                raise ValueError(
+                    f"node {node.name!r} serves {', '.join(unknown)}, "
+                    "which is not in [[models]]; add it there"
+                )
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON data, secrets shown as '**********'."""
+        return self.model_dump(mode="json")
+
+
+def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
+    by_path = {".".join(path): name for name, (path, _) in ENV_OVERRIDES.items() if name in environ}
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        origin = by_path.get(key)
+        where = f"{key} (from ${origin})" if origin else key
+        lines.append(f"{where}: {item['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings, or raise ConfigError naming each bad key and why."""
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("OPENROUTER_CONFIG")
+    path_token = _config_path.set(Path(path) if path else None)
+    env_token = _environ.set(env)
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(_describe(error, env)) from None
+    finally:
+        _config_path.reset(path_token)
+        _environ.reset(env_token)

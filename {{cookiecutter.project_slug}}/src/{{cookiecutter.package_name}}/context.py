@@ -1,0 +1,39 @@
+"""The one object both entry points share.
+
+The HTTP API and the Tangle job loop each hold the same `Context`: the
+settings, the balancer with its node registry and connection pools, and the
+Prometheus registry.  It opens and closes with the process's lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from .backends import create_client
+from .balancer import Balancer
+from .config import Settings
+
+
+@dataclass
+class Context:
+    settings: Settings
+    balancer: Balancer
+    metrics_registry: CollectorRegistry
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Context]:
+        """Create a client per node, start health checks, and close it all on exit."""
+        metrics_registry = CollectorRegistry()
+        balancer = Balancer(settings, metrics_registry=metrics_registry)
+        for node in settings.nodes:
+            balancer.add_node(node, create_client(node, settings.load_balancer))
+        await balancer.start()
+        try:
+            yield cls(settings=settings, balancer=balancer, metrics_registry=metrics_registry)
+        finally:
+            await balancer.aclose()

@@ -1,0 +1,1 @@
+"""The LLM interface: OpenAI-shaped models, client interfaces and the error hierarchy."""

@@ -1,0 +1,353 @@
+"""OpenAI-shaped data: requests, responses, stream chunks, and node descriptions.
+
+Requests keep unknown fields (`extra="allow"`) so a parameter we do not model
+still reaches servers that accept it.  Responses are built by backends from
+the server's own answer and dumped with `wire()`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style id such as `chatcmpl-3f2a...`."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class OpenAIModel(BaseModel):
+    """Base for wire objects: unknown fields are kept, not rejected."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON body, without fields that were never given a value."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# --- shared pieces -------------------------------------------------------------
+
+
+class FunctionCall(OpenAIModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON string, as OpenAI sends them.")
+
+
+class ToolCall(OpenAIModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionCallDelta(OpenAIModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(OpenAIModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
+class PromptTokensDetails(OpenAIModel):
+    cached_tokens: int = 0
+
+
+class CompletionTokensDetails(OpenAIModel):
+    reasoning_tokens: int = 0
+
+
+class Usage(OpenAIModel):
+    """Token counts, always taken from the server's own figures."""
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+    @classmethod
+    def of(
+        cls,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=(
+                PromptTokensDetails(cached_tokens=cached_tokens) if cached_tokens is not None else None
+            ),
+            completion_tokens_details=(
+                CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
+                if reasoning_tokens is not None
+                else None
+            ),
+        )
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call", "error"]
+
+
+class SamplingParams(OpenAIModel):
+    """Parameters shared by chat and text completions."""
+
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = None
+    min_p: float | None = None
+    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def wants_usage_chunk(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+# --- chat ----------------------------------------------------------------------
+
+
+class ChatMessage(OpenAIModel):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    reasoning: str | None = Field(
+        default=None, description="The model's thinking, as OpenRouter names it."
+    )
+
+    def text(self) -> str:
+        """The message's text, joining text parts of multi-part content."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+
+class ChatCompletionRequest(SamplingParams):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning: dict[str, Any] | None = None
+
+    def token_limit(self) -> int | None:
+        """max_completion_tokens wins over the deprecated max_tokens, as in OpenAI's API."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def prompt_text(self) -> str:
+        return "\n".join(message.text() for message in self.messages)
+
+
+class ChatCompletionChoice(OpenAIModel):
+    index: int = 0
+    message: ChatMessage
+    finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionResponse(OpenAIModel):
+    id: str = Field(default_factory=lambda: new_id("chatcmpl"))
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ChoiceDelta(OpenAIModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChatCompletionStreamChoice(OpenAIModel):
+    index: int = 0
+    delta: ChoiceDelta
+    finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(OpenAIModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatCompletionStreamChoice]
+    usage: Usage | None = None
+
+    def wire(self) -> dict[str, Any]:
+        # OpenAI's chunks always carry finish_reason, null until the last one.
+        body = super().wire()
+        for choice in body["choices"]:
+            choice.setdefault("finish_reason", None)
+        return body
+
+
+# --- text ----------------------------------------------------------------------
+
+
+class TextCompletionRequest(SamplingParams):
+    prompt: str | list[str] = Field(description="Token-id prompts are not accepted.")
+    suffix: str | None = None
+    echo: bool | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
+
+
+class TextCompletionChoice(OpenAIModel):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class TextCompletionResponse(OpenAIModel):
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[TextCompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class TextCompletionChunk(OpenAIModel):
+    """OpenAI streams text completions as `text_completion` objects too."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[TextCompletionChoice]
+    usage: Usage | None = None
+
+    def wire(self) -> dict[str, Any]:
+        body = super().wire()
+        for choice in body["choices"]:
+            choice.setdefault("finish_reason", None)
+        return body
+
+
+# --- embeddings ----------------------------------------------------------------
+
+
+class EmbeddingRequest(OpenAIModel):
+    model: str
+    input: str | list[str] = Field(description="Token-id inputs are not accepted.")
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingData(OpenAIModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(OpenAIModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(OpenAIModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
+# --- nodes ---------------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    """A model as one node serves it."""
+
+    id: str = Field(description="The node's own name for the model.")
+    name: str | None = None
+    context_length: int | None = None
+    max_output_length: int | None = None
+    supports_chat: bool = True
+    supports_text: bool = True
+    supports_embeddings: bool = False
+    loaded: bool | None = Field(default=None, description="Warm in memory, where the server says.")
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class LlmCapabilities(BaseModel):
+    supports_streaming: bool = True
+    supports_embeddings: bool = True
+    supports_tools: bool = True
+    supports_batching: bool = False
+    max_concurrent_requests: int = 1
+    features: dict[str, bool] = Field(default_factory=dict)
+
+
+class NodeMetrics(BaseModel):
+    """A node's live load.
+
+    Local figures (in-flight, latency, TTFT, throughput) come from the client's
+    own requests.  Server gauges are `None` where the server exposes none; their
+    age says how fresh they are, and a stale gauge must be treated as unknown.
+    """
+
+    in_flight: int = 0
+    requests_total: int = 0
+    errors_total: int = 0
+    ewma_latency_ms: float | None = None
+    peak_ewma_latency_ms: float | None = None
+    ewma_ttft_ms: float | None = None
+    tokens_per_second: float | None = None
+    server_running: float | None = None
+    server_waiting: float | None = None
+    server_kv_cache_usage: float | None = Field(default=None, ge=0, le=1)
+    server_capacity: int | None = None
+    server_signals_age_s: float | None = None
+    last_updated: float = Field(default_factory=time.time)
