@@ -1,7 +1,7 @@
 """The command line: one console script, one subcommand per room of the project.
 
 Each subcommand imports its module only when it runs, so `--help` stays fast
-and a project without a chain still answers `serve`.
+and a broken optional piece cannot stop the others.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ from . import __version__
 from .config import ConfigError, Settings, load_settings
 
 PROG = "{{ cookiecutter.project_slug }}"
+
+# Subcommands with options of their own: the rest of the command line is theirs.
+PASS_THROUGH = {
+    "sim": "run a simulated LLM server (ollama, vllm, llamacpp, tgi or openai dialect)",
+    "bench": "benchmarks: transport, balancer, overhead",
+    "tangle": "operator tools: register, submit-job, status",
+}
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(run)
     run.add_argument("--test-mode", action="store_true", help="accepted for the blueprint manager")
     run.add_argument("--pretty", action="store_true", help="human-readable logs")
-    run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeat)")
     run.add_argument("--dry-run", action="store_true", help="compute answers but send nothing")
 
     nodes = commands.add_parser("nodes", help="each node: reachable, models, load")
@@ -53,23 +60,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="the effective config, secrets masked")
     _add_config_option(config)
+
+    demo = commands.add_parser("demo", help="three simulated nodes behind the provider, no GPU")
+    demo.add_argument("--port", type=int, default=8090, help="the provider's port")
+
+    for name, help_text in PASS_THROUGH.items():
+        sub = commands.add_parser(name, help=help_text, add_help=False)
+        sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
-def _print_config(settings: Settings) -> int:
-    print(json.dumps(settings.masked(), indent=2))
-    return 0
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "config":
+        print(json.dumps(settings.masked(), indent=2))
+        return 0
+    if args.command == "serve":
+        from .api.server import serve
+
+        return serve(settings, host=args.host, port=args.port)
+    if args.command == "run":
+        from .tangle.runner import run
+
+        return run(
+            settings,
+            test_mode=args.test_mode,
+            pretty=args.pretty,
+            verbosity=args.verbose,
+            dry_run=args.dry_run,
+        )
+    if args.command == "nodes":
+        from .balancer.report import print_nodes
+
+        return print_nodes(settings, as_json=args.json)
+    if args.command == "models":
+        from .api.listing import print_models
+
+        return print_models(settings)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _pass_through(command: str, argv: list[str]) -> int:
+    if command == "sim":
+        from .sim.cli import main as sim_main
+
+        return sim_main(argv)
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(argv)
+    from .tangle.cli import main as tangle_main
+
+    return tangle_main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command in PASS_THROUGH:
+        try:
+            return _pass_through(args.command, list(args.args))
+        except ConfigError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 2
+    if args.command == "demo":
+        from .api.demo import run_demo
+
+        return run_demo(port=args.port)
     try:
-        settings = load_settings(getattr(args, "config", None))
+        settings = load_settings(args.config)
     except ConfigError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    if args.command == "config":
-        return _print_config(settings)
-    print(f"{PROG}: {args.command} is not available yet", file=sys.stderr)
-    return 2
+    return _dispatch(args, settings)
