@@ -90,7 +90,9 @@ class Usage(OpenAIModel):
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
             prompt_tokens_details=(
-                PromptTokensDetails(cached_tokens=cached_tokens) if cached_tokens is not None else None
+                PromptTokensDetails(cached_tokens=cached_tokens)
+                if cached_tokens is not None
+                else None
             ),
             completion_tokens_details=(
                 CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
@@ -155,7 +157,9 @@ class ChatMessage(OpenAIModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return "".join(
+            str(part.get("text", "")) for part in self.content if part.get("type") == "text"
+        )
 
 
 class ChatCompletionRequest(SamplingParams):
@@ -171,7 +175,11 @@ class ChatCompletionRequest(SamplingParams):
 
     def token_limit(self) -> int | None:
         """max_completion_tokens wins over the deprecated max_tokens, as in OpenAI's API."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )
 
     def prompt_text(self) -> str:
         return "\n".join(message.text() for message in self.messages)
