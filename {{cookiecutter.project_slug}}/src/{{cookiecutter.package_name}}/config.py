@@ -382,6 +382,10 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+# Values under these keys never appear in error messages.
+SECRET_KEYS = {"api_keys", "metrics_key", "api_key", "keystore_password", "operator_private_key"}
+
+
 def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
     by_path = {".".join(path): name for name, (path, _) in ENV_OVERRIDES.items() if name in environ}
     lines = []
@@ -389,7 +393,10 @@ def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         origin = by_path.get(key)
         where = f"{key} (from ${origin})" if origin else key
-        lines.append(f"{where}: {item['msg']}")
+        shown = ""
+        if not SECRET_KEYS & {str(part) for part in item["loc"]} and item["type"] != "missing":
+            shown = f" (got {item['input']!r})"
+        lines.append(f"{where}: {item['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
