@@ -1,0 +1,198 @@
+"""Validation of the answers, run by pre_gen_project before any file is written.
+
+Each check returns problems as "field: got <value>; expected <what>" so the
+person at the prompt sees which answer to change and how.  Standard library
+only: cookiecutter runs hooks with its own interpreter, where nothing of ours
+is installed.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .keccak import to_checksum_address
+
+BACKENDS = ("ollama", "vllm", "llamacpp", "tgi", "openai_compatible", "custom")
+STRATEGIES = (
+    "power_of_two",
+    "round_robin",
+    "least_loaded",
+    "capability_based",
+    "latency_based",
+    "prefix_affinity",
+)
+LICENSES = ("MIT", "Apache-2.0", "MIT OR Apache-2.0")
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+NETWORKS = ("local", "base_sepolia", "custom")
+CHAINS = ("local_testnet", "local_mainnet", "testnet", "mainnet")
+# The chains each network may run as: a local anvil is never a public chain.
+NETWORK_CHAINS = {
+    "local": ("local_testnet", "local_mainnet"),
+    "base_sepolia": ("testnet",),
+    "custom": CHAINS,
+}
+ADDRESS_FIELDS = ("tangle_contract", "staking_contract", "status_registry_contract")
+BOOLEAN_FIELDS = ("include_docker", "include_github_actions", "run_generated_tests")
+UINT64_MAX = 2**64 - 1
+
+_SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+_VERSION = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _problem(field: str, value: object, expected: str) -> str:
+    return f"{field}: got {value!r}; expected {expected}"
+
+
+def check_slug(value: str) -> str | None:
+    """The directory, distribution and command name: lowercase words joined by '-'."""
+    if _SLUG.fullmatch(value):
+        return None
+    return "lowercase letters and digits in words joined by single '-', starting with a letter"
+
+
+def check_package_name(value: str) -> str | None:
+    """An importable, lowercase Python identifier that does not shadow the stdlib."""
+    if not value.isidentifier() or not value.isascii() or value != value.lower():
+        return "a lowercase ASCII Python identifier such as 'openrouter_provider'"
+    if keyword.iskeyword(value) or value in sys.stdlib_module_names:
+        return "a name that is neither a Python keyword nor a standard-library module"
+    return None
+
+
+def check_email(value: str) -> str | None:
+    return None if _EMAIL.fullmatch(value) else "an email address such as 'you@example.com'"
+
+
+def check_version(value: str) -> str | None:
+    return None if _VERSION.fullmatch(value) else "a PEP 440 version such as '0.1.0'"
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str | None:
+    """A URL with one of `schemes` and a host, without spaces."""
+    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    if not value or any(char.isspace() for char in value):
+        return f"a {wanted} URL without spaces"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"a {wanted} URL with a valid host and port"
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"a {wanted} URL with a host"
+    return None
+
+
+def check_address(value: str) -> str | None:
+    """0x and 40 hex digits; mixed case must be the EIP-55 checksum."""
+    if not _ADDRESS.fullmatch(value):
+        return "an EVM address: 0x followed by 40 hex digits"
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and value != to_checksum_address(value):
+        return (
+            f"a valid EIP-55 checksum (did you mean {to_checksum_address(value)}?) or all lowercase"
+        )
+    return None
+
+
+def check_uint64(value: str) -> str | None:
+    if value.isascii() and value.isdigit() and int(value) <= UINT64_MAX:
+        return None
+    return f"a whole number from 0 to {UINT64_MAX} (uint64)"
+
+
+def _one_line(value: str) -> str | None:
+    return None if value.strip() and "\n" not in value else "a non-empty single line"
+
+
+def split_urls(value: str) -> list[str]:
+    """backend_urls as config.py reads it: comma-separated, blanks dropped."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
+def _check_choices(answers: Mapping[str, Any]) -> list[str]:
+    choices = {
+        "license": LICENSES,
+        "python_version": PYTHON_VERSIONS,
+        "llm_backend": BACKENDS,
+        "balancing_strategy": STRATEGIES,
+        "tangle_network": NETWORKS,
+        "chain": CHAINS,
+    }
+    return [
+        _problem(field, answers[field], "one of " + ", ".join(options))
+        for field, options in choices.items()
+        if answers[field] not in options
+    ]
+
+
+def _check_backend_urls(value: str) -> list[str]:
+    urls = split_urls(value)
+    if not urls:
+        return [_problem("backend_urls", value, "at least one http:// or https:// URL")]
+    problems = []
+    for url in urls:
+        expected = check_url(url, ("http", "https"))
+        if expected:
+            problems.append(_problem("backend_urls", url, expected + " (comma-separated)"))
+    return problems
+
+
+def _check_network(answers: Mapping[str, Any]) -> list[str]:
+    """The answers must describe one network: its chain kind and its contracts."""
+    network, chain = answers["tangle_network"], answers["chain"]
+    problems = []
+    allowed = NETWORK_CHAINS.get(network, CHAINS)
+    if chain in CHAINS and chain not in allowed:
+        problems.append(
+            _problem("chain", chain, f"{' or '.join(allowed)} for tangle_network={network!r}")
+        )
+    for field in ADDRESS_FIELDS:
+        if not answers[field]:
+            problems.append(
+                _problem(field, "", f"the contract's address on the {network!r} network")
+            )
+    return problems
+
+
+# field -> check returning what was expected, or None when the value is fine
+_FIELD_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "project_name": _one_line,
+    "project_slug": check_slug,
+    "package_name": check_package_name,
+    "author_email": check_email,
+    "version": check_version,
+    "default_model": _one_line,
+    "http_rpc_url": lambda value: check_url(value, ("http", "https")),
+    "ws_rpc_url": lambda value: check_url(value, ("ws", "wss")),
+    "blueprint_id": check_uint64,
+    "service_id": check_uint64,
+    "keystore_uri": _one_line,
+}
+
+
+def validate(answers: Mapping[str, Any]) -> list[str]:
+    """Every problem with the answers; an empty list means generation may go on."""
+    problems = _check_choices(answers)
+    for field, check in _FIELD_CHECKS.items():
+        value = answers[field]
+        expected = check(value) if isinstance(value, str) else "text"
+        if expected:
+            problems.append(_problem(field, value, expected))
+    problems += _check_backend_urls(answers["backend_urls"])
+    for field in ADDRESS_FIELDS:
+        value = answers[field]
+        expected = check_address(value) if value else None
+        if expected:
+            problems.append(_problem(field, value, expected))
+    problems += _check_network(answers)
+    for field in BOOLEAN_FIELDS:
+        if not isinstance(answers[field], bool):
+            problems.append(_problem(field, answers[field], "yes or no"))
+    return problems
