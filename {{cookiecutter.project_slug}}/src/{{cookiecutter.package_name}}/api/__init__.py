@@ -1,0 +1,1 @@
+"""The OpenRouter-facing HTTP API: OpenAI-compatible endpoints and the provider listing."""

@@ -1,0 +1,169 @@
+"""Server-sent events for streamed completions.
+
+One task relays chunks; the request's own task watches for the client going
+away, the deadline, and silence (then it writes `: keep-alive` comments).  The
+relay and the keep-alives share a lock so frames never interleave.  When the
+client leaves, the relay is cancelled and the balancer's iterator closed, which
+closes the upstream request and stops generation on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..llm.errors import LlmError, UpstreamError, UpstreamTimeoutError
+from ..llm.models import Usage
+from .errors import Scrubber, unexpected
+
+KEEPALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class Chunk(Protocol):
+    """What the relay needs of a chat or text chunk."""
+
+    @property
+    def choices(self) -> list[object]: ...
+
+    usage: Usage | None
+
+    def wire(self) -> dict[str, object]: ...
+
+
+def frame(data: dict[str, object]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def close_iterator(iterator: AsyncIterator[object]) -> None:
+    """Close an async generator, and with it the upstream request."""
+    aclose: Callable[[], object] | None = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        result = aclose()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+class SseResponse(Response):
+    """A response relaying an iterator of chunks as SSE, ending with `data: [DONE]`."""
+
+    def __init__(
+        self,
+        iterator: AsyncIterator[Chunk],
+        first: asyncio.Future[Chunk],
+        *,
+        include_usage: bool,
+        keepalive_s: float,
+        deadline_s: float,
+        scrub: Scrubber,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(HEADERS)
+        self.iterator = iterator
+        self.first = first
+        self.include_usage = include_usage
+        self.keepalive_s = keepalive_s
+        self.deadline_s = deadline_s
+        self.scrub = scrub
+        self._lock = asyncio.Lock()
+        self._last_write = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        self._last_write = loop.time()
+        relay = asyncio.ensure_future(self._relay(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while True:
+                now = loop.time()
+                wake = min(self._last_write + self.keepalive_s, deadline) - now
+                done, _ = await asyncio.wait(
+                    (relay, gone), timeout=max(wake, 0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if relay in done or gone in done:
+                    break
+                if loop.time() >= deadline:
+                    relay.cancel()
+                    await asyncio.gather(relay, return_exceptions=True)
+                    await self._fail(send, UpstreamTimeoutError("the request deadline passed"))
+                    break
+                if loop.time() - self._last_write >= self.keepalive_s:
+                    await self._write(send, KEEPALIVE)
+        finally:
+            for task in (relay, gone):
+                task.cancel()
+            await asyncio.gather(relay, gone, return_exceptions=True)
+            await close_iterator(self.iterator)
+
+    async def _relay(self, send: Send) -> None:
+        try:
+            await self._send_chunk(send, await self.first)
+            async for chunk in self.iterator:
+                await self._send_chunk(send, chunk)
+        except LlmError as error:
+            await self._fail(send, error)
+            return
+        except Exception as error:  # the stream must still end in an error event
+            await self._fail(send, unexpected(error, self.scrub))
+            return
+        await self._write(send, DONE, more=False)
+
+    async def _send_chunk(self, send: Send, chunk: Chunk) -> None:
+        if chunk.usage is not None:
+            if not chunk.choices:
+                if self.include_usage:
+                    await self._write(send, frame(chunk.wire()))
+                return
+            if not self.include_usage:
+                chunk.usage = None
+        await self._write(send, frame(chunk.wire()))
+
+    async def _fail(self, send: Send, error: LlmError) -> None:
+        """End a started stream in-band: an error event, then [DONE]."""
+        body = error.to_openai()
+        body["error"]["message"] = self.scrub(error.message)
+        await self._write(send, frame(body) + DONE, more=False)
+
+    async def _write(self, send: Send, data: bytes, *, more: bool = True) -> None:
+        async with self._lock:
+            await send({"type": "http.response.body", "body": data, "more_body": more})
+            self._last_write = asyncio.get_running_loop().time()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def first_chunk(
+    iterator: AsyncIterator[Chunk], wait_s: float
+) -> tuple[asyncio.Future[Chunk], bool]:
+    """Start reading the first chunk and wait up to `wait_s` for it.
+
+    Failures that come quickly (overload, a dead node) still get a proper HTTP
+    status; a node that is slow to start gets a 200 with keep-alives instead.
+    Returns the pending-or-done future and whether it is done.
+    """
+    future: asyncio.Future[Chunk] = asyncio.ensure_future(_next(iterator))
+    done, _ = await asyncio.wait((future,), timeout=wait_s)
+    return future, bool(done)
+
+
+async def _next(iterator: AsyncIterator[Chunk]) -> Chunk:
+    try:
+        return await anext(iterator)
+    except StopAsyncIteration:
+        raise UpstreamError("the node ended the stream without sending anything") from None

@@ -1,0 +1,184 @@
+"""Fixtures for the HTTP API: a real uvicorn server on 127.0.0.1, over a fake or a real fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from {{ cookiecutter.package_name }}.api.app import create_app
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
+from {{ cookiecutter.package_name }}.llm.models import (
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamChoice,
+    ChatMessage,
+    ChoiceDelta,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ModelInfo,
+    Usage,
+)
+
+KEY = "sk-test-key-one"
+MODEL = "acme/test-model"
+
+
+def make_settings(**api: Any) -> Settings:
+    """Settings with one model on one (unused) node; `api` overrides [api] keys."""
+    return Settings.model_validate(
+        {
+            "api": {"api_keys": [KEY], **api},
+            "nodes": [
+                {
+                    "name": "n1",
+                    "url": "http://10.9.8.7:8000",
+                    "type": "openai_compatible",
+                    "models": [MODEL],
+                }
+            ],
+            "models": [{"id": MODEL, "context_length": 4096, "max_output_length": 512}],
+        }
+    )
+
+
+@dataclass
+class FakeBalancer:
+    """Answers like the balancer would, from a script the test sets."""
+
+    words: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
+    delay_s: float = 0.0
+    first_delay_s: float = 0.0
+    fail_with: Exception | None = None
+    fail_after: int | None = None
+    requests: list[Any] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    healthy: bool = True
+
+    def _check(self, model: str) -> None:
+        if model != MODEL:
+            raise ModelNotFoundError(f"model {model!r} is not served")
+        if self.fail_with is not None and self.fail_after is None:
+            raise self.fail_with
+
+    async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        self.requests.append(request)
+        self._check(request.model)
+        await asyncio.sleep(self.delay_s)
+        message = ChatMessage(role="assistant", content="".join(self.words))
+        return ChatCompletionResponse(
+            model=request.model,
+            choices=[ChatCompletionChoice(message=message, finish_reason="stop")],
+            usage=Usage.of(5, len(self.words)),
+        )
+
+    async def stream_chat_completion(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        self.requests.append(request)
+        try:
+            self._check(request.model)
+            await asyncio.sleep(self.first_delay_s)
+            for index, word in enumerate(self.words):
+                if self.fail_after is not None and index == self.fail_after:
+                    assert self.fail_with is not None
+                    raise self.fail_with
+                if index:
+                    await asyncio.sleep(self.delay_s)
+                delta = ChoiceDelta(role="assistant" if index == 0 else None, content=word)
+                yield ChatCompletionChunk(
+                    id="chatcmpl-1",
+                    model=request.model,
+                    choices=[ChatCompletionStreamChoice(delta=delta)],
+                )
+            yield ChatCompletionChunk(
+                id="chatcmpl-1",
+                model=request.model,
+                choices=[ChatCompletionStreamChoice(delta=ChoiceDelta(), finish_reason="stop")],
+            )
+            yield ChatCompletionChunk(
+                id="chatcmpl-1", model=request.model, choices=[], usage=Usage.of(5, len(self.words))
+            )
+        finally:
+            self.closed.set()
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        self._check(request.model)
+        return EmbeddingResponse(
+            model=request.model,
+            data=[
+                EmbeddingData(index=i, embedding=[0.5, 0.25])
+                for i, _ in enumerate(request.inputs())
+            ],
+            usage=EmbeddingUsage(prompt_tokens=2, total_tokens=2),
+        )
+
+    def listed_models(self) -> dict[str, list[ModelInfo]]:
+        return {MODEL: [ModelInfo(id="upstream-name", context_length=2048)]}
+
+    def healthy_models(self) -> set[str]:
+        return {MODEL} if self.healthy else set()
+
+
+@dataclass
+class FakeContext:
+    settings: Settings
+    balancer: FakeBalancer
+    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+@asynccontextmanager
+async def running(app: Any) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port; yield its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns them
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+def fake() -> FakeBalancer:
+    return FakeBalancer()
+
+
+@pytest.fixture
+async def fake_api(fake: FakeBalancer) -> AsyncIterator[Callable[..., Any]]:
+    """`async with fake_api(**api_settings) as url`: the app over the fake balancer."""
+
+    @asynccontextmanager
+    async def start(**api: Any) -> AsyncIterator[str]:
+        settings = make_settings(**api)
+
+        @asynccontextmanager
+        async def open_context(settings: Settings) -> AsyncIterator[FakeContext]:
+            yield FakeContext(settings=settings, balancer=fake)
+
+        async with running(create_app(settings, open_context=open_context)) as url:
+            yield url
+
+    yield start
