@@ -1,0 +1,197 @@
+"""What every server client shares: the connection pool, the load tracker, request plumbing.
+
+A server module subclasses `HttpClient` and writes only what its server does
+differently: paths, request and answer shapes, health and load signals.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from pydantic import BaseModel, ValidationError
+
+from ..config import LoadBalancerSettings, NodeSettings
+from ..llm.errors import LlmError, UpstreamError
+from ..llm.interfaces import StreamingLlmClient
+from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
+from .errors import error_for_status, error_for_transport
+from .load import LoadTracker, RequestSample
+
+# Connections beyond max_concurrency, so health checks and metric scrapes never
+# wait behind a full pool of long streams.
+HEALTH_HEADROOM = 2
+# Below the 5 s keep-alive of uvicorn (vLLM) and cpp-httplib (llama.cpp): a pooled
+# connection is dropped before the server closes it under us.
+KEEPALIVE_EXPIRY_S = 4.0
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def build_http_client(node: NodeSettings, settings: LoadBalancerSettings) -> httpx.AsyncClient:
+    """One pool per node, sized to its concurrency; idle-read timeout, no total timeout."""
+    limits = httpx.Limits(
+        max_connections=node.max_concurrency + HEALTH_HEADROOM,
+        max_keepalive_connections=node.max_concurrency + HEALTH_HEADROOM,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=settings.read_timeout_s,
+        write=settings.read_timeout_s,
+        pool=settings.connect_timeout_s,
+    )
+    headers = {}
+    if node.api_key is not None:
+        headers["Authorization"] = f"Bearer {node.api_key.get_secret_value()}"
+    transport: httpx.AsyncBaseTransport = (
+        AiohttpTransport(limits=limits)
+        if settings.http_transport == "aiohttp"
+        else httpx.AsyncHTTPTransport(limits=limits)
+    )
+    return httpx.AsyncClient(
+        base_url=node.url, timeout=timeout, headers=headers, transport=transport
+    )
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UpstreamError(
+            f"the server's answer is not JSON: {raw[:200].decode('utf-8', 'replace')!r}"
+        ) from None
+
+
+def validate(model: type[Model], data: Any) -> Model:
+    """The server's answer as our model, or an UpstreamError saying what did not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UpstreamError(
+            f"the server's answer does not fit {model.__name__}: {where}: {first['msg']}"
+        ) from None
+
+
+class HttpClient(StreamingLlmClient):
+    """A node reached over HTTP, with its pool and live load figures."""
+
+    supports_embeddings: ClassVar[bool] = True
+    supports_tools: ClassVar[bool] = True
+
+    def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
+        self.node = node
+        self.settings = settings
+        self.load = LoadTracker()
+        self.http = build_http_client(node, settings)
+        self._configured = [ModelInfo(id=model.upstream_name) for model in node.models]
+        self._discovered: list[ModelInfo] = []
+
+    # --- the LlmClient surface that needs no server knowledge -------------------
+
+    def get_supported_models(self) -> list[ModelInfo]:
+        """Configured models, enriched with what discovery learned, then any others found."""
+        found = {model.id: model for model in self._discovered}
+        configured = [found.pop(model.id, model) for model in self._configured]
+        return configured + list(found.values())
+
+    def get_capabilities(self) -> LlmCapabilities:
+        return LlmCapabilities(
+            supports_embeddings=self.supports_embeddings,
+            supports_tools=self.supports_tools,
+            max_concurrent_requests=self.node.max_concurrency,
+        )
+
+    def get_metrics(self) -> NodeMetrics:
+        return self.load.snapshot()
+
+    async def discover_models(self) -> list[ModelInfo]:
+        self._discovered = await self.list_models()
+        return self._discovered
+
+    @abc.abstractmethod
+    async def list_models(self) -> list[ModelInfo]:
+        """The server's models with their context lengths, as this server tells them."""
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # --- plumbing for subclasses --------------------------------------------------
+
+    def error_for(self, status_code: int, body: bytes, headers: Mapping[str, str]) -> LlmError:
+        """Map a failed answer; servers with special wording override this."""
+        return error_for_status(status_code, body, headers)
+
+    @asynccontextmanager
+    async def tracked(self) -> AsyncIterator[RequestSample]:
+        """Count one data-path request in the load figures, however it ends."""
+        sample = self.load.start()
+        try:
+            yield sample
+        except BaseException as error:
+            self.load.finish(sample, error)
+            raise
+        self.load.finish(sample, None)
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        read_timeout_s: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a request and hand over the streaming response, closed on exit.
+
+        Closing is what stops generation when a caller leaves: the connection is
+        dropped (or returned only once fully read), and the servers abort.
+        Failed answers become LlmErrors carrying the server's message.
+        """
+        request = self.http.build_request(
+            method,
+            path,
+            json=body,
+            timeout=httpx.Timeout(read_timeout_s)
+            if read_timeout_s is not None
+            else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise error_for_transport(error, self.node.name) from None
+        try:
+            if response.status_code >= 400:
+                raw = await response.aread()
+                raise self.error_for(response.status_code, raw, response.headers)
+            yield response
+        except httpx.HTTPError as error:
+            raise error_for_transport(error, self.node.name) from None
+        finally:
+            await response.aclose()
+
+    async def fetch(self, method: str, path: str, *, body: Any = None) -> tuple[Any, httpx.Headers]:
+        """A whole JSON answer and its headers, on the data path's timeouts."""
+        async with self.open(method, path, body=body) as response:
+            raw = await response.aread()
+            return parse_json(raw), response.headers
+
+    async def query(self, method: str, path: str, *, body: Any = None) -> Any:
+        """A JSON answer for discovery or health, on the health-check timeout."""
+        timeout = self.settings.health_check_timeout_s
+        async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
+            return parse_json(await response.aread())
+
+    async def probe(self, path: str) -> httpx.Response:
+        """A health or metrics read on the health-check timeout; the body is read."""
+        timeout = self.settings.health_check_timeout_s
+        async with self.open("GET", path, read_timeout_s=timeout) as response:
+            await response.aread()
+            return response

@@ -1,0 +1,110 @@
+"""A client for your own LLM server: fill in the methods below.
+
+The connection pool, timeouts, API key, load tracking and error mapping are
+done for you by `HttpClient` (backends/base.py); what is left is what only
+your server knows.  `openai_compatible.py` is a complete worked example, and
+`ollama.py` one for a server whose API is not OpenAI's.
+
+Walkthrough:
+
+1. Requests.  Each method gets an OpenAI-shaped request (llm/models.py) whose
+   `model` is already your server's own name for the model.  Build your
+   server's body from it (`request.wire()` gives the OpenAI JSON) and send it
+   with `self.fetch(...)` for a whole answer or `self.open(...)` for a stream:
+   both raise the right `LlmError` for failed answers.  Wrap each request in
+   `async with self.tracked() as sample:` so the balancer sees in-flight
+   requests, latency and errors; set `sample.completion_tokens` from your
+   server's usage, and call `sample.first_token()` when a stream's first
+   chunk arrives.
+2. Answers.  Build the response models from your server's answer.  Take usage
+   only from your server's own token counts; leave it None when it gives none.
+   A stream ends with a chunk that has empty `choices` and the usage.  Read
+   streams with `streams.sse_events` or `streams.ndjson_objects`, which decode
+   UTF-8 safely, and yield from inside the `async with` blocks: closing the
+   iterator then closes the upstream request and your server stops generating.
+3. Errors.  `errors.error_for_status` maps status codes (400/422 invalid,
+   404 unknown model, 429 and "busy" 503 overloaded, other 5xx upstream
+   errors) and reads the common error bodies.  If your server words context
+   overflow or overload differently, override `error_for` and return
+   `ContextLengthExceededError` / `OverloadedError` yourself; keep the server's
+   message.  Errors sent inside a 200 stream go through `errors.error_in_stream`.
+4. Metrics.  If your server publishes load (a queue length, running requests,
+   KV-cache use), read it in `check_health` and store it with
+   `self.load.set_signals(ServerSignals(...))`; `scrape.gauges` reads
+   Prometheus text.  Otherwise the in-flight count kept by `tracked()` is the
+   load signal.
+5. Register nothing: a node with `type = "custom"` in the config gets this
+   client through `backends.create_client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..llm.models import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelInfo,
+    TextCompletionChunk,
+    TextCompletionRequest,
+    TextCompletionResponse,
+)
+from .base import HttpClient
+
+WHERE = "in backends/custom.py (see openai_compatible.py for a worked example)"
+
+
+class CustomClient(HttpClient):
+    """Your server's client; each method says what it must do."""
+
+    async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        raise NotImplementedError(
+            f"CustomClient.chat_completion {WHERE}: send the chat request to your server "
+            "and build a ChatCompletionResponse with the server's own usage"
+        )
+
+    async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
+        raise NotImplementedError(
+            f"CustomClient.text_completion {WHERE}: send the prompt to your server and "
+            "build a TextCompletionResponse, or raise NotSupportedError if it has none"
+        )
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        raise NotImplementedError(
+            f"CustomClient.embeddings {WHERE}: return an EmbeddingResponse, or raise "
+            "NotSupportedError if your server has no embeddings"
+        )
+
+    def stream_chat_completion(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        raise NotImplementedError(
+            f"CustomClient.stream_chat_completion {WHERE}: yield ChatCompletionChunks "
+            "from inside `async with self.open(...)`, ending with a usage chunk"
+        )
+
+    def stream_text_completion(
+        self, request: TextCompletionRequest
+    ) -> AsyncIterator[TextCompletionChunk]:
+        raise NotImplementedError(
+            f"CustomClient.stream_text_completion {WHERE}: yield TextCompletionChunks "
+            "from inside `async with self.open(...)`, ending with a usage chunk"
+        )
+
+    async def check_health(self) -> None:
+        raise NotImplementedError(
+            f"CustomClient.check_health {WHERE}: call your server's health route with "
+            "self.probe(path) and store its load gauges with self.load.set_signals"
+        )
+
+    async def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError(
+            f"CustomClient.list_models {WHERE}: ask your server for its models and "
+            "return a ModelInfo (id, context_length) for each"
+        )
+
+
+CLIENT = CustomClient

@@ -1,0 +1,78 @@
+"""llama.cpp's llama-server: OpenAI's endpoints, plus its own health, props, slots and metrics.
+
+/health answers 503 while the model loads.  /props gives the context each slot
+gets (`default_generation_settings.n_ctx`) and the slot count (`total_slots`,
+from --parallel).  /slots lists the slots with `is_processing` (on by default,
+off with --no-slots).  /metrics exists only with --metrics:
+`llamacpp:requests_processing` and `llamacpp:requests_deferred` (queued).
+Current builds export no KV-cache gauge.  Thinking arrives as
+`reasoning_content` and is renamed `reasoning` by the OpenAI base.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..llm.errors import LlmError
+from ..llm.models import ModelInfo
+from .load import ServerSignals
+from .openai_compatible import OpenAICompatibleClient
+from .scrape import gauges
+
+PROCESSING = "llamacpp:requests_processing"
+DEFERRED = "llamacpp:requests_deferred"
+
+
+class LlamaCppClient(OpenAICompatibleClient):
+    """A llama-server node."""
+
+    total_slots: int | None = None
+
+    async def list_models(self) -> list[ModelInfo]:
+        models = await super().list_models()
+        try:
+            props = await self.query("GET", "/props")
+        except LlmError:
+            return models  # Router mode without a loaded model, or an old build.
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        slots = props.get("total_slots")
+        self.total_slots = slots if isinstance(slots, int) and slots > 0 else None
+        if isinstance(n_ctx, int) and n_ctx > 0 and len(models) == 1:
+            # The runtime context per slot beats the trained maximum in /v1/models.
+            models[0].context_length = n_ctx
+        return models
+
+    def model_info(self, card: dict[str, Any]) -> ModelInfo:
+        info = super().model_info(card)
+        trained = (card.get("meta") or {}).get("n_ctx_train")
+        if info.context_length is None and isinstance(trained, int) and trained > 0:
+            info.context_length = trained
+        return info
+
+    async def check_health(self) -> None:
+        await self.probe("/health")
+        running: float | None = None
+        waiting: float | None = None
+        capacity = self.total_slots
+        try:
+            slots: Any = (await self.probe("/slots")).json()
+            if isinstance(slots, list):
+                running = float(sum(1 for slot in slots if slot.get("is_processing")))
+                capacity = len(slots) or capacity
+        except (LlmError, ValueError):
+            pass  # --no-slots: rely on /metrics or our own count.
+        try:
+            found = gauges((await self.probe("/metrics")).text, (PROCESSING, DEFERRED))
+            if PROCESSING in found:
+                running = sum(found[PROCESSING])
+            if DEFERRED in found:
+                waiting = sum(found[DEFERRED])
+        except LlmError:
+            pass  # Started without --metrics.
+        if running is not None or waiting is not None:
+            self.load.set_signals(
+                ServerSignals(running=running, waiting=waiting, capacity=capacity)
+            )
+
+
+CLIENT = LlamaCppClient

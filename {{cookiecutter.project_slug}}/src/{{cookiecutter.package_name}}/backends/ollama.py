@@ -1,0 +1,472 @@
+"""Ollama through its native API: /api/chat, /api/generate, /api/embed.
+
+The native API, not Ollama's /v1 layer, because only it reports which models
+are warm (/api/ps) and their context (/api/show), and takes `think`, `format`
+schemas and every sampling option.  Translation to OpenAI's shapes:
+
+- streams are NDJSON objects, turned into OpenAI chunks; the final object's
+  `prompt_eval_count` / `eval_count` become usage (Go omits zero counts, so an
+  absent count on the final object is zero, as Ollama's own /v1 layer reads it);
+- options: max tokens -> `num_predict`, `repetition_penalty` -> `repeat_penalty`,
+  the rest by name; `response_format` json_object -> `format: "json"`,
+  json_schema -> `format: <schema>`;
+- tool calls carry their arguments as JSON objects here and as JSON strings in
+  OpenAI's API; `thinking` is OpenRouter's `reasoning`;
+- a full queue answers 503 "server busy", a retryable overload.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..llm.errors import InvalidRequestError, LlmError, UpstreamError
+from ..llm.models import (
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamChoice,
+    ChatMessage,
+    ChoiceDelta,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    FinishReason,
+    FunctionCall,
+    FunctionCallDelta,
+    ModelInfo,
+    SamplingParams,
+    TextCompletionChoice,
+    TextCompletionChunk,
+    TextCompletionRequest,
+    TextCompletionResponse,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    new_id,
+)
+from .base import HttpClient
+from .errors import error_in_stream
+from .streams import ndjson_objects
+
+# OpenAI sampling field -> Ollama option of the same meaning.
+OPTION_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "repetition_penalty": "repeat_penalty",
+}
+
+
+def options(request: SamplingParams, max_tokens: int | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for ours, theirs in OPTION_NAMES.items():
+        value = getattr(request, ours)
+        if value is not None:
+            opts[theirs] = value
+    if max_tokens is not None:
+        opts["num_predict"] = max_tokens
+    if request.stop_list():
+        opts["stop"] = request.stop_list()
+    return opts
+
+
+def output_format(response_format: Any) -> str | dict[str, Any] | None:
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_object":
+        return "json"
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else "json"
+    return None
+
+
+def think(request: ChatCompletionRequest | TextCompletionRequest) -> bool | str | None:
+    """OpenRouter's `reasoning` ({effort} / {enabled}) or `reasoning_effort` as Ollama's `think`."""
+    reasoning = getattr(request, "reasoning", None) or {}
+    effort = reasoning.get("effort") or getattr(request, "reasoning_effort", None)
+    if effort in ("none", "minimal"):
+        return False
+    if effort in ("low", "medium", "high"):
+        return str(effort)
+    if "enabled" in reasoning:
+        return bool(reasoning["enabled"])
+    return None
+
+
+def arguments_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError:
+        raise InvalidRequestError(
+            f"tool call arguments are not JSON: {arguments[:200]!r}", param="messages"
+        ) from None
+
+
+def arguments_string(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+def images(message: ChatMessage) -> list[str]:
+    """Base64 images from `image_url` parts; Ollama takes no URLs."""
+    found = []
+    for part in message.content if isinstance(message.content, list) else []:
+        if part.get("type") != "image_url":
+            continue
+        url = str((part.get("image_url") or {}).get("url", ""))
+        header, _, data = url.partition(",")
+        if not (header.startswith("data:") and header.endswith(";base64")):
+            raise InvalidRequestError(
+                "Ollama takes images as base64 data URLs only", param="messages"
+            )
+        found.append(data)
+    return found
+
+
+def ollama_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    tool_names: dict[str, str] = {}
+    out = []
+    for message in messages:
+        role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
+        item: dict[str, Any] = {"role": role, "content": message.text()}
+        if pictures := images(message):
+            item["images"] = pictures
+        if message.reasoning:
+            item["thinking"] = message.reasoning
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": arguments_object(call.function.arguments),
+                    }
+                }
+                for call in message.tool_calls
+            ]
+            tool_names.update({call.id: call.function.name for call in message.tool_calls})
+        if role == "tool":
+            # Ollama matches a result to its call by the tool's name, not by id.
+            name = tool_names.get(message.tool_call_id or "") or message.name
+            if name:
+                item["tool_name"] = name
+        out.append(item)
+    return out
+
+
+def finish(done_reason: Any, tool_calls: bool) -> FinishReason:
+    if tool_calls:
+        return "tool_calls"
+    return "length" if done_reason == "length" else "stop"
+
+
+def usage_of(final: dict[str, Any]) -> Usage | None:
+    if "eval_count" not in final and "prompt_eval_count" not in final:
+        return None
+    return Usage.of(int(final.get("prompt_eval_count", 0)), int(final.get("eval_count", 0)))
+
+
+def tool_calls_of(message: dict[str, Any]) -> list[ToolCall]:
+    calls = []
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        calls.append(
+            ToolCall(
+                id=str(call.get("id") or new_id("call")),
+                function=FunctionCall(
+                    name=str(function.get("name", "")),
+                    arguments=arguments_string(function.get("arguments", {})),
+                ),
+            )
+        )
+    return calls
+
+
+def float32_base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32s."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def checked(obj: dict[str, Any]) -> dict[str, Any]:
+    """An NDJSON object, or the in-band error Ollama sends after a 200."""
+    error = error_in_stream(obj)
+    if error is not None:
+        raise error
+    return obj
+
+
+class OllamaClient(HttpClient):
+    """An Ollama node."""
+
+    # --- requests ------------------------------------------------------------------
+
+    def chat_body(self, request: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": ollama_messages(request.messages),
+            "stream": stream,
+            "options": options(request, request.token_limit()),
+        }
+        # Ollama has no tool_choice; "none" is honoured by not offering the tools.
+        if request.tools and request.tool_choice != "none":
+            body["tools"] = request.tools
+        if (fmt := output_format(request.response_format)) is not None:
+            body["format"] = fmt
+        if (thinking := think(request)) is not None:
+            body["think"] = thinking
+        return body
+
+    def generate_body(self, request: TextCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "prompt": request.prompt_text(),
+            "stream": stream,
+            "options": options(request, request.max_tokens),
+        }
+        if request.suffix is not None:
+            body["suffix"] = request.suffix
+        else:
+            # A text completion continues the prompt as written, as /v1/completions
+            # does on other servers: no chat template around it.
+            body["raw"] = True
+        if (fmt := output_format(getattr(request, "response_format", None))) is not None:
+            body["format"] = fmt
+        return body
+
+    # --- whole answers ---------------------------------------------------------------
+
+    async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        async with self.tracked() as sample:
+            data, _ = await self.fetch(
+                "POST", "/api/chat", body=self.chat_body(request, stream=False)
+            )
+            message = data.get("message") or {}
+            calls = tool_calls_of(message)
+            usage = usage_of(data)
+            sample.completion_tokens = usage.completion_tokens if usage else None
+            return ChatCompletionResponse(
+                model=request.model,
+                choices=[
+                    ChatCompletionChoice(
+                        message=ChatMessage(
+                            role="assistant",
+                            content=message.get("content") or ("" if not calls else None),
+                            reasoning=message.get("thinking") or None,
+                            tool_calls=calls or None,
+                        ),
+                        finish_reason=finish(data.get("done_reason"), bool(calls)),
+                    )
+                ],
+                usage=usage,
+            )
+
+    async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
+        async with self.tracked() as sample:
+            data, _ = await self.fetch(
+                "POST", "/api/generate", body=self.generate_body(request, stream=False)
+            )
+            usage = usage_of(data)
+            sample.completion_tokens = usage.completion_tokens if usage else None
+            return TextCompletionResponse(
+                model=request.model,
+                choices=[
+                    TextCompletionChoice(
+                        text=str(data.get("response", "")),
+                        finish_reason=finish(data.get("done_reason"), False),
+                    )
+                ],
+                usage=usage,
+            )
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "input": request.inputs(),
+            # OpenAI refuses an input that does not fit; Ollama would cut it silently.
+            "truncate": False,
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        async with self.tracked():
+            data, _ = await self.fetch("POST", "/api/embed", body=body)
+        vectors = data.get("embeddings")
+        if not isinstance(vectors, list):
+            raise UpstreamError("Ollama's /api/embed answer has no embeddings")
+        as_base64 = request.encoding_format == "base64"
+        prompt_tokens = int(data.get("prompt_eval_count", 0))
+        return EmbeddingResponse(
+            model=request.model,
+            data=[
+                EmbeddingData(index=i, embedding=float32_base64(v) if as_base64 else v)
+                for i, v in enumerate(vectors)
+            ],
+            usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+        )
+
+    # --- streams ---------------------------------------------------------------------
+
+    async def stream_chat_completion(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        chunk_id = new_id("chatcmpl")
+
+        def chunk(delta: ChoiceDelta, reason: FinishReason | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(
+                id=chunk_id,
+                model=request.model,
+                choices=[ChatCompletionStreamChoice(delta=delta, finish_reason=reason)],
+            )
+
+        body = self.chat_body(request, stream=True)
+        calls = 0
+        async with self.tracked() as sample, self.open("POST", "/api/chat", body=body) as response:
+            async for obj in ndjson_objects(response):
+                checked(obj)
+                if sample.first_token_at is None:
+                    sample.first_token()
+                    yield chunk(ChoiceDelta(role="assistant", content=""))
+                message = obj.get("message") or {}
+                deltas = [
+                    ToolCallDelta(
+                        index=calls + i,
+                        id=call.id,
+                        type="function",
+                        function=FunctionCallDelta(
+                            name=call.function.name, arguments=call.function.arguments
+                        ),
+                    )
+                    for i, call in enumerate(tool_calls_of(message))
+                ]
+                calls += len(deltas)
+                if message.get("content") or message.get("thinking") or deltas:
+                    yield chunk(
+                        ChoiceDelta(
+                            content=message.get("content") or None,
+                            reasoning=message.get("thinking") or None,
+                            tool_calls=deltas or None,
+                        )
+                    )
+                if obj.get("done"):
+                    yield chunk(ChoiceDelta(), finish(obj.get("done_reason"), calls > 0))
+                    usage = usage_of(obj)
+                    if usage is not None:
+                        sample.completion_tokens = usage.completion_tokens
+                        yield ChatCompletionChunk(
+                            id=chunk_id, model=request.model, choices=[], usage=usage
+                        )
+                    return
+
+    async def stream_text_completion(
+        self, request: TextCompletionRequest
+    ) -> AsyncIterator[TextCompletionChunk]:
+        chunk_id = new_id("cmpl")
+        body = self.generate_body(request, stream=True)
+        async with (
+            self.tracked() as sample,
+            self.open("POST", "/api/generate", body=body) as response,
+        ):
+            async for obj in ndjson_objects(response):
+                checked(obj)
+                sample.first_token()
+                done = bool(obj.get("done"))
+                text = str(obj.get("response", ""))
+                if text or done:
+                    yield TextCompletionChunk(
+                        id=chunk_id,
+                        model=request.model,
+                        choices=[
+                            TextCompletionChoice(
+                                text=text,
+                                finish_reason=finish(obj.get("done_reason"), False)
+                                if done
+                                else None,
+                            )
+                        ],
+                    )
+                if done:
+                    usage = usage_of(obj)
+                    if usage is not None:
+                        sample.completion_tokens = usage.completion_tokens
+                        yield TextCompletionChunk(
+                            id=chunk_id, model=request.model, choices=[], usage=usage
+                        )
+                    return
+
+    # --- discovery and health ----------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        tags = await self.query("GET", "/api/tags")
+        installed = [str(m.get("name")) for m in tags.get("models") or [] if m.get("name")]
+        warm = await self._running()
+        wanted = {model.upstream_name for model in self.node.models}
+        found = []
+        for name in installed:
+            # "llama3.2" in the config is "llama3.2:latest" on the server.
+            alias = name.removesuffix(":latest")
+            model_id = alias if alias in wanted and name not in wanted else name
+            if wanted and model_id not in wanted:
+                found.append(ModelInfo(id=model_id, loaded=name in warm))
+                continue
+            found.append(await self._describe(model_id, name, warm))
+        return found
+
+    async def _running(self) -> dict[str, int | None]:
+        """Warm models and the context they were loaded with."""
+        data = await self.query("GET", "/api/ps")
+        return {
+            str(m.get("name")): m.get("context_length")
+            if isinstance(m.get("context_length"), int)
+            else None
+            for m in data.get("models") or []
+        }
+
+    async def _describe(self, model_id: str, name: str, warm: dict[str, int | None]) -> ModelInfo:
+        try:
+            show = await self.query("POST", "/api/show", body={"model": name})
+        except LlmError:
+            return ModelInfo(id=model_id, loaded=name in warm)
+        trained = next(
+            (v for k, v in (show.get("model_info") or {}).items() if k.endswith(".context_length")),
+            None,
+        )
+        configured = None
+        for line in str(show.get("parameters") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "num_ctx" and value.strip().isdigit():
+                configured = int(value.strip())
+        # The context a request really gets: as loaded, else the Modelfile's, else trained.
+        context = warm.get(name) or configured or (trained if isinstance(trained, int) else None)
+        capabilities = show.get("capabilities")
+        details = show.get("details") or {}
+        return ModelInfo(
+            id=model_id,
+            context_length=context,
+            loaded=name in warm,
+            supports_chat=capabilities is None or "completion" in capabilities,
+            supports_text=capabilities is None or "completion" in capabilities,
+            supports_embeddings=capabilities is not None and "embedding" in capabilities,
+            parameters={
+                key: str(details[key])
+                for key in ("family", "parameter_size", "quantization_level", "format")
+                if details.get(key)
+            },
+        )
+
+    async def check_health(self) -> None:
+        """Ollama has no health route or gauges: /api/version answering means serving."""
+        await self.probe("/api/version")
+        warm = await self._running()
+        for model in self._discovered:
+            model.loaded = model.id in warm or f"{model.id}:latest" in warm
+
+
+CLIENT = OllamaClient

@@ -1,0 +1,212 @@
+"""Any server speaking OpenAI's API: LM Studio, LocalAI, and the base for vLLM and llama.cpp.
+
+Requests go out as OpenAI bodies with the caller's fields kept.  Answers are
+normalised where servers drift from OpenAI: `reasoning_content` (llama.cpp,
+older vLLM) becomes `reasoning`, finish reasons outside OpenAI's set are
+mapped, and usage is moved to one final chunk with no choices.  Such servers
+publish no load gauges, so the in-flight count kept here is the load signal.
+
+This module is the worked example for writing a client of your own
+(`custom.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+from ..llm.models import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    FinishReason,
+    ModelInfo,
+    TextCompletionChunk,
+    TextCompletionRequest,
+    TextCompletionResponse,
+    Usage,
+)
+from .base import HttpClient, validate
+from .errors import error_in_stream
+from .streams import sse_events
+
+FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call", "error"}
+# Reasons some servers send instead of OpenAI's (TGI: eos_token, stop_sequence).
+FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "abort": "error"}
+# Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
+CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+
+
+def finish_reason(value: Any) -> FinishReason | None:
+    if value is None:
+        return None
+    reason = value if value in FINISH_REASONS else FINISH_ALIASES.get(str(value), "stop")
+    return cast(FinishReason, reason)
+
+
+def usage_of(data: Any) -> Usage | None:
+    """The server's usage object as ours; None when it sent none."""
+    if not isinstance(data, Mapping) or "prompt_tokens" not in data:
+        return None
+    prompt = int(data["prompt_tokens"])
+    completion = int(data.get("completion_tokens") or 0)
+    prompt_details = data.get("prompt_tokens_details") or {}
+    completion_details = data.get("completion_tokens_details") or {}
+    return Usage.of(
+        prompt,
+        completion,
+        cached_tokens=prompt_details.get("cached_tokens"),
+        reasoning_tokens=completion_details.get("reasoning_tokens"),
+    )
+
+
+def normalise_message(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenRouter's `reasoning` field, whichever name the server used."""
+    thinking = message.pop("reasoning_content", None)
+    if thinking and not message.get("reasoning"):
+        message["reasoning"] = thinking
+    return message
+
+
+def normalise_choices(data: dict[str, Any], part: str | None) -> dict[str, Any]:
+    """Map finish reasons and, for chat (`part` = message or delta), reasoning names."""
+    for choice in data.get("choices") or []:
+        choice["finish_reason"] = finish_reason(choice.get("finish_reason"))
+        if part is not None and isinstance(choice.get(part), dict):
+            normalise_message(choice[part])
+    return data
+
+
+def context_length_of(card: Mapping[str, Any]) -> int | None:
+    for key in CONTEXT_KEYS:
+        value = card.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class OpenAICompatibleClient(HttpClient):
+    """A node whose server implements OpenAI's /v1 endpoints."""
+
+    chat_path = "/v1/chat/completions"
+    completions_path = "/v1/completions"
+    embeddings_path = "/v1/embeddings"
+    models_path = "/v1/models"
+
+    # --- requests ------------------------------------------------------------------
+
+    def chat_body(self, request: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        body = request.wire()
+        effort = (request.reasoning or {}).get("effort")
+        if effort is not None:
+            # OpenRouter's `reasoning` object; OpenAI servers read `reasoning_effort`.
+            body.pop("reasoning", None)
+            body.setdefault("reasoning_effort", effort)
+        return self._streaming(body, stream)
+
+    def text_body(self, request: TextCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        return self._streaming(request.wire(), stream)
+
+    @staticmethod
+    def _streaming(body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        body["stream"] = stream
+        if stream:
+            # Always ask for usage: the provider bills from it; the API decides whether
+            # the caller sees the usage chunk.
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        else:
+            body.pop("stream_options", None)
+        return body
+
+    # --- whole answers ---------------------------------------------------------------
+
+    async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        async with self.tracked() as sample:
+            data, _ = await self.fetch(
+                "POST", self.chat_path, body=self.chat_body(request, stream=False)
+            )
+            answer = self.parse_chat(data)
+            sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
+            return answer
+
+    def parse_chat(self, data: Any) -> ChatCompletionResponse:
+        if isinstance(data, dict):
+            data = normalise_choices(data, "message")
+            data["usage"] = usage_of(data.get("usage"))
+        return validate(ChatCompletionResponse, data)
+
+    async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
+        async with self.tracked() as sample:
+            data, _ = await self.fetch(
+                "POST", self.completions_path, body=self.text_body(request, stream=False)
+            )
+            if isinstance(data, dict):
+                data = normalise_choices(data, None)
+                data["usage"] = usage_of(data.get("usage"))
+            answer = validate(TextCompletionResponse, data)
+            sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
+            return answer
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        async with self.tracked():
+            data, _ = await self.fetch("POST", self.embeddings_path, body=request.wire())
+            return validate(EmbeddingResponse, data)
+
+    # --- streams ---------------------------------------------------------------------
+
+    async def stream_chat_completion(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        body = self.chat_body(request, stream=True)
+        async for data in self._stream(self.chat_path, body, "delta"):
+            yield validate(ChatCompletionChunk, data)
+
+    async def stream_text_completion(
+        self, request: TextCompletionRequest
+    ) -> AsyncIterator[TextCompletionChunk]:
+        body = self.text_body(request, stream=True)
+        async for data in self._stream(self.completions_path, body, None):
+            yield validate(TextCompletionChunk, data)
+
+    async def _stream(
+        self, path: str, body: dict[str, Any], part: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The server's chunks, normalised, with its usage moved to one last chunk."""
+        usage: Usage | None = None
+        last: dict[str, Any] | None = None
+        async with self.tracked() as sample, self.open("POST", path, body=body) as response:
+            async for event in sse_events(response):
+                error = error_in_stream(event)
+                if error is not None:
+                    raise error
+                sample.first_token()
+                usage = usage_of(event.pop("usage", None)) or usage
+                last = event
+                if event.get("choices"):
+                    yield normalise_choices(event, part)
+            if usage is not None and last is not None:
+                sample.completion_tokens = usage.completion_tokens
+                yield {**last, "choices": [], "usage": usage.wire()}
+
+    # --- discovery and health ----------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        data = await self.query("GET", self.models_path)
+        cards = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(cards, list):
+            return []
+        return [
+            self.model_info(card) for card in cards if isinstance(card, dict) and card.get("id")
+        ]
+
+    def model_info(self, card: dict[str, Any]) -> ModelInfo:
+        return ModelInfo(id=str(card["id"]), context_length=context_length_of(card))
+
+    async def check_health(self) -> None:
+        """No health route in OpenAI's API: a model listing that answers means serving."""
+        await self.probe(self.models_path)
+
+
+CLIENT = OpenAICompatibleClient
