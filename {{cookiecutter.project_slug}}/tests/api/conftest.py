@@ -14,7 +14,8 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from {{ cookiecutter.package_name }}.api.app import create_app
-from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.balancer import ListedModel
+from {{ cookiecutter.package_name }}.config import ModelSettings, Settings
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
 from {{ cookiecutter.package_name }}.llm.models import (
     ChatCompletionChoice,
@@ -28,7 +29,6 @@ from {{ cookiecutter.package_name }}.llm.models import (
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
-    ModelInfo,
     Usage,
 )
 
@@ -125,11 +125,11 @@ class FakeBalancer:
             usage=EmbeddingUsage(prompt_tokens=2, total_tokens=2),
         )
 
-    def listed_models(self) -> dict[str, list[ModelInfo]]:
-        return {MODEL: [ModelInfo(id="upstream-name", context_length=2048)]}
-
-    def healthy_models(self) -> set[str]:
-        return {MODEL} if self.healthy else set()
+    def listed_models(self) -> list[ListedModel]:
+        model = ModelSettings(id=MODEL, context_length=4096, max_output_length=512)
+        return [
+            ListedModel(settings=model, nodes=["n1"], context_length=2048, healthy=self.healthy)
+        ]
 
 
 @dataclass

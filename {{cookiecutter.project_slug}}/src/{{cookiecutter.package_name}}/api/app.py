@@ -41,7 +41,7 @@ from ..llm.models import (
 from .auth import KeyRing
 from .body import read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
-from .listing import build_listing, served_models
+from .listing import build_listing, unready
 from .metrics import HttpMetrics, MetricsMiddleware
 from .sse import Chunk, SseResponse, close_iterator, first_chunk
 
@@ -189,7 +189,8 @@ class Api:
     # --- listing, health, metrics -------------------------------------------------
 
     def listing(self) -> dict[str, Any]:
-        return build_listing(self.settings, served_models(self.context), created=self.started)
+        fleet = self.context.balancer.listed_models()
+        return build_listing(self.settings, fleet, created=self.started)
 
     async def models(self, request: Request) -> Response:
         async def run() -> Response:
@@ -213,13 +214,7 @@ class Api:
         return _json({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        served = served_models(self.context)
-        healthy = self.context.balancer.healthy_models()
-        missing = [
-            model.id
-            for model in self.settings.models
-            if model.id in served and model.id not in healthy
-        ]
+        missing = unready(self.context.balancer.listed_models())
         if missing:
             return _json({"status": "not ready", "models_without_healthy_node": missing}, 503)
         return _json({"status": "ready"})

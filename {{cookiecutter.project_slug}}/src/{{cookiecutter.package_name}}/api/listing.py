@@ -3,8 +3,9 @@
 Which models: every model in `[[models]]` that at least one node serves.
 Limits: `context_length` is the smallest of the configured value and every
 serving node's discovered value, so a request OpenRouter routes here fits
-whichever node gets it; `max_output_length` likewise (and it is the cap on
-`max_tokens`).  A limit nobody knows is left out rather than guessed.
+whichever node gets it.  `max_output_length` is the configured value (never
+above the context); it is also the cap the API enforces on `max_tokens`.  A
+limit nobody knows is left out rather than guessed.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import ModelSettings, Settings
-from ..llm.models import ModelInfo
+from ..balancer import ListedModel
 from . import v2
 
 
@@ -25,12 +26,10 @@ def smallest(*values: int | None) -> int | None:
     return min(known) if known else None
 
 
-def limits(model: ModelSettings, infos: Iterable[ModelInfo]) -> tuple[int | None, int | None]:
+def limits(listed: ListedModel) -> tuple[int | None, int | None]:
     """(context_length, max_output_length) the listing promises for one model."""
-    infos = list(infos)
-    context = smallest(model.context_length, *(info.context_length for info in infos))
-    output = smallest(model.max_output_length, *(info.max_output_length for info in infos))
-    return context, smallest(output, context) if output is not None else None
+    context = smallest(listed.settings.context_length, listed.context_length)
+    return context, smallest(listed.settings.max_output_length, context)
 
 
 def flat_document(
@@ -65,31 +64,37 @@ def flat_document(
 
 
 def build_listing(
-    settings: Settings, served: Mapping[str, Sequence[ModelInfo]], *, created: int
+    settings: Settings, fleet: Sequence[ListedModel], *, created: int
 ) -> dict[str, Any]:
     """The whole `{"data": [...]}` document in the configured format.
 
-    `served` maps each listed model id to what its nodes report about it; a
-    V2 document is validated before it is returned (ValidationError if not).
+    `fleet` is the balancer's view of each listed model; a model no node serves
+    is left out.  A V2 document is validated before it is returned
+    (pydantic's ValidationError if it does not pass).
     """
     data = []
-    for model in settings.models:
-        if model.id not in served:
+    for listed in fleet:
+        if not listed.nodes:
             continue
-        context, output = limits(model, served[model.id])
+        context, output = limits(listed)
         if settings.api.listing_format == "v2":
             document = v2.model_document(
-                model, context_length=context, max_output=output, created=created
+                listed.settings, context_length=context, max_output=output, created=created
             ).model_dump(mode="json", exclude_none=True)
         else:
             document = flat_document(
-                model, context_length=context, max_output=output, created=created
+                listed.settings, context_length=context, max_output=output, created=created
             )
         data.append(document)
     listing = {"data": data}
     if settings.api.listing_format == "v2":
         v2.validate(listing)
     return listing
+
+
+def unready(fleet: Sequence[ListedModel]) -> list[str]:
+    """Listed models whose nodes are all unhealthy, ejected or draining."""
+    return [listed.settings.id for listed in fleet if listed.nodes and not listed.healthy]
 
 
 def print_models(settings: Settings) -> int:
@@ -102,9 +107,4 @@ async def _discover_listing(settings: Settings) -> dict[str, Any]:
     from ..context import Context
 
     async with Context.open(settings) as context:
-        return build_listing(settings, served_models(context), created=int(time.time()))
-
-
-def served_models(context: Any) -> dict[str, list[ModelInfo]]:
-    """Listed id -> what each serving node reports, from the balancer."""
-    return dict(context.balancer.listed_models())
+        return build_listing(settings, context.balancer.listed_models(), created=int(time.time()))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -34,11 +34,11 @@ class Chunk(Protocol):
     """What the relay needs of a chat or text chunk."""
 
     @property
-    def choices(self) -> list[object]: ...
+    def choices(self) -> Sequence[object]: ...
 
     usage: Usage | None
 
-    def wire(self) -> dict[str, object]: ...
+    def wire(self) -> dict[str, Any]: ...
 
 
 def frame(data: dict[str, object]) -> bytes:
