@@ -43,6 +43,16 @@ def remove(project: Path, *relative: str) -> None:
             path.unlink()
 
 
+# Caches a developer's tools leave in the template; copied unrendered, then dropped here.
+TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
+
+
+def remove_tool_caches(project: Path) -> None:
+    for name in TOOL_CACHES:
+        for path in list(project.rglob(name)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_other_backends(project: Path, package: str, backend: str) -> None:
     """Drop the client modules (and their tests) of servers the project does not use."""
     for other in BACKENDS:
@@ -87,6 +97,7 @@ def write_answers(project: Path, answers: Mapping[str, Any]) -> None:
 
 
 def prune(project: Path, answers: Mapping[str, Any]) -> None:
+    remove_tool_caches(project)
     remove_other_backends(project, answers["package_name"], answers["llm_backend"])
     if not answers["include_docker"]:
         remove_docker(project)

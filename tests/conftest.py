@@ -92,9 +92,7 @@ class MypyStage:
         if self.project.exists():
             shutil.rmtree(self.project)
         shutil.copytree(baked, self.project, ignore=shutil.ignore_patterns(".*_cache"))
-        done = run(
-            [*tool("mypy"), "--strict", "--cache-dir", str(self.cache), "src"], self.project
-        )
+        done = run([*tool("mypy"), "--strict", "--cache-dir", str(self.cache), "src"], self.project)
         return done.returncode, done.stdout + done.stderr
 
 

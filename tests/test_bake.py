@@ -60,7 +60,9 @@ def test_only_the_chosen_backend_ships(variants: Variants, backend: str) -> None
 
 
 @pytest.mark.parametrize(("backend", "strategy"), COMBOS)
-def test_ruff_passes(ruff_report: RuffReport, variants: Variants, backend: str, strategy: str) -> None:
+def test_ruff_passes(
+    ruff_report: RuffReport, variants: Variants, backend: str, strategy: str
+) -> None:
     project = variants.get(backend, strategy)
     assert ruff_report.lint.get(project, []) == []
     assert ruff_report.format.get(project, []) == [], "ruff format --check would reformat"
@@ -157,9 +159,7 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
         ("base_sepolia", "testnet", "0x8299d60f373f3a4a8c4878e335cb9d840e6e3730"),
     ],
 )
-def test_network_fills_tangle_defaults(
-    cookies: Any, network: str, chain: str, tangle: str
-) -> None:
+def test_network_fills_tangle_defaults(cookies: Any, network: str, chain: str, tangle: str) -> None:
     result = cookies.bake(extra_context={**NO_RUN, "tangle_network": network})
     assert result.exception is None, str(result.exception)
     config = (Path(result.project_path) / "src" / PACKAGE / "config.py").read_text()

@@ -1,0 +1,116 @@
+"""Bad answers stop generation with the field named and nothing left behind; free text is data."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+from cookiecutter.main import cookiecutter
+
+from tests.helpers import NO_RUN, PACKAGE, REPO, project_env, run, tool
+
+BAD_ANSWERS = [
+    ("project_slug", "My Project"),
+    ("project_slug", "-leading"),
+    ("package_name", "import"),
+    ("package_name", "has-dash"),
+    ("author_email", "not-an-email"),
+    ("version", "one"),
+    ("backend_urls", "http://127.0.0.1:8000,localhost:9000"),
+    ("backend_urls", "ftp://127.0.0.1:8000"),
+    ("http_rpc_url", "ws://127.0.0.1:8545"),
+    ("ws_rpc_url", "http://127.0.0.1:8545"),
+    ("tangle_contract", "0x1234"),
+    ("staking_contract", "0xDC64A140AA3E981100A9BECA4E685F962F0CF6C9x"),
+    ("status_registry_contract", "0x2BDCC0DE6BE1F7D2EE689A0342D76F52E8EFABa3"),
+    ("blueprint_id", "-1"),
+    ("service_id", "18446744073709551616"),
+    ("chain", "mainnet"),  # a local network is never mainnet
+]
+
+
+def generate(output: Path, **answers: Any) -> Path:
+    return Path(
+        cookiecutter(
+            str(REPO), no_input=True, output_dir=str(output), extra_context={**NO_RUN, **answers}
+        )
+    )
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_ANSWERS)
+def test_bad_answer_stops_generation_and_names_the_field(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], field: str, value: str
+) -> None:
+    with pytest.raises(FailedHookException):
+        generate(tmp_path, **{field: value})
+    err = capfd.readouterr().err
+    assert f"ERROR: {field}: got {value!r}; expected " in err
+    assert list(tmp_path.iterdir()) == [], "a failed generation must leave nothing behind"
+
+
+def test_custom_network_needs_its_addresses(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(FailedHookException):
+        generate(tmp_path, tangle_network="custom")
+    err = capfd.readouterr().err
+    for field in ("tangle_contract", "staking_contract", "status_registry_contract"):
+        assert f"ERROR: {field}: got ''; expected the contract's address" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_custom_network_with_addresses_bakes(tmp_path: Path) -> None:
+    project = generate(
+        tmp_path,
+        tangle_network="custom",
+        chain="mainnet",
+        http_rpc_url="https://rpc.example.org",
+        ws_rpc_url="wss://rpc.example.org",
+        tangle_contract="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        staking_contract="0xfb6916095ca1df60bb79ce92ce3ea74c37c5d359",
+        status_registry_contract="0xDBF03B407C01E7CD3CBEA99509D93F8DDDC8C6FB",
+    )
+    config = (project / "src" / PACKAGE / "config.py").read_text()
+    assert '"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"' in config
+
+
+def test_hostile_free_text_bakes_as_data(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payloads = {
+        "project_name": f"Prov 'q' \"dq\" $(touch {marker})",
+        "description": (
+            f'It\'s "quoted" \\ back\\slash \\n\nsecond line $(touch {marker}) `touch {marker}` '
+            f"__import__('os').system('touch {marker}') \"\"\" ''' {{{{ '{{{{' }}}} }}"
+        ),
+        "author_name": f'O\'Brien """); __import__("os").system("touch {marker}") #',
+        "default_model": f"m'\"\\$(touch {marker})",
+        "keystore_uri": f"./keys $(touch {marker})",
+    }
+    output = tmp_path / "out"
+    project = generate(output, project_slug="hostile", package_name="hostile", **payloads)
+    assert not marker.exists(), "a payload in the answers ran"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    # `{{ '{{' }}` is how a literal '{{' is typed: cookiecutter renders answers as Jinja.
+    assert pyproject["project"]["description"] == payloads["description"].replace(
+        "{{ '{{' }}", "{{"
+    )
+    assert pyproject["project"]["authors"][0]["name"] == payloads["author_name"]
+    checked = run([*tool("ruff"), "check", "."], project)
+    assert checked.returncode == 0, checked.stdout
+    imported = run(
+        [
+            sys.executable,
+            "-c",
+            "from hostile.config import load_settings; s = load_settings(environ={}); "
+            "print(s.models[0].id); print(s.tangle.keystore_uri)",
+        ],
+        project,
+        env=project_env(project),
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.splitlines() == [payloads["default_model"], payloads["keystore_uri"]]
+    assert not marker.exists()

@@ -1,0 +1,294 @@
+"""The hooks' helpers, tested directly: keccak, each validator, pruning, the test runner's parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hooks import answers, finish
+from hooks.keccak import keccak256, to_checksum_address
+from tests.helpers import REPO, TEMPLATE
+
+# --- keccak ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "digest"),
+    [
+        (b"", "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"),
+        (b"abc", "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45"),
+        # The event topic of Transfer(address,address,uint256), as every ERC-20 emits it.
+        (
+            b"Transfer(address,address,uint256)",
+            "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
+        ),
+    ],
+)
+def test_keccak_known_vectors(data: bytes, digest: str) -> None:
+    assert keccak256(data).hex() == digest
+
+
+@pytest.mark.parametrize("length", [0, 1, 135, 136, 137, 271, 272, 1000])
+def test_keccak_matches_pycryptodome_across_block_boundaries(length: int) -> None:
+    keccak = pytest.importorskip("Crypto.Hash.keccak", reason="pycryptodome is a dev dependency")
+    data = os.urandom(length)
+    reference = keccak.new(digest_bits=256)
+    reference.update(data)
+    assert keccak256(data) == reference.digest()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [  # The test vectors of EIP-55 itself.
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+        "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+        "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        "0x52908400098527886E0F7030069857D2E4169EE7",
+        "0xde709f2102306220921060314715629080e2fb77",
+    ],
+)
+def test_checksum_address_vectors(address: str) -> None:
+    assert to_checksum_address(address.lower()) == address
+    assert answers.check_address(address) is None
+
+
+# --- validators ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slug", ["openrouter-provider", "p", "llm2-gateway"])
+def test_good_slugs(slug: str) -> None:
+    assert answers.check_slug(slug) is None
+
+
+@pytest.mark.parametrize("slug", ["", "My-Project", "-x", "x-", "a--b", "a_b", "a b", "1abc"])
+def test_bad_slugs(slug: str) -> None:
+    assert answers.check_slug(slug)
+
+
+@pytest.mark.parametrize("name", ["", "My_pkg", "1pkg", "pkg-name", "class", "json", "paké"])
+def test_bad_package_names(name: str) -> None:
+    assert answers.check_package_name(name)
+
+
+def test_good_package_name() -> None:
+    assert answers.check_package_name("openrouter_provider") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "schemes", "ok"),
+    [
+        ("http://127.0.0.1:8545", ("http", "https"), True),
+        ("https://sepolia.base.org", ("http", "https"), True),
+        ("wss://host.example/path", ("ws", "wss"), True),
+        ("ws://127.0.0.1:8545", ("http", "https"), False),
+        ("http://", ("http", "https"), False),
+        ("http://host:notaport", ("http", "https"), False),
+        ("http://host:99999", ("http", "https"), False),
+        ("http://a b", ("http", "https"), False),
+        ("127.0.0.1:8545", ("http", "https"), False),
+        ("", ("ws", "wss"), False),
+    ],
+)
+def test_urls(value: str, schemes: tuple[str, ...], ok: bool) -> None:
+    assert (answers.check_url(value, schemes) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0x1234", "40 hex digits"),
+        ("0165878a594ca255338adfa4d48449f69242eb8f00", "40 hex digits"),
+        ("0x0165878a594ca255338adfa4d48449f69242eb8g", "40 hex digits"),
+        # One letter's case flipped from the EIP-55 form.
+        (
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        ),
+    ],
+)
+def test_bad_addresses(value: str, expected: str) -> None:
+    problem = answers.check_address(value)
+    assert problem is not None and expected in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("0", True),
+        (str(2**64 - 1), True),
+        (str(2**64), False),
+        ("-1", False),
+        ("1e3", False),
+        ("", False),
+        ("\u0661", False),  # an Arabic-Indic digit: isdigit() but not ASCII
+    ],
+)
+def test_uint64(value: str, ok: bool) -> None:
+    assert (answers.check_uint64(value) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a@b.io", True),
+        ("you@example.com", True),
+        ("a@b", False),
+        ("a b@c.io", False),
+        ("@c.io", False),
+    ],
+)
+def test_email(value: str, ok: bool) -> None:
+    assert (answers.check_email(value) is None) is ok
+
+
+def default_answers(**changes: Any) -> dict[str, Any]:
+    """The answers cookiecutter would pass with every default (ollama, local network)."""
+    base: dict[str, Any] = {
+        key: (value[0] if isinstance(value, list) else value)
+        for key, value in TEMPLATE.items()
+        if not key.startswith("_")
+    }
+    base.update(
+        project_slug="openrouter-provider",
+        package_name="openrouter_provider",
+        backend_urls="http://127.0.0.1:11434",
+        default_model="llama3.2:3b",
+        http_rpc_url="http://127.0.0.1:8545",
+        ws_rpc_url="ws://127.0.0.1:8545",
+        chain="local_testnet",
+        tangle_contract="0x0165878a594ca255338adfa4d48449f69242eb8f",
+        staking_contract="0xdc64a140aa3e981100a9beca4e685f962f0cf6c9",
+        status_registry_contract="0x2bdcc0de6be1f7d2ee689a0342d76f52e8efaba3",
+    )
+    base.update(changes)
+    return base
+
+
+def test_defaults_are_valid() -> None:
+    assert answers.validate(default_answers()) == []
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = answers.validate(default_answers(blueprint_id="x", author_email="nope"))
+    assert [problem.split(":")[0] for problem in problems] == ["author_email", "blueprint_id"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"chain": "testnet"}, "chain"),
+        ({"tangle_network": "base_sepolia", "chain": "local_testnet"}, "chain"),
+        ({"tangle_network": "custom", "tangle_contract": ""}, "tangle_contract"),
+        ({"backend_urls": " , "}, "backend_urls"),
+        ({"backend_urls": "http://a:1,ftp://b"}, "backend_urls"),
+        ({"include_docker": "maybe"}, "include_docker"),
+        ({"llm_backend": "gpt"}, "llm_backend"),
+        ({"project_name": "two\nlines"}, "project_name"),
+    ],
+)
+def test_cross_field_and_choice_problems_name_the_field(
+    changes: dict[str, Any], field: str
+) -> None:
+    problems = answers.validate(default_answers(**changes))
+    assert any(problem.startswith(f"{field}: got ") for problem in problems), problems
+
+
+# --- post-gen helpers ------------------------------------------------------------------------
+
+
+def make_project(root: Path) -> Path:
+    backends = root / "src" / "pkg" / "backends"
+    tests = root / "tests" / "backends"
+    backends.mkdir(parents=True)
+    tests.mkdir(parents=True)
+    for name in answers.BACKENDS:
+        (backends / f"{name}.py").write_text("")
+        (tests / f"test_{name}.py").write_text("")
+    for name in ("Dockerfile", ".dockerignore", "LICENSE-MIT", "LICENSE-APACHE"):
+        (root / name).write_text(name)
+    (root / ".github" / "workflows").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("backend", ["vllm", "custom"])
+def test_prune_keeps_the_chosen_backend_and_openai_compatible(tmp_path: Path, backend: str) -> None:
+    project = make_project(tmp_path)
+    finish.prune(
+        project,
+        default_answers(
+            package_name="pkg",
+            llm_backend=backend,
+            include_docker=False,
+            include_github_actions=False,
+            license="Apache-2.0",
+        ),
+    )
+    kept = sorted(path.stem for path in (project / "src/pkg/backends").iterdir())
+    assert kept == sorted({backend, "openai_compatible"})
+    assert sorted(path.stem for path in (project / "tests/backends").iterdir()) == [
+        f"test_{name}" for name in kept
+    ]
+    assert not (project / "Dockerfile").exists()
+    assert not (project / ".github").exists()
+    assert (project / "LICENSE").read_text() == "LICENSE-APACHE"
+    assert not (project / "LICENSE-MIT").exists()
+    recorded = json.loads((project / ".cookiecutter.json").read_text())
+    assert recorded["llm_backend"] == backend
+
+
+def test_child_env_drops_what_would_change_the_nested_run() -> None:
+    env = finish.child_env(
+        {
+            "PATH": "/bin",
+            "PYTEST_ADDOPTS": "-m slow",
+            "COV_CORE_SOURCE": "x",
+            "VIRTUAL_ENV": "/v",
+            "PYTHONPATH": "/p",
+            "HOME": "/h",
+        }
+    )
+    assert env == {"PATH": "/bin", "HOME": "/h"}
+
+
+def test_find_python_prefers_the_running_interpreter() -> None:
+    assert finish.find_python("3.11") == sys.executable
+
+
+def test_find_python_ignores_shims_that_do_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shim = tmp_path / "python3.99"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.99: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert finish.find_python("3.99") is None
+
+
+def test_summary_line() -> None:
+    output = "....\n===== 12 passed, 1 skipped in 3.21s =====\n"
+    assert finish.summary_line(output) == "12 passed, 1 skipped in 3.21s"
+    assert finish.summary_line("ERROR: no tests") is None
+
+
+def test_skip_env_prunes_but_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = make_project(tmp_path)
+    status = finish.finish(project, default_answers(package_name="pkg"), {finish.SKIP_ENV: "1"})
+    assert status == 0
+    assert "Tests not run" in capsys.readouterr().out
+    assert not (project / ".venv").exists()
+
+
+def test_hooks_are_plain_python_before_rendering() -> None:
+    for hook in ("pre_gen_project.py", "post_gen_project.py"):
+        source = (REPO / "hooks" / hook).read_text()
+        compile(source, hook, "exec")
+        # Jinja appears only inside the one string literal parsed by main().
+        assert source.count("{{") == 1
