@@ -1,0 +1,75 @@
+"""Each backend's baked project passes its own test suite, Tangle chain tests included.
+
+The suites share one interpreter holding the union of the projects' dependencies
+(every variant has the same pyproject.toml) and import the bake through
+PYTHONPATH=src. Each run gets its own fresh anvil with tnt-core's local testnet.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.chain import missing_reason, tangle_chain
+from tests.conftest import Variants
+from tests.helpers import BACKENDS, DEFAULT_STRATEGY, project_env, run, tail
+
+pytestmark = pytest.mark.generated
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def requirements(project: Path) -> list[str]:
+    """The project's dependencies plus its dev extra, as pip requirement strings."""
+    data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [*data["dependencies"], *data["optional-dependencies"]["dev"]]
+
+
+def _installed(requirement: str) -> bool:
+    match = _NAME.match(requirement)
+    assert match, requirement
+    try:
+        importlib.metadata.version(match.group(0))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def suite_python(variants: Variants, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This interpreter when it already has every dependency (as .ci/run sets it up),
+    else a virtualenv made once for the session with them installed."""
+    wanted = requirements(variants.get(BACKENDS[0], DEFAULT_STRATEGY))
+    if all(_installed(requirement) for requirement in wanted):
+        return sys.executable
+    venv = tmp_path_factory.mktemp("suite-venv")
+    made = run([sys.executable, "-m", "venv", str(venv)], venv)
+    assert made.returncode == 0, made.stderr
+    python = str(venv / "bin" / "python")
+    installed = run([python, "-m", "pip", "install", "-q", *wanted], venv)
+    assert installed.returncode == 0, (
+        f"installing the project's dependencies failed:\n{tail(installed.stderr)}"
+    )
+    return python
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generated_suite_passes(variants: Variants, suite_python: str, backend: str) -> None:
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"the generated suites need a Tangle chain: {reason}")
+    project = variants.get(backend, DEFAULT_STRATEGY)
+    with tangle_chain() as rpc_url:
+        done = run(
+            [suite_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--no-header"],
+            project,
+            env=project_env(project, TANGLE_E2E_RPC_URL=rpc_url),
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{backend}'s generated suite failed:\n{tail(output, 80)}"
+    assert " passed" in output

@@ -1,0 +1,34 @@
+"""The README's first command: generate with the defaults and let the hook test the project.
+
+This is the slow, real path: a .venv in the new project, `pip install -e '.[dev]'` from
+the package index, and the project's own suite.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hooks.finish import SKIP_ENV
+from tests.chain import missing_reason, tangle_chain
+
+pytestmark = pytest.mark.postgen
+
+
+def test_defaults_generate_install_and_pass_their_tests(
+    cookies: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(SKIP_ENV, raising=False)
+    if missing_reason() is None:
+        with tangle_chain() as rpc_url:
+            monkeypatch.setenv("TANGLE_E2E_RPC_URL", rpc_url)
+            result = cookies.bake()
+    else:
+        result = cookies.bake()
+    out = capfd.readouterr().out
+    assert result.exception is None, f"{result.exception}\n{out[-4000:]}"
+    assert re.search(r"^Generated tests: \d+ passed.* in [\d.]+s", out, re.MULTILINE), out[-4000:]
+    assert (Path(result.project_path) / ".venv" / "bin" / "python").exists()
