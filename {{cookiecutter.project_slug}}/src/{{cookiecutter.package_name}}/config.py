@@ -104,6 +104,60 @@ class LoadBalancerSettings(Section):
     health_check_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0, description="Idle time between bytes.")
+    health_check_interval_by_type: dict[NodeType, float] = Field(
+        default_factory=dict, description="Per server type override of health_check_interval_s."
+    )
+    discovery_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each node's model list is asked again."
+    )
+    unhealthy_threshold: int = Field(
+        default=2, ge=1, description="Consecutive failed health checks that mark a node down."
+    )
+    stale_signal_age_s: float = Field(
+        default=15.0, gt=0, description="Server load gauges older than this count as unknown."
+    )
+    max_server_waiting: float = Field(
+        default=16, ge=0, description="A node whose fresh gauges show this many queued is full."
+    )
+    max_kv_cache_usage: float = Field(
+        default=0.98, gt=0, le=1, description="Fresh KV-cache usage at which a node is full."
+    )
+    failover_deadline_s: float = Field(
+        default=30.0, gt=0, description="No new attempt starts this long after the request came."
+    )
+    eject_consecutive_failures: int = Field(default=5, ge=1)
+    eject_failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Failure share over the recent window that ejects."
+    )
+    failure_window: int = Field(default=20, ge=2, description="Recent requests the rate counts.")
+    failure_window_min: int = Field(
+        default=10, ge=1, description="Requests in the window before the rate can eject."
+    )
+    ejection_base_s: float = Field(
+        default=5.0, gt=0, description="First ejection; each ejection in a row doubles it."
+    )
+    ejection_max_s: float = Field(default=300.0, gt=0)
+    retry_after_max_s: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After from a node that is honoured."
+    )
+    failure_latency_penalty: float = Field(
+        default=4.0, ge=1, description="A failure counts as this many times the latency estimate."
+    )
+    default_latency_ms: float = Field(
+        default=1000.0, gt=0, description="Latency assumed for a node before it has answered."
+    )
+    latency_decay_s: float = Field(
+        default=10.0, gt=0, description="Time constant of the peak-EWMA latency estimate."
+    )
+    prefix_chars: int = Field(
+        default=512, ge=1, description="Prompt characters hashed by prefix_affinity."
+    )
+    prefix_epsilon: float = Field(
+        default=0.25, ge=0, description="prefix_affinity: a node takes at most (1+eps) x mean load."
+    )
+    chars_per_token: float = Field(
+        default=4.0, gt=0, description="Prompt length estimate used by the context-length filter."
+    )
 
     @field_validator("strategy", mode="before")
     @classmethod

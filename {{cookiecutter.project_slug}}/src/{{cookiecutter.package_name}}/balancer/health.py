@@ -1,0 +1,105 @@
+"""Active health checks and model discovery, one schedule per node.
+
+Each node is checked every `health_check_interval_s` (or its server type's
+override); a node whose ejection backoff has ended is checked at once, and a
+passing check readmits it (the half-open probe).  A check also refreshes the
+server's load gauges, since clients scrape them in `check_health()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+from ..config import LoadBalancerSettings
+from ..llm.errors import LlmError
+from .node import Breaker, Node
+
+log = logging.getLogger(__name__)
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        lb: LoadBalancerSettings,
+        nodes: Callable[[], Iterable[Node]],
+        checked: Callable[[Node, str], None],
+    ) -> None:
+        self.lb = lb
+        self._nodes = nodes
+        self._checked = checked  # told the node and its state before the check
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run a round now (a node was added)."""
+        self._wake.set()
+
+    def interval(self, node: Node) -> float:
+        return self.lb.health_check_interval_by_type.get(
+            node.settings.type, self.lb.health_check_interval_s
+        )
+
+    def due_at(self, node: Node) -> float:
+        if node.checked_at is None:
+            return -math.inf
+        due = node.checked_at + self.interval(node)
+        if node.breaker is not Breaker.CLOSED and node.checked_at < node.ejected_until:
+            due = min(due, node.ejected_until)
+        return due
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(node) for node in list(self._nodes())))
+
+    async def check(self, node: Node) -> None:
+        """One health check, and discovery when due; never raises."""
+        loop = asyncio.get_running_loop()
+        before = node.state(loop.time())
+        try:
+            await asyncio.wait_for(node.client.check_health(), self.lb.health_check_timeout_s)
+        except LlmError as error:
+            node.health_failed(error.message, loop.time())
+        except TimeoutError:
+            node.health_failed(
+                f"no answer to the health check in {self.lb.health_check_timeout_s:g} s",
+                loop.time(),
+            )
+        except Exception as error:  # a client bug must not stop the monitor
+            log.exception("health check of node %s failed unexpectedly", node.name)
+            node.health_failed(f"health check failed: {type(error).__name__}", loop.time())
+        else:
+            node.health_ok(loop.time())
+        if node.healthy and (
+            node.discovered_at is None
+            or loop.time() - node.discovered_at >= self.lb.discovery_interval_s
+        ):
+            await self._discover(node)
+        self._checked(node, before)
+
+    async def _discover(self, node: Node) -> None:
+        loop = asyncio.get_running_loop()
+        node.discovered_at = loop.time()
+        try:
+            node.discovered = await asyncio.wait_for(
+                node.client.discover_models(), self.lb.health_check_timeout_s
+            )
+        except (LlmError, TimeoutError) as error:
+            # Configured models still route; the next round asks again.
+            log.info("node %s: model discovery failed (%s)", node.name, type(error).__name__)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            due = [node for node in self._nodes() if self.due_at(node) <= now]
+            if due:
+                await asyncio.gather(*(self.check(node) for node in due))
+            self._wake.clear()
+            upcoming = min(
+                (self.due_at(node) for node in self._nodes()),
+                default=loop.time() + self.lb.health_check_interval_s,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, upcoming - loop.time()))

@@ -1,0 +1,97 @@
+"""Prometheus metrics per node, on the registry the context hands in."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# LLM requests take from milliseconds (a cached short answer) to minutes (a long stream).
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class BalancerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.in_flight = Gauge(
+            "llm_node_in_flight", "Requests in flight on the node.", ["node"], registry=registry
+        )
+        self.healthy = Gauge(
+            "llm_node_up",
+            "1 when the node takes traffic (healthy, not ejected).",
+            ["node"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "llm_node_requests", "Attempts sent to the node.", ["node"], registry=registry
+        )
+        self.errors = Counter(
+            "llm_node_errors",
+            "Failed attempts, by error code.",
+            ["node", "error"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "llm_node_request_duration_seconds",
+            "Time from dispatch to the last byte of successful attempts.",
+            ["node"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "llm_node_time_to_first_token_seconds",
+            "Time from dispatch to the first streamed chunk.",
+            ["node"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.selections = Counter(
+            "llm_balancer_selections",
+            "Times the strategy chose the node.",
+            ["node", "strategy"],
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "llm_node_ejections",
+            "Times outlier detection ejected the node.",
+            ["node"],
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "llm_balancer_queued", "Requests waiting for a free node.", registry=registry
+        )
+        self.overloaded = Counter(
+            "llm_balancer_overloaded",
+            "Requests refused because no node had room in time.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "llm_balancer_retries", "Attempts retried on another node.", registry=registry
+        )
+        # Two-label series seen so far; prometheus_client has no public way to list them.
+        self._pairs: set[tuple[Counter, tuple[str, str]]] = set()
+
+    def forget(self, node: str) -> None:
+        """Drop a removed node's series so the scrape does not keep reporting it."""
+        for metric in (
+            self.in_flight,
+            self.healthy,
+            self.requests,
+            self.latency,
+            self.ttft,
+            self.ejections,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(node)
+        for metric, labels in list(self._pairs):
+            if labels[0] == node:
+                metric.remove(*labels)
+                self._pairs.discard((metric, labels))
+
+    def error(self, node: str, code: str) -> None:
+        self.errors.labels(node, code).inc()
+        self._pairs.add((self.errors, (node, code)))
+
+    def selected(self, node: str, strategy: str) -> None:
+        self.selections.labels(node, strategy).inc()
+        self._pairs.add((self.selections, (node, strategy)))

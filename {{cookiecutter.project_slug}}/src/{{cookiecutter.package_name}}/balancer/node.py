@@ -1,0 +1,301 @@
+"""One node as the balancer sees it: its client, its load, its health and its latency.
+
+All load figures the strategies read live here and are changed only by the
+balancer's own request lifecycle (increment on dispatch, decrement in `finally`),
+so they can never drift negative the way shared counters do.  Times come from
+the event loop's clock, which the benchmark replaces with a virtual one.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..config import LoadBalancerSettings, NodeSettings
+from ..llm.interfaces import StreamingLlmClient
+from ..llm.models import ModelInfo, NodeMetrics
+
+
+class Breaker(enum.Enum):
+    """Passive outlier detection, as a circuit breaker."""
+
+    CLOSED = "closed"  # taking traffic
+    OPEN = "open"  # ejected until its backoff ends
+    HALF_OPEN = "half_open"  # backoff over: one trial request or health check readmits it
+
+
+@dataclass
+class ServedModel:
+    """A listed model on one node: the node's own name for it and what the node said of it."""
+
+    upstream_name: str
+    context_length: int | None = None
+    loaded: bool | None = None
+
+
+@dataclass
+class PeakEwma:
+    """Latency estimate that jumps up at once and decays slowly (Finagle/Linkerd peak-EWMA)."""
+
+    decay_s: float
+    value_ms: float | None = None
+    updated_at: float = 0.0
+
+    def observe(self, sample_ms: float, now: float) -> None:
+        if self.value_ms is None or sample_ms > self.value_ms:
+            self.value_ms = sample_ms
+        else:
+            weight = math.exp(-max(now - self.updated_at, 0.0) / self.decay_s)
+            self.value_ms = self.value_ms * weight + sample_ms * (1.0 - weight)
+        self.updated_at = now
+
+
+@dataclass
+class Node:
+    settings: NodeSettings
+    client: StreamingLlmClient
+    lb: LoadBalancerSettings
+    served: dict[str, ServedModel] = field(default_factory=dict)
+    discovered: list[ModelInfo] = field(default_factory=list)
+    in_flight: int = 0
+    requests_total: int = 0
+    errors_total: int = 0
+    draining: bool = False
+    # Active health checks.
+    healthy: bool = True
+    health_failures: int = 0
+    checked_at: float | None = None
+    discovered_at: float | None = None
+    last_error: str | None = None
+    # Passive outlier detection.
+    breaker: Breaker = Breaker.CLOSED
+    consecutive_failures: int = 0
+    recent: deque[bool] = field(default_factory=deque)
+    ejections: int = 0
+    ejected_until: float = 0.0
+    readmitted_at: float = 0.0
+    trial_in_flight: bool = False
+    cooldown_until: float = 0.0
+    # Latency.
+    latency: PeakEwma = field(init=False)
+    ttft: PeakEwma = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.latency = PeakEwma(self.lb.latency_decay_s)
+        self.ttft = PeakEwma(self.lb.latency_decay_s)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def weight(self) -> float:
+        return self.settings.weight
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.settings.max_concurrency
+
+    # --- models ----------------------------------------------------------------
+
+    def refresh_served(self, listed: dict[str, int | None]) -> None:
+        """Rebuild listed id -> node model from config and discovery.
+
+        `listed` maps each listed id to its configured context length.  A
+        configured model is served even when discovery misses it (the server may
+        load it on demand); a discovered model is served when its own name is a
+        listed id.
+        """
+        by_upstream = {info.id: info for info in self.discovered}
+        served: dict[str, ServedModel] = {}
+        for model in self.settings.models:
+            if model.id in listed:
+                served[model.id] = self._served(model.upstream_name, by_upstream, listed[model.id])
+        for info in self.discovered:
+            if info.id in listed and info.id not in served:
+                served[info.id] = self._served(info.id, by_upstream, listed[info.id])
+        self.served = served
+
+    @staticmethod
+    def _served(
+        upstream: str, by_upstream: dict[str, ModelInfo], configured_context: int | None
+    ) -> ServedModel:
+        info = by_upstream.get(upstream)
+        context = info.context_length if info and info.context_length else configured_context
+        return ServedModel(upstream, context, info.loaded if info else None)
+
+    # --- load ------------------------------------------------------------------
+
+    def server_metrics(self) -> NodeMetrics:
+        return self.client.get_metrics()
+
+    def signals_fresh(self, metrics: NodeMetrics) -> bool | None:
+        """True/False for fresh/stale server gauges; None when the server publishes none."""
+        if metrics.server_signals_age_s is None:
+            return None
+        return metrics.server_signals_age_s <= self.lb.stale_signal_age_s
+
+    def load(self) -> float:
+        """Requests on the node: ours, or the server's own count when fresh and higher.
+
+        A stale gauge is unknown, not idle: the node then counts as full, as llm-d's
+        saturation detector does, so it ranks behind nodes whose load is known.
+        """
+        metrics = self.server_metrics()
+        fresh = self.signals_fresh(metrics)
+        if fresh is None:
+            return float(self.in_flight)
+        if not fresh:
+            return float(max(self.in_flight, self.max_concurrency))
+        server = (metrics.server_running or 0.0) + (metrics.server_waiting or 0.0)
+        return max(float(self.in_flight), server)
+
+    def saturated(self) -> bool:
+        """No room: our own count at max_concurrency, or fresh server gauges say full."""
+        if self.in_flight >= self.max_concurrency:
+            return True
+        metrics = self.server_metrics()
+        if not self.signals_fresh(metrics):
+            return False
+        if (metrics.server_waiting or 0.0) >= self.lb.max_server_waiting > 0:
+            return True
+        kv = metrics.server_kv_cache_usage
+        return kv is not None and kv >= self.lb.max_kv_cache_usage
+
+    def latency_ms(self) -> float:
+        """Peak-EWMA latency, with a default for a node that has not answered yet."""
+        value = self.latency.value_ms
+        return self.lb.default_latency_ms if value is None else value
+
+    # --- health ----------------------------------------------------------------
+
+    def usable(self, now: float) -> bool:
+        """Healthy, not ejected (or half-open with no trial running), not cooling down."""
+        if not self.healthy or now < self.cooldown_until:
+            return False
+        self._tick(now)
+        if self.breaker is Breaker.OPEN:
+            return False
+        return not (self.breaker is Breaker.HALF_OPEN and self.trial_in_flight)
+
+    def _tick(self, now: float) -> None:
+        if self.breaker is Breaker.OPEN and now >= self.ejected_until:
+            self.breaker = Breaker.HALF_OPEN
+
+    def state(self, now: float) -> str:
+        self._tick(now)
+        if self.draining:
+            return "draining"
+        if self.breaker is Breaker.OPEN:
+            return "ejected"
+        if not self.healthy:
+            return "unhealthy"
+        if self.breaker is Breaker.HALF_OPEN:
+            return "half_open"
+        return "healthy"
+
+    def health_ok(self, now: float) -> None:
+        """A passing health check marks the node up and, once its backoff is over, readmits it."""
+        self.healthy = True
+        self.health_failures = 0
+        self.checked_at = now
+        self.last_error = None
+        self._tick(now)
+        if self.breaker is Breaker.HALF_OPEN:
+            self._close(now)
+
+    def health_failed(self, reason: str, now: float) -> None:
+        """Mark the node down after `unhealthy_threshold` failures in a row, or at once when
+        it has never passed a check (nothing says it ever worked)."""
+        first = self.checked_at is None
+        self.health_failures += 1
+        self.checked_at = now
+        self.last_error = reason
+        if first or self.health_failures >= self.lb.unhealthy_threshold:
+            self.healthy = False
+
+    # --- outcomes --------------------------------------------------------------
+
+    def dispatched(self, now: float) -> bool:
+        """Count a request sent; return True when it is the half-open trial."""
+        self._tick(now)
+        self.in_flight += 1
+        self.requests_total += 1
+        if self.breaker is Breaker.HALF_OPEN:
+            self.trial_in_flight = True
+            return True
+        return False
+
+    def finished(self, trial: bool) -> None:
+        """Always called once per dispatch, whatever the outcome (even cancellation)."""
+        self.in_flight -= 1
+        if trial:
+            self.trial_in_flight = False
+
+    def succeeded(self, latency_ms: float, now: float) -> None:
+        self.latency.observe(latency_ms, now)
+        self.consecutive_failures = 0
+        self._remember(True)
+        self._tick(now)
+        if self.breaker is Breaker.HALF_OPEN:
+            self._close(now)
+
+    def failed(self, elapsed_ms: float, now: float, retry_after: float | None) -> bool:
+        """Count a node failure; return True when it ejects the node.
+
+        The failure enters the latency estimate as a penalty, so a node failing
+        fast never looks fast.
+        """
+        self.errors_total += 1
+        penalty = max(elapsed_ms, self.latency_ms()) * self.lb.failure_latency_penalty
+        self.latency.observe(penalty, now)
+        if retry_after:
+            self.cooldown_until = max(
+                self.cooldown_until, now + min(retry_after, self.lb.retry_after_max_s)
+            )
+        self.consecutive_failures += 1
+        self._remember(False)
+        self._tick(now)
+        if self.breaker is Breaker.HALF_OPEN or self._outlier():
+            self._eject(now)
+            return True
+        return False
+
+    def _remember(self, ok: bool) -> None:
+        self.recent.append(ok)
+        while len(self.recent) > self.lb.failure_window:
+            self.recent.popleft()
+
+    def _outlier(self) -> bool:
+        if self.breaker is not Breaker.CLOSED:
+            return False
+        if self.consecutive_failures >= self.lb.eject_consecutive_failures:
+            return True
+        if len(self.recent) < self.lb.failure_window_min:
+            return False
+        failures = sum(1 for ok in self.recent if not ok)
+        return failures / len(self.recent) >= self.lb.eject_failure_rate
+
+    def backoff_s(self) -> float:
+        """The current ejection's length: doubling with each ejection in a row, capped."""
+        return min(
+            self.lb.ejection_base_s * 2.0 ** max(self.ejections - 1, 0), self.lb.ejection_max_s
+        )
+
+    def _eject(self, now: float) -> None:
+        # An ejection long after the last readmission starts the backoff afresh.
+        if self.readmitted_at and now - self.readmitted_at > self.lb.ejection_max_s:
+            self.ejections = 0
+        self.ejections += 1
+        self.breaker = Breaker.OPEN
+        self.ejected_until = now + self.backoff_s()
+        self.trial_in_flight = False
+
+    def _close(self, now: float) -> None:
+        self.breaker = Breaker.CLOSED
+        self.trial_in_flight = False
+        self.consecutive_failures = 0
+        self.recent.clear()
+        self.readmitted_at = now

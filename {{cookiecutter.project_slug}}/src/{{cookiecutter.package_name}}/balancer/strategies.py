@@ -1,0 +1,181 @@
+"""The strategies: each picks one node among candidates that already passed the filters.
+
+Every strategy honours node weights and breaks ties at random, so equal nodes
+share work instead of the first one taking it all.
+"""
+
+from __future__ import annotations
+
+import abc
+import bisect
+import hashlib
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..config import LoadBalancerSettings, Strategy
+from .node import Node
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What a strategy may know of the request."""
+
+    model: str
+    needed_tokens: int
+    prefix: str
+
+
+class Chooser(abc.ABC):
+    def __init__(self, lb: LoadBalancerSettings, rng: random.Random) -> None:
+        self.lb = lb
+        self.rng = rng
+
+    @abc.abstractmethod
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        """Pick one of `candidates` (never empty)."""
+
+    def nodes_changed(self, nodes: Sequence[Node]) -> None:  # noqa: B027 - optional hook
+        """The registry changed; strategies with per-node state rebuild it."""
+
+    def _lowest(self, candidates: Sequence[Node], key: Callable[[Node], float]) -> Node:
+        best = min(key(node) for node in candidates)
+        return self.rng.choice([node for node in candidates if key(node) == best])
+
+
+class RoundRobin(Chooser):
+    """Smooth weighted round robin (nginx): exact weight ratios, maximally interleaved."""
+
+    def __init__(self, lb: LoadBalancerSettings, rng: random.Random) -> None:
+        super().__init__(lb, rng)
+        self._current: dict[str, float] = {}
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        total = 0.0
+        for node in candidates:
+            self._current[node.name] = self._current.get(node.name, 0.0) + node.weight
+            total += node.weight
+        best = max(candidates, key=lambda node: self._current[node.name])
+        self._current[best.name] -= total
+        return best
+
+    def nodes_changed(self, nodes: Sequence[Node]) -> None:
+        names = {node.name for node in nodes}
+        self._current = {name: value for name, value in self._current.items() if name in names}
+
+
+class LeastLoaded(Chooser):
+    """Fewest requests on the node per unit of weight."""
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        return self._lowest(candidates, lambda node: (node.load() + 1) / node.weight)
+
+
+class LatencyBased(Chooser):
+    """Lowest peak-EWMA latency per unit of weight (failures count with a penalty)."""
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        return self._lowest(candidates, lambda node: node.latency_ms() / node.weight)
+
+
+class CapabilityBased(Chooser):
+    """Score model and context fit against load; the highest score wins.
+
+    score = weight x free share of max_concurrency
+            + 0.5 when the server says the model is loaded (no cold start)
+            + 0.25 x needed tokens / context length (best fit: keep long-context
+              nodes free for long prompts)
+    """
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        return self._lowest(candidates, lambda node: -self.score(node, facts))
+
+    @staticmethod
+    def score(node: Node, facts: RequestFacts) -> float:
+        free = max(0.0, 1.0 - node.load() / node.max_concurrency)
+        score = node.weight * free
+        served = node.served.get(facts.model)
+        if served is not None and served.loaded:
+            score += 0.5
+        if served is not None and served.context_length:
+            score += 0.25 * min(1.0, facts.needed_tokens / served.context_length)
+        return score
+
+
+class PowerOfTwo(Chooser):
+    """Two candidates drawn by weight; lower peak-EWMA latency x (load + 1) / weight wins."""
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        if len(candidates) == 1:
+            return candidates[0]
+        first = self.rng.choices(candidates, weights=[node.weight for node in candidates])[0]
+        rest = [node for node in candidates if node is not first]
+        second = self.rng.choices(rest, weights=[node.weight for node in rest])[0]
+        return self._lowest([first, second], self.cost)
+
+    @staticmethod
+    def cost(node: Node) -> float:
+        return node.latency_ms() * (node.load() + 1) / node.weight
+
+
+class PrefixAffinity(Chooser):
+    """Consistent hashing of the prompt prefix with bounded loads (Mirrokni et al.).
+
+    A node may hold at most ceil((1 + epsilon) x its weighted share of the
+    in-flight requests, this one included); a request whose home node is at that
+    bound walks the ring to the next node with room.
+    """
+
+    points_per_weight = 64
+
+    def __init__(self, lb: LoadBalancerSettings, rng: random.Random) -> None:
+        super().__init__(lb, rng)
+        self._ring: list[tuple[int, str]] = []
+        self._keys: list[int] = []
+
+    def nodes_changed(self, nodes: Sequence[Node]) -> None:
+        ring = [
+            (_hash(f"{node.name}#{index}"), node.name)
+            for node in nodes
+            for index in range(max(1, round(self.points_per_weight * node.weight)))
+        ]
+        ring.sort()
+        self._ring = ring
+        self._keys = [point for point, _ in ring]
+
+    def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
+        by_name = {node.name: node for node in candidates}
+        total = sum(node.in_flight for node in candidates) + 1
+        weights = sum(node.weight for node in candidates)
+        start = bisect.bisect(self._keys, _hash(facts.prefix))
+        seen: set[str] = set()
+        for offset in range(len(self._ring)):
+            name = self._ring[(start + offset) % len(self._ring)][1]
+            node = by_name.get(name)
+            if node is None or name in seen:
+                continue
+            seen.add(name)
+            bound = math.ceil((1 + self.lb.prefix_epsilon) * total * node.weight / weights)
+            if node.in_flight + 1 <= bound:
+                return node
+        # Only reached when the ring misses a candidate (added since the last rebuild).
+        return self._lowest(candidates, lambda node: node.in_flight / node.weight)
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+STRATEGIES: dict[Strategy, type[Chooser]] = {
+    "round_robin": RoundRobin,
+    "least_loaded": LeastLoaded,
+    "capability_based": CapabilityBased,
+    "latency_based": LatencyBased,
+    "power_of_two": PowerOfTwo,
+    "prefix_affinity": PrefixAffinity,
+}
+
+
+def create_chooser(lb: LoadBalancerSettings, rng: random.Random) -> Chooser:
+    return STRATEGIES[lb.strategy](lb, rng)

@@ -1,0 +1,193 @@
+"""The Balancer end to end over fake nodes: filters, model names, queueing and overload."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from {{ cookiecutter.package_name }}.balancer import Balancer
+from {{ cookiecutter.package_name }}.llm.errors import (
+    ContextLengthExceededError,
+    ModelNotFoundError,
+    OverloadedError,
+    UpstreamUnavailableError,
+)
+from {{ cookiecutter.package_name }}.llm.models import (
+    EmbeddingRequest,
+    ModelInfo,
+    TextCompletionRequest,
+)
+
+from .fakes import MODEL, FakeClient, chat, node_settings, settings
+
+
+def balancer(
+    *names: str, models: tuple[str, ...] = (MODEL,), **lb: object
+) -> tuple[Balancer, dict[str, FakeClient]]:
+    lb.setdefault("strategy", "least_loaded")
+    instance = Balancer(settings(models=models, **lb), rng=random.Random(7))
+    clients = {}
+    for name in names:
+        clients[name] = FakeClient(name)
+        instance.add_node(node_settings(name), clients[name])
+    return instance, clients
+
+
+async def answered_by(instance: Balancer, **request: object) -> str:
+    response = await instance.chat_completion(chat(**request))  # type: ignore[arg-type]
+    content = response.choices[0].message.content
+    assert isinstance(content, str)
+    return content
+
+
+async def test_unknown_model_is_404() -> None:
+    instance, _ = balancer("a")
+    with pytest.raises(ModelNotFoundError) as caught:
+        await instance.chat_completion(chat(model="nope"))
+    assert caught.value.status_code == 404
+    assert "nope" in caught.value.message
+
+
+async def test_listed_id_maps_to_the_nodes_own_name_and_back() -> None:
+    instance = Balancer(settings(models=("llama",)))
+    client = FakeClient("a")
+    instance.add_node(
+        node_settings("a", models=[{"id": "llama", "backend_model": "llama3.2:3b-q4"}]), client
+    )
+    response = await instance.chat_completion(chat(model="llama"))
+    assert client.seen_models == ["llama3.2:3b-q4"]
+    assert response.model == "llama"
+    chunks = [chunk async for chunk in instance.stream_chat_completion(chat(model="llama"))]
+    assert {chunk.model for chunk in chunks} == {"llama"}
+    text = await instance.text_completion(TextCompletionRequest(model="llama", prompt="hi"))
+    assert text.model == "llama"
+    vectors = await instance.embeddings(EmbeddingRequest(model="llama", input="hi"))
+    assert vectors.model == "llama"
+    assert client.seen_models[-1] == "llama3.2:3b-q4"
+
+
+async def test_only_nodes_serving_the_model_are_chosen() -> None:
+    instance = Balancer(settings(models=("m", "other")))
+    instance.add_node(node_settings("a", models=["m"]), FakeClient("a"))
+    instance.add_node(node_settings("b", models=["other"]), FakeClient("b"))
+    assert {await answered_by(instance) for _ in range(6)} == {"a"}
+    assert {await answered_by(instance, model="other") for _ in range(6)} == {"b"}
+
+
+async def test_a_listed_model_no_node_serves_is_unavailable() -> None:
+    instance, _ = balancer("a", models=(MODEL, "orphan"))
+    with pytest.raises(UpstreamUnavailableError):
+        await instance.chat_completion(chat(model="orphan"))
+
+
+async def test_context_length_filter_uses_chars_over_four_plus_max_tokens() -> None:
+    instance = Balancer(settings(strategy="round_robin"))
+    small, large = FakeClient("small"), FakeClient("large")
+    small.models = [ModelInfo(id=MODEL, context_length=100)]
+    large.models = [ModelInfo(id=MODEL, context_length=10_000)]
+    instance.add_node(node_settings("small"), small)
+    instance.add_node(node_settings("large"), large)
+    await instance.refresh()
+    # 200 characters ~ 50 tokens, + 40 = 90: both fit.  + 60 = 110: only the large one.
+    prompt = "x" * 200
+    assert {await answered_by(instance, text=prompt, max_tokens=40) for _ in range(10)} == {
+        "small",
+        "large",
+    }
+    assert {await answered_by(instance, text=prompt, max_tokens=60) for _ in range(10)} == {"large"}
+    with pytest.raises(ContextLengthExceededError) as caught:
+        await instance.chat_completion(chat(text="x" * 50_000))
+    assert "10000" in caught.value.message
+    assert caught.value.status_code == 400
+
+
+async def test_unhealthy_nodes_are_skipped_and_panic_uses_them_when_none_is_up() -> None:
+    instance, clients = balancer("a", "b")
+    clients["b"].up = False
+    await instance.refresh()
+    assert {await answered_by(instance) for _ in range(6)} == {"a"}
+    clients["a"].up = False
+    await instance.refresh()
+    # Every node is down: the request is still tried rather than refused.
+    assert await answered_by(instance) in {"a", "b"}
+
+
+async def test_saturated_node_is_skipped_by_in_flight_and_fresh_gauges() -> None:
+    instance = Balancer(settings(strategy="round_robin"))
+    full, free = FakeClient("full"), FakeClient("free")
+    full.gate = asyncio.Event()
+    instance.add_node(node_settings("full", max_concurrency=1), full)
+    instance.add_node(node_settings("free", max_concurrency=100), free)
+    # Round robin would alternate; the node at max_concurrency is skipped instead.
+    held = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)  # the held request reaches the full node and waits at its gate
+    assert {await answered_by(instance) for _ in range(4)} == {"free"}
+    full.gate.set()
+    await held
+    # Fresh server gauges reporting a long queue make a node full too; stale ones do not.
+    full.metrics.server_waiting = 50
+    full.metrics.server_signals_age_s = 1.0
+    assert {await answered_by(instance) for _ in range(4)} == {"free"}
+    full.metrics.server_signals_age_s = 100.0
+    assert "full" in {await answered_by(instance) for _ in range(4)}
+
+
+async def test_request_waits_in_the_queue_for_a_free_slot() -> None:
+    instance, clients = balancer("a", selection_timeout_s=30)
+    clients["a"].gate = asyncio.Event()
+    # a takes max_concurrency (8) requests; the ninth waits instead of failing.
+    first = [asyncio.create_task(instance.chat_completion(chat())) for _ in range(8)]
+    ninth = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0.01)
+    assert not ninth.done()
+    assert instance.node_states()[0].in_flight == 8
+    clients["a"].gate.set()
+    await asyncio.gather(*first)
+    assert (await ninth).choices[0].message.content == "a"
+
+
+async def test_full_queue_or_timeout_is_overloaded_with_retry_after() -> None:
+    instance, clients = balancer("a", selection_timeout_s=0.05, max_queue=1)
+    clients["a"].gate = asyncio.Event()
+    held = [asyncio.create_task(instance.chat_completion(chat())) for _ in range(8)]
+    waiting = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    # The queue holds one waiter: the next request is refused at once.
+    with pytest.raises(OverloadedError) as refused:
+        await instance.chat_completion(chat())
+    assert refused.value.status_code == 429
+    assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+    # The waiter gives up after selection_timeout_s.
+    with pytest.raises(OverloadedError):
+        await waiting
+    clients["a"].gate.set()
+    await asyncio.gather(*held)
+
+
+async def test_no_queue_means_immediate_overload() -> None:
+    instance, clients = balancer("a", max_queue=0)
+    clients["a"].gate = asyncio.Event()
+    held = [asyncio.create_task(instance.chat_completion(chat())) for _ in range(8)]
+    await asyncio.sleep(0)
+    with pytest.raises(OverloadedError):
+        await instance.chat_completion(chat())
+    clients["a"].gate.set()
+    await asyncio.gather(*held)
+
+
+async def test_in_flight_returns_to_zero_on_every_exit_path() -> None:
+    instance, clients = balancer("a")
+    clients["a"].gate = asyncio.Event()
+    task = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    clients["a"].gate.set()
+    stream = instance.stream_chat_completion(chat())
+    await anext(stream)
+    await stream.aclose()  # the caller went away mid-stream
+    assert clients["a"].tracker.active == 0
+    assert instance.node_states()[0].in_flight == 0
