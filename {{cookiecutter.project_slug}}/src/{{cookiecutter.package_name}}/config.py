@@ -282,6 +282,32 @@ class TangleSettings(Section):
     staking_contract: str = {{ cookiecutter.staking_contract | tojson }}
     status_registry_contract: str = {{ cookiecutter.status_registry_contract | tojson }}
     poll_interval_s: float = Field(default=2.0, gt=0)
+    confirmations: int | None = Field(
+        default=None,
+        ge=0,
+        description="Blocks a job waits before it is taken; default 0 on local chains, else 2.",
+    )
+    max_block_range: int = Field(default=500, ge=1, description="Blocks per eth_getLogs call.")
+    start_block: int | None = Field(
+        default=None, ge=0, description="First block to scan when DATA_DIR has no checkpoint."
+    )
+    lookback_blocks: int = Field(
+        default=10, ge=0, description="Without checkpoint or start_block: start this far back."
+    )
+    max_concurrent_jobs: int = Field(default=64, ge=1)
+    batch_max: int = Field(default=16, ge=1, le=256, description="Results per submitResults.")
+    heartbeat_interval_s: float = Field(
+        default=120.0, ge=0, description="Seconds between heartbeats; 0 turns them off."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="How long shutdown waits for jobs in flight."
+    )
+
+    @property
+    def confirmation_depth(self) -> int:
+        if self.confirmations is not None:
+            return self.confirmations
+        return 0 if self.chain.startswith("local") else 2
 
     @field_validator("tangle_contract", "staking_contract", "status_registry_contract")
     @classmethod

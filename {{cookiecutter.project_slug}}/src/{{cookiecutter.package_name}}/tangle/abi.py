@@ -1,0 +1,175 @@
+"""The few tnt-core functions, events and errors this blueprint speaks, as signatures.
+
+Only what we call is written here, in Solidity's own notation, and encoded with
+eth-abi.  The published ABI files are not used: they are large, and wrong about
+`JobSubmitted` (see `events.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi.abi import decode, encode
+from eth_abi.exceptions import DecodingError
+from eth_utils.crypto import keccak
+
+
+def _split_types(params: str) -> tuple[str, ...]:
+    """Split `uint64,(uint8,address),bytes` at the top-level commas."""
+    types: list[str] = []
+    depth = 0
+    start = 0
+    for index, char in enumerate(params):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            types.append(params[start:index])
+            start = index + 1
+    if params[start:]:
+        types.append(params[start:])
+    return tuple(types)
+
+
+@dataclass(frozen=True)
+class Function:
+    """`name(type,...)` with its return types, e.g. Function("isOnline(uint64,address)", "bool")."""
+
+    signature: str
+    returns: str = ""
+    inputs: tuple[str, ...] = field(init=False)
+    outputs: tuple[str, ...] = field(init=False)
+    selector: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = self.signature[self.signature.index("(") + 1 : -1]
+        object.__setattr__(self, "inputs", _split_types(params))
+        object.__setattr__(self, "outputs", _split_types(self.returns))
+        object.__setattr__(self, "selector", keccak(text=self.signature)[:4])
+
+    @property
+    def name(self) -> str:
+        return self.signature.split("(", 1)[0]
+
+    def calldata(self, *args: Any) -> bytes:
+        return self.selector + encode(list(self.inputs), list(args))
+
+    def decode_output(self, data: bytes) -> tuple[Any, ...]:
+        return tuple(decode(list(self.outputs), data))
+
+
+@dataclass(frozen=True)
+class CustomError:
+    """A Solidity custom error; its selector prefixes the revert data."""
+
+    signature: str
+    inputs: tuple[str, ...] = field(init=False)
+    selector: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = self.signature[self.signature.index("(") + 1 : -1]
+        object.__setattr__(self, "inputs", _split_types(params))
+        object.__setattr__(self, "selector", keccak(text=self.signature)[:4])
+
+    @property
+    def name(self) -> str:
+        return self.signature.split("(", 1)[0]
+
+
+@dataclass(frozen=True)
+class Revert:
+    """A decoded revert: the error's name and arguments, or the raw data when unknown."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(str(arg) for arg in self.args)})"
+
+
+def event_topic(signature: str) -> bytes:
+    return keccak(text=signature)
+
+
+# --- Tangle (jobs, services, operators) -----------------------------------------
+
+SUBMIT_JOB = Function("submitJob(uint64,uint8,bytes)", "uint64")
+SUBMIT_RESULT = Function("submitResult(uint64,uint64,bytes)")
+SUBMIT_RESULTS = Function("submitResults(uint64,uint64[],bytes[])")
+GET_JOB_CALL = Function(
+    "getJobCall(uint64,uint64)", "(uint8,address,uint64,uint32,bool,bool,uint256)"
+)
+GET_SERVICE = Function(
+    "getService(uint64)",
+    "(uint64,address,uint64,uint64,uint64,uint64,uint32,uint32,uint32,uint8,uint8,uint8,uint8)",
+)
+GET_SERVICE_OPERATORS = Function("getServiceOperators(uint64)", "address[]")
+IS_SERVICE_OPERATOR = Function("isServiceOperator(uint64,address)", "bool")
+IS_OPERATOR_REGISTERED = Function("isOperatorRegistered(uint64,address)", "bool")
+REGISTER_OPERATOR = Function("registerOperator(uint64,bytes,string)")
+
+JOB_SUBMITTED = event_topic("JobSubmitted(uint64,uint64,uint8,address,bytes)")
+JOB_SUBMITTED_FROM_QUOTE = event_topic(
+    "JobSubmittedFromQuote(uint64,uint64,uint8,address,address[],uint256,bytes)"
+)
+JOB_RESULT_SUBMITTED = event_topic("JobResultSubmitted(uint64,uint64,address,bytes)")
+
+# --- MultiAssetDelegation (staking) ---------------------------------------------
+
+STAKING_IS_OPERATOR = Function("isOperator(address)", "bool")
+STAKING_IS_OPERATOR_ACTIVE = Function("isOperatorActive(address)", "bool")
+STAKING_REGISTER_OPERATOR = Function("registerOperator()")
+STAKING_MIN_OPERATOR_STAKE = Function("minOperatorStake()", "uint256")
+
+# --- OperatorStatusRegistry (heartbeats) ----------------------------------------
+
+SUBMIT_HEARTBEAT_DIRECT = Function("submitHeartbeatDirect(uint64,uint64,uint8,bytes)")
+IS_ONLINE = Function("isOnline(uint64,address)", "bool")
+GET_LAST_HEARTBEAT = Function("getLastHeartbeat(uint64,address)", "uint256")
+
+# The metrics payload the registry decodes when a service enables custom metrics.
+METRIC_PAIRS = "(string,uint256)[]"
+
+# --- errors (tnt-core src/libraries/Errors.sol) ---------------------------------
+
+JOB_ALREADY_COMPLETED = CustomError("JobAlreadyCompleted(uint64,uint64)")
+RESULT_ALREADY_SUBMITTED = CustomError("ResultAlreadySubmitted(uint64,uint64,address)")
+ERRORS = (
+    JOB_ALREADY_COMPLETED,
+    RESULT_ALREADY_SUBMITTED,
+    CustomError("JobCallNotFound(uint64,uint64)"),
+    CustomError("ServiceNotFound(uint64)"),
+    CustomError("ServiceNotActive(uint64)"),
+    CustomError("ServiceExpired(uint64)"),
+    CustomError("OperatorNotInService(uint64,address)"),
+    CustomError("OperatorNotActive(address)"),
+    CustomError("OperatorNotRegistered(uint64,address)"),
+    CustomError("OperatorAlreadyRegistered(uint64,address)"),
+    CustomError("NotPermittedCaller(uint64,address)"),
+    CustomError("NotQuotedOperator(uint64,uint64)"),
+    CustomError("InvalidJobIndex(uint8)"),
+    CustomError("AggregationRequired(uint64,uint8)"),
+    CustomError("SchemaValidationFailed(uint8,uint64,uint64,uint256)"),
+    CustomError("InsufficientPayment(uint256,uint256)"),
+    CustomError("InvalidMsgValue(uint256,uint256)"),
+    CustomError("InsufficientStake(address,uint256,uint256)"),
+    CustomError("LengthMismatch()"),
+    CustomError("Error(string)"),
+)
+_BY_SELECTOR = {error.selector: error for error in ERRORS}
+
+# Reverts meaning "this call needs nothing more from us".
+DONE_ERRORS = frozenset({JOB_ALREADY_COMPLETED.name, RESULT_ALREADY_SUBMITTED.name})
+
+
+def decode_revert(data: bytes) -> Revert:
+    """Name a revert from its data; unknown selectors keep their hex."""
+    error = _BY_SELECTOR.get(data[:4])
+    if error is None:
+        return Revert(f"0x{data.hex()}" if data else "revert without reason")
+    try:
+        return Revert(error.name, tuple(decode(list(error.inputs), data[4:])))
+    except DecodingError:
+        return Revert(error.name)

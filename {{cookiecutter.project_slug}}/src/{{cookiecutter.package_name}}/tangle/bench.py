@@ -1,0 +1,111 @@
+"""`tangle bench`: jobs completed per second with N jobs queued on a local chain.
+
+The customer (the key in `--key-env`) submits N chat jobs while no runner is
+listening; then the job runner starts in this process, as the configured
+operator, against one simulated node, and the clock runs until every call has
+its result on chain.  Once with one result per transaction, once batched.
+Needs a chain where the operator serves SERVICE_ID and the customer may
+submit (the tnt-core local testnet: operators anvil #1/#2, customer anvil #0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+
+from eth_abi.abi import encode
+
+from ..config import NodeModel, NodeSettings, Settings
+from ..sim import SimConfig, running_sim
+from .chain import Chain
+from .cli import key_from_env, required_service_id, submit_job
+from .runner import JobRunner, serve_jobs
+
+
+@dataclass
+class Row:
+    batch_max: int
+    jobs: int
+    seconds: float
+    transactions: int
+
+    def line(self) -> str:
+        rate = self.jobs / self.seconds if self.seconds else float("inf")
+        per_tx = self.jobs / self.transactions if self.transactions else 0.0
+        return (
+            f"| {self.batch_max} | {self.jobs} | {self.seconds:.2f} | {rate:.1f} "
+            f"| {self.transactions} | {per_tx:.1f} |"
+        )
+
+
+async def _one_run(settings: Settings, chain: Chain, jobs: int, batch_max: int) -> Row:
+    service_id = required_service_id(settings)
+    model = settings.models[0].id
+    request = {
+        "type": "chat.completion",
+        "model": model,
+        "messages": [{"role": "user", "content": "benchmark"}],
+        "max_tokens": 8,
+    }
+    inputs = encode(["string"], [json.dumps(request)])
+    first_block = await chain.block_number() + 1
+    for _ in range(jobs):
+        await submit_job(chain, service_id, 0, inputs)
+    with tempfile.TemporaryDirectory(prefix="tangle-bench-") as data_dir:
+        tangle = settings.tangle.model_copy(
+            update={
+                "data_dir": data_dir,
+                "start_block": first_block,
+                "batch_max": batch_max,
+                "heartbeat_interval_s": 0.0,
+                "poll_interval_s": 0.2,
+                "confirmations": 0,
+            }
+        )
+        api = settings.api.model_copy(update={"port": 0})
+        run_settings = settings.model_copy(update={"tangle": tangle, "api": api})
+        started = time.perf_counter()
+        finished: dict[str, float] = {}
+        result: dict[str, int] = {}
+
+        async def watch(runner: JobRunner) -> None:
+            async def until_done() -> None:
+                while True:
+                    runner.progress.clear()
+                    if runner.answered >= jobs:
+                        break
+                    await runner.progress.wait()
+                finished["at"] = time.perf_counter()
+                result["transactions"] = runner.consumer.transactions
+                runner.stopping.set()
+
+            asyncio.get_running_loop().create_task(until_done())
+
+        await serve_jobs(run_settings, dry_run=False, install_signals=False, ready=watch)
+    return Row(batch_max, jobs, finished["at"] - started, result.get("transactions", 0))
+
+
+async def bench(settings: Settings, *, jobs: int, key_env: str) -> int:
+    model = settings.models[0].id
+    chain = Chain(settings.tangle, key_from_env(key_env))
+    rows = []
+    try:
+        async with running_sim(SimConfig(dialect="openai", models=[model])) as sim:
+            node = NodeSettings(
+                name="sim", url=sim.url, type="openai_compatible", models=[NodeModel(id=model)]
+            )
+            with_sim = settings.model_copy(update={"nodes": [node]})
+            for batch_max in (1, settings.tangle.batch_max):
+                rows.append(await _one_run(with_sim, chain, jobs, batch_max))
+    finally:
+        await chain.aclose()
+    print(f"Jobs completed per second, {jobs} chat jobs queued, one simulated node")
+    print()
+    print("| results per tx (max) | jobs | seconds | jobs/s | transactions | jobs per tx |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.line())
+    return 0

@@ -1,0 +1,335 @@
+"""`tangle ...`: operator tools around the blueprint.
+
+  register     stake (if needed) and register this operator for the blueprint
+  submit-job   act as a customer: submit a request and print its result
+  status       the service, its operators and their heartbeats, our checkpoint
+  import-key   store OPERATOR_PRIVATE_KEY (or another variable) in the SDK keystore
+  bench        jobs completed per second with N jobs queued (see tangle/bench.py)
+
+Keys never come from the command line (it shows in `ps`): the operator's from
+the keystore or OPERATOR_PRIVATE_KEY, a customer's from the variable named by
+`--key-env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eth_abi.abi import decode, encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ..config import ConfigError, Settings, load_settings
+from .abi import (
+    GET_LAST_HEARTBEAT,
+    GET_SERVICE,
+    GET_SERVICE_OPERATORS,
+    IS_ONLINE,
+    IS_OPERATOR_REGISTERED,
+    JOB_RESULT_SUBMITTED,
+    REGISTER_OPERATOR,
+    STAKING_IS_OPERATOR,
+    STAKING_MIN_OPERATOR_STAKE,
+    STAKING_REGISTER_OPERATOR,
+    SUBMIT_JOB,
+)
+from .chain import Chain, ChainError
+from .checkpoint import Checkpoint
+from .events import decode_job_log
+from .keys import OperatorKeyError, operator_account, uncompressed_public_key, write_keystore
+
+SERVICE_STATUS = {0: "pending", 1: "active", 2: "terminated"}
+
+
+class UsageError(Exception):
+    """A bad option or input; printed without a traceback."""
+
+
+def _uint_topic(value: int) -> str:
+    return "0x" + encode(["uint64"], [value]).hex()
+
+
+def required_service_id(settings: Settings) -> int:
+    if settings.tangle.service_id is None:
+        raise UsageError("no service id: set SERVICE_ID or tangle.service_id")
+    return settings.tangle.service_id
+
+
+def key_from_env(name: str) -> LocalAccount:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise UsageError(f"${name} is not set (it should hold the customer's private key)")
+    try:
+        account: LocalAccount = Account.from_key(value)
+    except (ValueError, TypeError):
+        raise UsageError(f"${name} does not hold a valid private key") from None
+    return account
+
+
+# --- register ---------------------------------------------------------------------
+
+
+async def register(settings: Settings, args: argparse.Namespace) -> int:
+    account = operator_account(settings.tangle)
+    chain = Chain(settings.tangle, account)
+    blueprint = settings.tangle.blueprint_id
+    try:
+        (staked,) = await chain.call(chain.staking, STAKING_IS_OPERATOR, account.address)
+        if staked:
+            print(f"{account.address} is already a staking operator")
+        else:
+            if args.stake_wei is not None:
+                stake = args.stake_wei
+            else:
+                (stake,) = await chain.call(chain.staking, STAKING_MIN_OPERATOR_STAKE)
+            sent = await chain.send(chain.staking, STAKING_REGISTER_OPERATOR, value=stake)
+            print(f"staked {stake} wei as an operator: {sent.tx_hash}")
+        (registered,) = await chain.call(
+            chain.tangle, IS_OPERATOR_REGISTERED, blueprint, account.address
+        )
+        if registered:
+            print(f"{account.address} is already registered for blueprint {blueprint}")
+            return 0
+        api = settings.api
+        rpc_address = args.rpc_address or f"http://{api.host}:{api.port}"
+        sent = await chain.send(
+            chain.tangle,
+            REGISTER_OPERATOR,
+            blueprint,
+            uncompressed_public_key(account),
+            rpc_address,
+        )
+        print(f"registered {account.address} for blueprint {blueprint} at {rpc_address}")
+        print(f"transaction: {sent.tx_hash}")
+        return 0
+    finally:
+        await chain.aclose()
+
+
+# --- submit-job -------------------------------------------------------------------
+
+
+def _request_from_args(settings: Settings, args: argparse.Namespace) -> str:
+    if args.request is not None:
+        text: str = sys.stdin.read() if args.request == "-" else Path(args.request).read_text()
+        return text
+    model = args.model or (settings.models[0].id if settings.models else "")
+    body: dict[str, Any]
+    if args.kind == "chat":
+        body = {
+            "type": "chat.completion",
+            "model": model,
+            "messages": [{"role": "user", "content": args.prompt}],
+        }
+    elif args.kind == "text":
+        body = {"type": "text.completion", "model": model, "prompt": args.prompt}
+    else:
+        body = {"type": "embedding", "model": model, "input": args.prompt}
+    if args.max_tokens is not None and args.kind != "embedding":
+        body["max_tokens"] = args.max_tokens
+    return json.dumps(body)
+
+
+async def submit_job(
+    chain: Chain, service_id: int, job_index: int, inputs: bytes
+) -> tuple[int, int]:
+    """Submit as the chain's signer; the call id and the block it landed in."""
+    sent = await chain.send(chain.tangle, SUBMIT_JOB, service_id, job_index, inputs)
+    for entry in sent.receipt["logs"]:
+        try:
+            call = decode_job_log(entry)
+        except ValueError:
+            continue
+        if call.service_id == service_id:
+            return call.call_id, call.block_number
+    raise ChainError("the job was submitted but its JobSubmitted event is missing")
+
+
+async def wait_for_result(
+    chain: Chain, service_id: int, call_id: int, from_block: int, timeout_s: float
+) -> tuple[str, bytes]:
+    """The first result posted for the call: (operator, output bytes)."""
+    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), _uint_topic(service_id), _uint_topic(call_id)]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        head = await chain.block_number()
+        logs = await chain.get_logs(from_block, head, topics)
+        if logs:
+            entry = logs[0]
+            operator = "0x" + bytes(entry["topics"][3])[-20:].hex()
+            (output,) = decode(["bytes"], bytes(entry["data"]))
+            return operator, bytes(output)
+        await asyncio.sleep(0.5)
+    raise ChainError(f"no result for call {call_id} within {timeout_s:g} s")
+
+
+def decode_string_result(output: bytes) -> str:
+    """Pretty JSON for a `(string)` result; hex for anything else."""
+    try:
+        (text,) = decode(["string"], output)
+        return json.dumps(json.loads(text), indent=2)
+    except Exception:  # not a (string) or not JSON: show what it is
+        return "0x" + output.hex()
+
+
+async def submit_job_command(settings: Settings, args: argparse.Namespace) -> int:
+    service_id = required_service_id(settings)
+    chain = Chain(settings.tangle, key_from_env(args.key_env))
+    try:
+        # Job 1 (report_metrics) takes no input.
+        inputs = encode(["string"], [_request_from_args(settings, args)]) if args.job == 0 else b""
+        call_id, block = await submit_job(chain, service_id, args.job, inputs)
+        print(f"submitted call {call_id} (job {args.job}) in block {block}", file=sys.stderr)
+        if args.no_wait:
+            return 0
+        operator, output = await wait_for_result(chain, service_id, call_id, block, args.timeout)
+        print(f"result from {operator}:", file=sys.stderr)
+        print(decode_string_result(output))
+        return 0
+    finally:
+        await chain.aclose()
+
+
+# --- status -----------------------------------------------------------------------
+
+
+async def status(settings: Settings, args: argparse.Namespace) -> int:
+    service_id = required_service_id(settings)
+    try:
+        account: LocalAccount | None = operator_account(settings.tangle)
+    except OperatorKeyError:
+        account = None
+    chain = Chain(settings.tangle, account)
+    try:
+        head = await chain.block_number()
+        chain_id = await chain.chain_id()
+        (service,) = await chain.call(chain.tangle, GET_SERVICE, service_id)
+        (operators,) = await chain.call(chain.tangle, GET_SERVICE_OPERATORS, service_id)
+        rows = []
+        for operator in operators:
+            (online,) = await chain.call(chain.status_registry, IS_ONLINE, service_id, operator)
+            (last,) = await chain.call(
+                chain.status_registry, GET_LAST_HEARTBEAT, service_id, operator
+            )
+            rows.append({"operator": operator, "online": online, "last_heartbeat": last})
+        checkpoint = Checkpoint.for_service(settings.tangle, chain_id)
+        svc: dict[str, Any] = {
+            "id": service_id,
+            "blueprint_id": service[0],
+            "owner": service[1],
+            "status": SERVICE_STATUS.get(service[11], str(service[11])),
+            "operator_count": service[6],
+        }
+        report: dict[str, Any] = {
+            "chain_id": chain_id,
+            "head_block": head,
+            "service": svc,
+            "operators": rows,
+            "this_operator": account.address if account else None,
+            "last_processed_block": checkpoint.load(),
+        }
+    finally:
+        await chain.aclose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"chain {chain_id}, head block {head}")
+    print(
+        f"service {service_id}: {svc['status']}, blueprint {svc['blueprint_id']}, "
+        f"owner {svc['owner']}, {svc['operator_count']} operators"
+    )
+    print("| operator | online | last heartbeat | this operator |")
+    print("|---|---|---|---|")
+    for row in rows:
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["last_heartbeat"]))
+            if row["last_heartbeat"]
+            else "never"
+        )
+        mine = "yes" if account and row["operator"] == account.address else ""
+        print(f"| {row['operator']} | {'yes' if row['online'] else 'no'} | {when} | {mine} |")
+    print(f"last processed block (DATA_DIR checkpoint): {report['last_processed_block']}")
+    return 0
+
+
+# --- import-key -------------------------------------------------------------------
+
+
+def import_key(settings: Settings, args: argparse.Namespace) -> int:
+    value = os.environ.get(args.key_env, "").strip().removeprefix("0x")
+    if not value:
+        raise UsageError(f"${args.key_env} is not set")
+    try:
+        secret = bytes.fromhex(value)
+    except ValueError:
+        raise UsageError(f"${args.key_env}: expected 64 hex digits") from None
+    path = write_keystore(settings.tangle.keystore_uri, secret)
+    print(f"stored the key for {Account.from_key(secret).address} in {path}")
+    return 0
+
+
+# --- parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="config file; default: $OPENROUTER_CONFIG")
+    parser = argparse.ArgumentParser(
+        prog="tangle", description="Operator tools for the Tangle blueprint."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    reg = commands.add_parser("register", parents=[common], help="register this operator")
+    reg.add_argument("--rpc-address", help="the address customers reach us at (default: the API)")
+    reg.add_argument(
+        "--stake-wei", type=int, help="native stake if not yet an operator (default: the minimum)"
+    )
+
+    sub = commands.add_parser("submit-job", parents=[common], help="submit a job as a customer")
+    what = sub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="text to send (job 0)")
+    what.add_argument("--request", metavar="FILE", help="LlmRequest JSON file, or - for stdin")
+    what.add_argument("--metrics", action="store_true", help="job 1: ask for a heartbeat")
+    sub.add_argument("--kind", choices=("chat", "text", "embedding"), default="chat")
+    sub.add_argument("--model", help="model id (default: the first in [[models]])")
+    sub.add_argument("--max-tokens", type=int)
+    sub.add_argument("--key-env", default="TANGLE_CUSTOMER_KEY", help="variable with the key")
+    sub.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a result")
+    sub.add_argument("--no-wait", action="store_true", help="print the call id and exit")
+
+    st = commands.add_parser("status", parents=[common], help="service, operators, checkpoint")
+    st.add_argument("--json", action="store_true")
+
+    imp = commands.add_parser("import-key", parents=[common], help="write a key to the keystore")
+    imp.add_argument("--key-env", default="OPERATOR_PRIVATE_KEY", help="variable with the key")
+
+    bench = commands.add_parser("bench", parents=[common], help="jobs/s with N jobs queued")
+    bench.add_argument("--jobs", type=int, default=50)
+    bench.add_argument("--key-env", default="TANGLE_CUSTOMER_KEY", help="customer key variable")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "submit-job":
+        args.job = 1 if args.metrics else 0
+    try:
+        settings = load_settings(args.config)
+        if args.command == "import-key":
+            return import_key(settings, args)
+        if args.command == "bench":
+            from .bench import bench
+
+            return asyncio.run(bench(settings, jobs=args.jobs, key_env=args.key_env))
+        handler = {"register": register, "submit-job": submit_job_command, "status": status}
+        return asyncio.run(handler[args.command](settings, args))
+    except (ConfigError, UsageError, OperatorKeyError, ChainError, OSError) as error:
+        print(f"tangle {args.command}: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,151 @@
+"""Job calls from the chain: polled eth_getLogs in bounded windows, behind a confirmation depth.
+
+Like the SDK's TangleProducer, it reads JobSubmitted and JobSubmittedFromQuote
+for one service, in block order.  It starts one past the checkpoint (or a few
+blocks back from the head on a first run) and drops calls that are already
+completed or that this operator already answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from eth_abi.abi import encode
+
+from ..config import TangleSettings
+from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
+from .chain import TRANSIENT, Chain, ChainError, Reverted
+from .checkpoint import Checkpoint
+from .events import JobCall, LogDecodeError, decode_job_log
+
+log = logging.getLogger(__name__)
+
+
+def _topic(value: int) -> str:
+    return "0x" + encode(["uint64"], [value]).hex()
+
+
+class Producer:
+    def __init__(self, chain: Chain, settings: TangleSettings, checkpoint: Checkpoint) -> None:
+        if settings.service_id is None:
+            raise ChainError("tangle.service_id (SERVICE_ID) is required to take jobs")
+        self.chain = chain
+        self.settings = settings
+        self.service_id = settings.service_id
+        self.checkpoint = checkpoint
+        self.next_block: int | None = None
+        # Calls of the current window already started, should the window be re-read.
+        self._started: set[int] = set()
+        self._topics: list[object] = [
+            ["0x" + JOB_SUBMITTED.hex(), "0x" + JOB_SUBMITTED_FROM_QUOTE.hex()],
+            _topic(self.service_id),
+        ]
+
+    async def start_block(self) -> int:
+        """One past the checkpoint; else `start_block`, else a few blocks behind the head."""
+        saved = self.checkpoint.load()
+        if saved is not None:
+            return saved + 1
+        if self.settings.start_block is not None:
+            return self.settings.start_block
+        head = await self.chain.block_number()
+        return max(head - self.settings.lookback_blocks, 0)
+
+    async def poll(self) -> tuple[list[JobCall], int, bool]:
+        """The calls of the next window, its last block, and whether it reached the head.
+
+        The position only moves on in `advance`, once every call of the window
+        has been started, so a failure half-way through re-reads the window.
+        """
+        if self.next_block is None:
+            self.next_block = await self.start_block()
+            log.info(
+                "scanning for jobs of service %d from block %d", self.service_id, self.next_block
+            )
+        head = await self.chain.block_number() - self.settings.confirmation_depth
+        if head < self.next_block:
+            return [], self.next_block - 1, True
+        to_block = min(head, self.next_block + self.settings.max_block_range - 1)
+        logs = await self.chain.get_logs(self.next_block, to_block, self._topics)
+        calls = []
+        for entry in logs:
+            try:
+                call = decode_job_log(entry)
+            except LogDecodeError as error:
+                log.warning("skipping a job event in block %s: %s", entry.get("blockNumber"), error)
+                continue
+            if call.service_id == self.service_id:
+                calls.append(call)
+        return sorted(calls), to_block, to_block == head
+
+    def advance(self, to_block: int) -> None:
+        self.next_block = to_block + 1
+        self.checkpoint.scanned(to_block)
+        self.checkpoint.save()
+
+    async def needs_answer(self, call: JobCall) -> bool:
+        """False when the call is completed or already carries this operator's result."""
+        (
+            (_index, _caller, _created, result_count, completed, _rfq, _payment),
+        ) = await self.chain.call(self.chain.tangle, GET_JOB_CALL, self.service_id, call.call_id)
+        if completed:
+            return False
+        if result_count == 0 or self.chain.account is None:
+            return True
+        # Someone answered; ask the contract whether it was us (it has no view for that).
+        try:
+            await self.chain.call(
+                self.chain.tangle,
+                SUBMIT_RESULT,
+                self.service_id,
+                call.call_id,
+                b"",
+                sender=self.chain.address,
+            )
+        except Reverted as reverted:
+            return reverted.revert.name not in DONE_ERRORS
+        return True
+
+    async def run(
+        self, dispatch: Callable[[JobCall], Awaitable[None]], stop: asyncio.Event
+    ) -> None:
+        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity)."""
+        failures = 0
+        window: deque[JobCall] = deque()
+        while not stop.is_set():
+            try:
+                calls, to_block, at_head = await self.poll()
+                window.extend(call for call in calls if call.call_id not in self._started)
+                while window and not stop.is_set():
+                    call = window[0]
+                    if await self.needs_answer(call):
+                        self._started.add(call.call_id)
+                        self.checkpoint.started(call.call_id, call.block_number)
+                        await dispatch(call)
+                    else:
+                        log.info("call %d already answered; skipping", call.call_id)
+                    window.popleft()
+                if stop.is_set():
+                    break
+                self.advance(to_block)
+                self._started.clear()
+                failures = 0
+            except (ChainError, *TRANSIENT) as error:
+                failures += 1
+                delay = min(0.25 * 2**failures, 30.0)
+                log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)
+                window.clear()
+                await pause(stop, delay)
+                continue
+            if at_head:
+                await pause(stop, self.settings.poll_interval_s)
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake as soon as `stop` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,302 @@
+"""`run`: the blueprint process the Tangle blueprint manager starts.
+
+It takes job calls from the chain, answers them through the shared context
+(the same balancer the HTTP API uses, served beside it), posts the results,
+and sends a heartbeat every `heartbeat_interval_s`.  SIGTERM or SIGINT stops
+taking new calls, lets the calls in flight finish and post their results
+(up to `shutdown_grace_s`), saves the checkpoint and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import uvicorn
+from eth_abi.abi import encode
+
+from ..config import ConfigError, Settings
+from ..context import Context
+from ..jobs import JobEnv, fleet_metrics, run_job
+from .abi import IS_SERVICE_OPERATOR, METRIC_PAIRS, SUBMIT_HEARTBEAT_DIRECT
+from .chain import Chain, ChainError
+from .checkpoint import Checkpoint
+from .consumer import Consumer, Outcome
+from .events import JobCall
+from .keys import OperatorKeyError, operator_account
+from .producer import Producer, pause
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Producer -> jobs -> consumer, with bounded concurrency and a checkpoint."""
+
+    def __init__(
+        self, context: Context, chain: Chain, *, dry_run: bool = False, chain_id: int
+    ) -> None:
+        settings = context.settings.tangle
+        if settings.service_id is None:
+            raise ChainError("tangle.service_id (SERVICE_ID) is required to take jobs")
+        self.context = context
+        self.chain = chain
+        self.settings = settings
+        self.service_id = settings.service_id
+        self.dry_run = dry_run
+        self.checkpoint = Checkpoint.for_service(settings, chain_id)
+        self.producer = Producer(chain, settings, self.checkpoint)
+        self.consumer = Consumer(
+            chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
+        )
+        self.stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.answered = 0
+        self.progress = asyncio.Event()  # set whenever a call is answered
+
+    # --- heartbeat ----------------------------------------------------------------
+
+    async def heartbeat(self) -> str | None:
+        """Post this operator's metrics to OperatorStatusRegistry; None in --dry-run."""
+        metrics = fleet_metrics(self.context)
+        status = 0 if metrics["nodes_healthy"] else 1  # 1: degraded, still answering
+        payload = encode([METRIC_PAIRS], [list(metrics.items())])
+        if self.dry_run:
+            log.info("dry run: heartbeat not sent (%s)", metrics)
+            return None
+        sent = await self.chain.send(
+            self.chain.status_registry,
+            SUBMIT_HEARTBEAT_DIRECT,
+            self.service_id,
+            self.settings.blueprint_id,
+            status,
+            payload,
+        )
+        log.info("heartbeat sent in %s", sent.tx_hash)
+        return sent.tx_hash
+
+    async def _heartbeats(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        while interval > 0 and not self.stopping.is_set():
+            try:
+                await self.heartbeat()
+            except ChainError as error:
+                log.warning("heartbeat failed: %s", error)
+            await pause(self.stopping, interval)
+
+    # --- jobs -----------------------------------------------------------------------
+
+    async def dispatch(self, call: JobCall) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._process(call))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _process(self, call: JobCall) -> None:
+        try:
+            env = JobEnv(
+                context=self.context,
+                service_id=call.service_id,
+                call_id=call.call_id,
+                caller=call.caller,
+                heartbeat=self.heartbeat,
+            )
+            result = await run_job(
+                env,
+                call.job_index,
+                call.inputs,
+                timeout_s=self.context.settings.api.request_timeout_s,
+            )
+            outcome = await self._submit(call, result)
+            if outcome is not Outcome.UNSENT:
+                self.answered += 1
+                self.progress.set()
+                self.checkpoint.finished(call.call_id)
+                self.checkpoint.save()
+        finally:
+            self._slots.release()
+
+    async def _submit(self, call: JobCall, result: bytes) -> Outcome:
+        """Submit, retrying while the chain is unreachable, until shutdown."""
+        delay = 1.0
+        while True:
+            outcome = await self.consumer.submit(call.call_id, result)
+            if outcome is not Outcome.UNSENT or self.stopping.is_set():
+                return outcome
+            await pause(self.stopping, delay)
+            delay = min(delay * 2, 30.0)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until `stopping` is set; then finish the calls in flight."""
+        consumer = asyncio.create_task(self.consumer.run())
+        heartbeats = asyncio.create_task(self._heartbeats())
+        try:
+            await self.producer.run(self.dispatch, self.stopping)
+            await self._finish_in_flight()
+        finally:
+            consumer.cancel()
+            heartbeats.cancel()
+            await asyncio.gather(consumer, heartbeats, return_exceptions=True)
+            self.checkpoint.save()
+            log.info(
+                "stopped; %d calls answered, last processed block %s",
+                self.answered,
+                self.checkpoint.last_processed,
+            )
+
+    def abandon(self) -> None:
+        """Stop the calls in flight now; they stay above the checkpoint for the next start."""
+        for task in self._jobs:
+            task.cancel()
+
+    async def _finish_in_flight(self) -> None:
+        if self._jobs:
+            log.info("finishing %d calls in flight", len(self._jobs))
+            _done, late = await asyncio.wait(
+                list(self._jobs), timeout=self.settings.shutdown_grace_s or None
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                # Their blocks stay above the checkpoint: the next start answers them.
+                log.warning(
+                    "%d calls unfinished at shutdown; they will be answered on restart", len(late)
+                )
+                await asyncio.gather(*late, return_exceptions=True)
+        await self.consumer.drain()
+
+
+def _configure_logging(pretty: bool, verbosity: int) -> None:
+    level = logging.DEBUG if verbosity > 0 else logging.INFO
+    if pretty:
+        fmt = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    else:
+        fmt = "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    if verbosity < 2:
+        # web3 and the HTTP clients log every request; -vv shows them.
+        for name in ("web3", "httpx", "httpcore", "aiohttp", "asyncio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _api_server(context: Context) -> uvicorn.Server | None:
+    """The HTTP API beside the jobs, on the same context, when this project can serve it."""
+    try:
+        from ..api.app import create_app
+    except ImportError as error:
+        log.warning("HTTP API not available (%s); running the job loop alone", error)
+        return None
+
+    @contextlib.asynccontextmanager
+    async def shared(_settings: Settings) -> AsyncIterator[Context]:
+        yield context
+
+    try:
+        app = create_app(context.settings, open_context=shared)
+    except ConfigError as error:
+        # Jobs need no API; an operator without API keys still answers on chain.
+        log.warning("HTTP API not served: %s", error)
+        return None
+    api = context.settings.api
+    config = uvicorn.Config(
+        app,
+        host=api.host,
+        port=api.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return _Server(config)
+
+
+class _Server(uvicorn.Server):
+    """The API server; signals belong to the runner, which stops the API itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _check_operator(chain: Chain, service_id: int) -> None:
+    (member,) = await chain.call(chain.tangle, IS_SERVICE_OPERATOR, service_id, chain.address)
+    if not member:
+        log.warning(
+            "%s is not an operator of service %d: results will be refused until it joins",
+            chain.address,
+            service_id,
+        )
+
+
+async def serve_jobs(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    install_signals: bool = True,
+    ready: Callable[[JobRunner], Awaitable[None]] | None = None,
+) -> int:
+    """Open the context and chain, run jobs (and the API) until a signal; the exit status."""
+    try:
+        account = operator_account(settings.tangle)
+    except OperatorKeyError as error:
+        if not dry_run:
+            log.error("no operator key: %s", error)
+            return 2
+        log.warning("dry run without an operator key: %s", error)
+        account = None
+    chain = Chain(settings.tangle, account)
+    try:
+        chain_id = await chain.chain_id()
+        if account is not None:
+            log.info("operator %s on chain %d", chain.address, chain_id)
+            await _check_operator(chain, settings.tangle.service_id or 0)
+        async with Context.open(settings) as context:
+            runner = JobRunner(context, chain, dry_run=dry_run, chain_id=chain_id)
+            loop = asyncio.get_running_loop()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, _on_signal, runner, sig)
+            api = _api_server(context)
+            api_task = asyncio.create_task(api.serve()) if api is not None else None
+            if ready is not None:
+                await ready(runner)
+            try:
+                await runner.run()
+            finally:
+                if api is not None and api_task is not None:
+                    api.should_exit = True
+                    await asyncio.gather(api_task, return_exceptions=True)
+                if install_signals:
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        loop.remove_signal_handler(sig)
+    except ChainError as error:
+        log.error("%s", error)
+        return 1
+    finally:
+        await chain.aclose()
+    return 0
+
+
+def _on_signal(runner: JobRunner, sig: signal.Signals) -> None:
+    if runner.stopping.is_set():
+        log.warning("second %s: abandoning the calls in flight", sig.name)
+        runner.abandon()
+        return
+    log.info("%s received: finishing the calls in flight", sig.name)
+    runner.stopping.set()
+
+
+def run(settings: Settings, *, test_mode: bool, pretty: bool, verbosity: int, dry_run: bool) -> int:
+    """The blueprint manager's entry point: `run [--test-mode] [--pretty] [-v] [--dry-run]`."""
+    _configure_logging(pretty, verbosity)
+    if test_mode:
+        log.info("test mode")
+    if settings.tangle.protocol not in ("tangle", "tangle-evm"):
+        log.error("PROTOCOL %s is not supported; use tangle", settings.tangle.protocol)
+        return 2
+    return asyncio.run(serve_jobs(settings, dry_run=dry_run))
