@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import ModelSettings, Settings
 from ..balancer import ListedModel
+from ..config import ModelSettings, Settings
 from . import v2
 
 

@@ -8,10 +8,11 @@ is logged and ignored, so a typo never locks everyone out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
@@ -46,14 +47,31 @@ def serve(
         log_level="info",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    asyncio.run(_serve(server, lambda: reload(api, config_path)))
+    asyncio.run(Server(config).run_until_signal(lambda: reload(api, config_path)))
     return 0
 
 
-async def _serve(server: uvicorn.Server, on_hangup: Callable[[], None]) -> None:
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hangup)
-    await server.serve()
+class Server(uvicorn.Server):
+    """uvicorn's server with our own signal handlers: SIGINT/SIGTERM stop it, SIGHUP reloads.
+
+    uvicorn's own handlers re-raise the signal after shutdown, which ends the
+    process with a KeyboardInterrupt traceback; a clean exit needs these.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    def stop(self) -> None:
+        self.should_exit = True
+
+    async def run_until_signal(self, on_hangup: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        await self.serve()
 
 
 def reload(api: Api, config_path: str | Path | None) -> None:

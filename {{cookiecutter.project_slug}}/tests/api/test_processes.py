@@ -1,0 +1,125 @@
+"""`serve` and `demo` as real processes: start-up checks, key rotation on SIGHUP, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import openai
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+MODEL = "acme/rotating"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_")}
+    return {**env, **extra}
+
+
+@asynccontextmanager
+async def process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        PACKAGE,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def read_until(stream: asyncio.StreamReader | None, pattern: str) -> re.Match[str]:
+    assert stream is not None
+    seen = []
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 20)).decode()
+        assert line, "the process ended early:\n" + "".join(seen)
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+
+
+def write_config(path: Path, keys: list[str]) -> None:
+    quoted = ", ".join(f'"{key}"' for key in keys)
+    path.write_text(
+        f"[api]\napi_keys = [{quoted}]\n\n"
+        f'[[nodes]]\nname = "n1"\nurl = "http://127.0.0.1:9"\ntype = "openai_compatible"\n'
+        f'models = ["{MODEL}"]\n\n'
+        f'[[models]]\nid = "{MODEL}"\n'
+    )
+
+
+async def test_serve_refuses_auth_without_keys(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, [])
+    async with process(
+        "serve", "--port", "0", env=clean_env(OPENROUTER_CONFIG=str(config))
+    ) as proc:
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "no API key is configured" in stderr.decode()
+
+
+async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["key-one"])
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    async with process("serve", "--port", "0", env=env) as proc:
+        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def status(key: str) -> int:
+                response = await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+                return response.status_code
+
+            assert await status("key-one") == 200
+            assert await status("key-two") == 401
+            write_config(config, ["key-two", "key-three"])
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                if await status("key-two") == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert [await status(k) for k in ("key-one", "key-two", "key-three")] == [401, 200, 200]
+            config.write_text("[api]\nport = 'not a port'\n")  # a broken config keeps the keys
+            proc.send_signal(signal.SIGHUP)
+            await read_until(proc.stderr, r"configuration not reloaded")
+            assert await status("key-two") == 200
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_demo_serves_the_openai_client() -> None:
+    async with process("demo", "--port", "0", env=clean_env()) as proc:
+        url = (await read_until(proc.stdout, r"Base URL: (\S+)")).group(1)
+        key = (await read_until(proc.stdout, r"API key:\s+(\S+)")).group(1)
+        model = (await read_until(proc.stdout, r"Model:\s+(\S+)")).group(1)
+        await read_until(proc.stdout, r"curl -s")
+        async with openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0) as client:
+            answer = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hello!"}]
+            )
+            listed = await client.models.list()
+        assert answer.choices[0].message.content
+        assert [item.id for item in listed.data] == [model]
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
