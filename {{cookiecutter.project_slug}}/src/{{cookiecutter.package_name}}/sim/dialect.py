@@ -124,6 +124,21 @@ class Dialect:
 
         return await answer(request, sim, work)
 
+    async def embed_admission(self, tokens: int) -> Response | None:
+        """Embeddings take a slot and may fail like any request, but have no tokens to pace."""
+        sim = self.sim
+        sim.requests_total += 1
+        if sim.draw_fault() == "error":
+            sim.errors_total += 1
+            return self.server_error()
+        if sim.full():
+            sim.rejected_total += 1
+            return self.overloaded()
+        async with sim.slot(tokens):
+            pass
+        sim.completed_total += 1
+        return None
+
 
 def text_of(content: Any) -> str:
     """A message's text: a string, or the text parts of a list of parts."""

@@ -8,6 +8,7 @@ load endpoints and the control surface never disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -298,7 +299,12 @@ class Simulator:
 
     async def pieces(self, plan: Plan, slot: Slot, *, drop: bool = False) -> AsyncIterator[Piece]:
         """The plan's tokens at the configured pace; a drop fault ends it half-way."""
-        await self.pause(self.config.ttft_s)
+        if self.config.ttft_s > 0:
+            # Long enough to matter: wake up at once if the node is killed meanwhile.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kill_event().wait(), self.config.ttft_s)
+        if self.killed:
+            raise DroppedConnection
         pieces = [Piece("reasoning", text) for text in plan.reasoning]
         pieces += [Piece("content", text) for text in plan.content]
         if plan.tool_call is not None:
@@ -322,7 +328,7 @@ class Simulator:
             raise DroppedConnection
 
     async def pause(self, seconds: float) -> None:
-        """Sleep, unless the server is killed meanwhile."""
+        """Sleep between tokens (short), then give up if the server was killed meanwhile."""
         if seconds > 0:
             await asyncio.sleep(seconds)
         if self.killed:

@@ -449,21 +449,6 @@ class OpenAICompatible(Dialect):
     def decorate_embedding(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
 
-    async def embed_admission(self, tokens: int) -> Response | None:
-        """Embeddings take a slot and may fail like any request, but have no tokens to pace."""
-        sim = self.sim
-        sim.requests_total += 1
-        if sim.draw_fault() == "error":
-            sim.errors_total += 1
-            return self.server_error()
-        if sim.full():
-            sim.rejected_total += 1
-            return self.overloaded()
-        async with sim.slot(tokens):
-            pass
-        sim.completed_total += 1
-        return None
-
 
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
