@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -31,6 +31,7 @@ HEALTH_HEADROOM = 2
 KEEPALIVE_EXPIRY_S = 4.0
 
 Model = TypeVar("Model", bound=BaseModel)
+Reader = Callable[[httpx.Response], AsyncGenerator[dict[str, Any], None]]
 
 
 def build_http_client(node: NodeSettings, settings: LoadBalancerSettings) -> httpx.AsyncClient:
@@ -176,6 +177,22 @@ class HttpClient(StreamingLlmClient):
             raise error_for_transport(error, self.node.name) from None
         finally:
             await response.aclose()
+
+    @asynccontextmanager
+    async def streaming(
+        self, path: str, body: Any, reader: Reader
+    ) -> AsyncIterator[tuple[RequestSample, AsyncGenerator[dict[str, Any], None]]]:
+        """A tracked streaming POST and its objects, as `reader` parses them.
+
+        Every layer is closed on exit (reader, response, load sample), so a caller
+        that stops iterating closes the upstream connection at once.
+        """
+        async with (
+            self.tracked() as sample,
+            self.open("POST", path, body=body) as response,
+            aclosing(reader(response)) as objects,
+        ):
+            yield sample, objects
 
     async def fetch(self, method: str, path: str, *, body: Any = None) -> tuple[Any, httpx.Headers]:
         """A whole JSON answer and its headers, on the data path's timeouts."""

@@ -35,15 +35,22 @@ MAX_MESSAGE = 1000
 
 # How each server words a prompt that does not fit: vLLM ("maximum context length"),
 # llama.cpp ("exceeds the available context size", type exceed_context_size_error),
-# TGI ("`inputs` tokens + `max_new_tokens` must be <="), Ollama ("input length exceeds
-# the context length"), OpenAI ("context_length_exceeded").
+# TGI ("`inputs` tokens + `max_new_tokens` must be <=", "`inputs` must have less than"),
+# Ollama ("input length exceeds the context length"), OpenAI ("context_length_exceeded").
 _CONTEXT_OVERFLOW = re.compile(
     r"context[ _](length|size|window)|maximum context|exceed_context_size"
-    r"|tokens \+ `max_new_tokens` must be|too many tokens|prompt is too long",
+    r"|tokens \+ `max_new_tokens` must be|`inputs` must have less than"
+    r"|too many tokens|prompt is too long",
     re.IGNORECASE,
 )
-# Ollama's full queue: 503 "server busy, please try again.  maximum pending requests exceeded".
-_BUSY = re.compile(r"server busy|overloaded|too many (pending|concurrent) requests", re.IGNORECASE)
+# A 503 that means "full, try again" rather than "down": Ollama's "server busy, please try
+# again.  maximum pending requests exceeded", vLLM's "The waiting queue is full",
+# llama.cpp's "no slot available".
+_BUSY = re.compile(
+    r"server busy|overloaded|queue (is )?full|at capacity|no slot available"
+    r"|too many (pending|concurrent) requests",
+    re.IGNORECASE,
+)
 
 
 def server_message(body: bytes, status_code: int) -> str:

@@ -215,6 +215,9 @@ class OllamaClient(HttpClient):
             "messages": ollama_messages(request.messages),
             "stream": stream,
             "options": options(request, request.token_limit()),
+            # Refuse a prompt that does not fit, as OpenAI servers do, rather than let
+            # Ollama silently drop the oldest messages (older versions ignore this).
+            "truncate": False,
         }
         # Ollama has no tool_choice; "none" is honoured by not offering the tools.
         if request.tools and request.tool_choice != "none":
@@ -231,6 +234,7 @@ class OllamaClient(HttpClient):
             "prompt": request.prompt_text(),
             "stream": stream,
             "options": options(request, request.max_tokens),
+            "truncate": False,
         }
         if request.suffix is not None:
             body["suffix"] = request.suffix
@@ -328,8 +332,8 @@ class OllamaClient(HttpClient):
 
         body = self.chat_body(request, stream=True)
         calls = 0
-        async with self.tracked() as sample, self.open("POST", "/api/chat", body=body) as response:
-            async for obj in ndjson_objects(response):
+        async with self.streaming("/api/chat", body, ndjson_objects) as (sample, objects):
+            async for obj in objects:
                 checked(obj)
                 if sample.first_token_at is None:
                     sample.first_token()
@@ -370,11 +374,8 @@ class OllamaClient(HttpClient):
     ) -> AsyncIterator[TextCompletionChunk]:
         chunk_id = new_id("cmpl")
         body = self.generate_body(request, stream=True)
-        async with (
-            self.tracked() as sample,
-            self.open("POST", "/api/generate", body=body) as response,
-        ):
-            async for obj in ndjson_objects(response):
+        async with self.streaming("/api/generate", body, ndjson_objects) as (sample, objects):
+            async for obj in objects:
                 checked(obj)
                 sample.first_token()
                 done = bool(obj.get("done"))

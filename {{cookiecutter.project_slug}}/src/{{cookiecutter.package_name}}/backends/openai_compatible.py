@@ -12,7 +12,8 @@ This module is the worked example for writing a client of your own
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any, cast
 
 from ..llm.models import (
@@ -70,12 +71,22 @@ def normalise_message(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def normalise_choices(data: dict[str, Any], part: str | None) -> dict[str, Any]:
-    """Map finish reasons and, for chat (`part` = message or delta), reasoning names."""
+def normalise_choices(
+    data: dict[str, Any], part: str | None, *, called_tools: bool = False
+) -> dict[str, Any]:
+    """Map finish reasons and, for chat (`part` = message or delta), reasoning names.
+
+    A choice that called tools finishes with `tool_calls`, as in OpenAI's API,
+    even where the server says `stop` (TGI's `eos_token`); for streams the
+    caller says whether an earlier delta called tools.
+    """
     for choice in data.get("choices") or []:
-        choice["finish_reason"] = finish_reason(choice.get("finish_reason"))
-        if part is not None and isinstance(choice.get(part), dict):
-            normalise_message(choice[part])
+        reason = finish_reason(choice.get("finish_reason"))
+        content = choice.get(part) if part is not None else None
+        if isinstance(content, dict):
+            normalise_message(content)
+            called_tools = called_tools or bool(content.get("tool_calls"))
+        choice["finish_reason"] = "tool_calls" if reason == "stop" and called_tools else reason
     return data
 
 
@@ -160,24 +171,27 @@ class OpenAICompatibleClient(HttpClient):
         self, request: ChatCompletionRequest
     ) -> AsyncIterator[ChatCompletionChunk]:
         body = self.chat_body(request, stream=True)
-        async for data in self._stream(self.chat_path, body, "delta"):
-            yield validate(ChatCompletionChunk, data)
+        async with aclosing(self._stream(self.chat_path, body, "delta")) as chunks:
+            async for data in chunks:
+                yield validate(ChatCompletionChunk, data)
 
     async def stream_text_completion(
         self, request: TextCompletionRequest
     ) -> AsyncIterator[TextCompletionChunk]:
         body = self.text_body(request, stream=True)
-        async for data in self._stream(self.completions_path, body, None):
-            yield validate(TextCompletionChunk, data)
+        async with aclosing(self._stream(self.completions_path, body, None)) as chunks:
+            async for data in chunks:
+                yield validate(TextCompletionChunk, data)
 
     async def _stream(
         self, path: str, body: dict[str, Any], part: str | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The server's chunks, normalised, with its usage moved to one last chunk."""
         usage: Usage | None = None
         last: dict[str, Any] | None = None
-        async with self.tracked() as sample, self.open("POST", path, body=body) as response:
-            async for event in sse_events(response):
+        called_tools = False
+        async with self.streaming(path, body, sse_events) as (sample, events):
+            async for event in events:
                 error = error_in_stream(event)
                 if error is not None:
                     raise error
@@ -185,7 +199,10 @@ class OpenAICompatibleClient(HttpClient):
                 usage = usage_of(event.pop("usage", None)) or usage
                 last = event
                 if event.get("choices"):
-                    yield normalise_choices(event, part)
+                    called_tools = called_tools or any(
+                        (choice.get("delta") or {}).get("tool_calls") for choice in event["choices"]
+                    )
+                    yield normalise_choices(event, part, called_tools=called_tools)
             if usage is not None and last is not None:
                 sample.completion_tokens = usage.completion_tokens
                 yield {**last, "choices": [], "usage": usage.wire()}

@@ -8,7 +8,7 @@ arrives, never replaced or dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ def _decode(payload: str) -> dict[str, Any]:
     return data
 
 
-async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Server-sent events as JSON objects, until `data: [DONE]` or the end of the body.
 
     Comment lines (`: keep-alive`) and `event:`/`id:`/`retry:` fields are
@@ -53,7 +53,7 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         yield _decode(payload)
 
 
-async def ndjson_objects(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def ndjson_objects(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Newline-delimited JSON objects (Ollama's streams)."""
     async for line in response.aiter_lines():
         if line.strip():

@@ -137,11 +137,8 @@ class TgiClient(OpenAICompatibleClient):
     ) -> AsyncIterator[TextCompletionChunk]:
         chunk_id = new_id("cmpl")
         body = self._generate_body(request)
-        async with (
-            self.tracked() as sample,
-            self.open("POST", "/generate_stream", body=body) as response,
-        ):
-            async for event in sse_events(response):
+        async with self.streaming("/generate_stream", body, sse_events) as (sample, events):
+            async for event in events:
                 error = error_in_stream(event)
                 if error is not None:
                     raise error
