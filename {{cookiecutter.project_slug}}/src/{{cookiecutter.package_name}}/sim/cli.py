@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 from typing import get_args
 
 from pydantic import ValidationError
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> int:
     except ValidationError as error:
         for problem in error.errors():
             field = ".".join(str(part) for part in problem["loc"])
-            print(f"sim: {field}: {problem['msg']}")
+            print(f"sim: {field}: {problem['msg']}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, args.port))
