@@ -39,6 +39,8 @@ NETWORK_CHAINS = {
 ADDRESS_FIELDS = ("tangle_contract", "staking_contract", "status_registry_contract")
 BOOLEAN_FIELDS = ("include_docker", "include_github_actions", "run_generated_tests")
 UINT64_MAX = 2**64 - 1
+# Names appear in code lines; longer ones would not fit the generated project's line length.
+MAX_NAME = 64
 
 _SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -52,15 +54,20 @@ def _problem(field: str, value: object, expected: str) -> str:
 
 def check_slug(value: str) -> str | None:
     """The directory, distribution and command name: lowercase words joined by '-'."""
-    if _SLUG.fullmatch(value):
+    if _SLUG.fullmatch(value) and len(value) <= MAX_NAME:
         return None
-    return "lowercase letters and digits in words joined by single '-', starting with a letter"
+    return (
+        f"at most {MAX_NAME} lowercase letters and digits, in words joined by single '-', "
+        "starting with a letter"
+    )
 
 
 def check_package_name(value: str) -> str | None:
     """An importable, lowercase Python identifier that does not shadow the stdlib."""
     if not value.isidentifier() or not value.isascii() or value != value.lower():
         return "a lowercase ASCII Python identifier such as 'openrouter_provider'"
+    if len(value) > MAX_NAME:
+        return f"at most {MAX_NAME} characters"
     if keyword.iskeyword(value) or value in sys.stdlib_module_names:
         return "a name that is neither a Python keyword nor a standard-library module"
     return None
@@ -109,6 +116,11 @@ def check_uint64(value: str) -> str | None:
 
 def _one_line(value: str) -> str | None:
     return None if value.strip() and "\n" not in value else "a non-empty single line"
+
+
+def _one_word(value: str) -> str | None:
+    """Model ids and keystore URIs never hold spaces; refusing them keeps config.py lint-clean."""
+    return None if value and not any(c.isspace() for c in value) else "a value without spaces"
 
 
 def split_urls(value: str) -> list[str]:
@@ -168,12 +180,12 @@ _FIELD_CHECKS: dict[str, Callable[[str], str | None]] = {
     "package_name": check_package_name,
     "author_email": check_email,
     "version": check_version,
-    "default_model": _one_line,
+    "default_model": _one_word,
     "http_rpc_url": lambda value: check_url(value, ("http", "https")),
     "ws_rpc_url": lambda value: check_url(value, ("ws", "wss")),
     "blueprint_id": check_uint64,
     "service_id": check_uint64,
-    "keystore_uri": _one_line,
+    "keystore_uri": _one_word,
 }
 
 

@@ -13,14 +13,17 @@ from cookiecutter.main import cookiecutter
 
 from tests.helpers import NO_RUN, PACKAGE, REPO, project_env, run, tool
 
-BAD_ANSWERS = [
+COPIED = {"llm", "backends", "balancer", "api", "tangle", "sim"}
+
+BAD_ANSWERS: list[tuple[str, ...]] = [
     ("project_slug", "My Project"),
     ("project_slug", "-leading"),
     ("package_name", "import"),
     ("package_name", "has-dash"),
     ("author_email", "not-an-email"),
     ("version", "one"),
-    ("backend_urls", "http://127.0.0.1:8000,localhost:9000"),
+    # The one bad URL of the list is the value shown.
+    ("backend_urls", "http://127.0.0.1:8000,localhost:9000", "localhost:9000"),
     ("backend_urls", "ftp://127.0.0.1:8000"),
     ("http_rpc_url", "ws://127.0.0.1:8545"),
     ("ws_rpc_url", "http://127.0.0.1:8545"),
@@ -30,6 +33,8 @@ BAD_ANSWERS = [
     ("blueprint_id", "-1"),
     ("service_id", "18446744073709551616"),
     ("chain", "mainnet"),  # a local network is never mainnet
+    ("default_model", "two words"),
+    ("project_slug", "a" * 65),
 ]
 
 
@@ -41,14 +46,15 @@ def generate(output: Path, **answers: Any) -> Path:
     )
 
 
-@pytest.mark.parametrize(("field", "value"), BAD_ANSWERS)
+@pytest.mark.parametrize("case", BAD_ANSWERS, ids=lambda case: f"{case[0]}={case[1]}")
 def test_bad_answer_stops_generation_and_names_the_field(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str], field: str, value: str
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], case: tuple[str, ...]
 ) -> None:
+    field, value, shown = (*case, case[1]) if len(case) == 2 else case
     with pytest.raises(FailedHookException):
         generate(tmp_path, **{field: value})
     err = capfd.readouterr().err
-    assert f"ERROR: {field}: got {value!r}; expected " in err
+    assert f"ERROR: {field}: got {shown!r}; expected " in err
     assert list(tmp_path.iterdir()) == [], "a failed generation must leave nothing behind"
 
 
@@ -87,8 +93,9 @@ def test_hostile_free_text_bakes_as_data(tmp_path: Path) -> None:
             f"__import__('os').system('touch {marker}') \"\"\" ''' {{{{ '{{{{' }}}} }}"
         ),
         "author_name": f'O\'Brien """); __import__("os").system("touch {marker}") #',
-        "default_model": f"m'\"\\$(touch {marker})",
-        "keystore_uri": f"./keys $(touch {marker})",
+        # No spaces in these two (validated), but still shell and Python syntax.
+        "default_model": f"m'\"\\$(touch${{IFS}}{marker})",
+        "keystore_uri": f"./keys;touch${{IFS}}{marker};__import__('os')",
     }
     output = tmp_path / "out"
     project = generate(output, project_slug="hostile", package_name="hostile", **payloads)
@@ -99,8 +106,12 @@ def test_hostile_free_text_bakes_as_data(tmp_path: Path) -> None:
         "{{ '{{' }}", "{{"
     )
     assert pyproject["project"]["authors"][0]["name"] == payloads["author_name"]
-    checked = run([*tool("ruff"), "check", "."], project)
+    # The answers reach only the files Jinja renders (the rest is copied verbatim).
+    rendered = [str(path) for path in project.rglob("*.py") if not COPIED.intersection(path.parts)]
+    checked = run([*tool("ruff"), "check", *rendered], project)
     assert checked.returncode == 0, checked.stdout
+    formatted = run([*tool("ruff"), "format", "--check", *rendered], project)
+    assert formatted.returncode == 0, formatted.stdout
     imported = run(
         [
             sys.executable,

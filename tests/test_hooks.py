@@ -71,7 +71,9 @@ def test_bad_slugs(slug: str) -> None:
     assert answers.check_slug(slug)
 
 
-@pytest.mark.parametrize("name", ["", "My_pkg", "1pkg", "pkg-name", "class", "json", "paké"])
+@pytest.mark.parametrize(
+    "name", ["", "My_pkg", "1pkg", "pkg-name", "class", "json", "paké", "p" * 65]
+)
 def test_bad_package_names(name: str) -> None:
     assert answers.check_package_name(name)
 
