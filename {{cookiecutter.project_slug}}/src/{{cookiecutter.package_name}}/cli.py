@@ -114,13 +114,15 @@ def _pass_through(command: str, argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in PASS_THROUGH:
+    words = list(sys.argv[1:] if argv is None else argv)
+    # argparse's REMAINDER drops options such as --dialect, so these bypass it.
+    if words and words[0] in PASS_THROUGH:
         try:
-            return _pass_through(args.command, list(args.args))
+            return _pass_through(words[0], words[1:])
         except ConfigError as error:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
+    args = build_parser().parse_args(words)
     if args.command == "demo":
         from .api.demo import run_demo
 
