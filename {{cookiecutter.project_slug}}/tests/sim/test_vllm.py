@@ -243,7 +243,8 @@ async def test_metrics_and_load_report_true_in_flight_counts(sim_server) -> None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    assert f'vllm:num_requests_running{{engine="0",model_name="{MODEL}"}} 2.0' in metrics
-    assert f'vllm:num_requests_waiting{{engine="0",model_name="{MODEL}"}} 1.0' in metrics
+    labels = "{" + f'engine="0",model_name="{MODEL}"' + "}"
+    assert f"vllm:num_requests_running{labels} 2.0" in metrics
+    assert f"vllm:num_requests_waiting{labels} 1.0" in metrics
     assert "vllm:kv_cache_usage_perc{" in metrics
     assert load == {"server_load": 3}
