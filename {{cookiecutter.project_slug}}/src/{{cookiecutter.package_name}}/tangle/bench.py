@@ -67,11 +67,12 @@ async def _one_run(settings: Settings, chain: Chain, jobs: int, batch_max: int) 
         )
         api = settings.api.model_copy(update={"port": 0})
         run_settings = settings.model_copy(update={"tangle": tangle, "api": api})
-        started = time.perf_counter()
         finished: dict[str, float] = {}
         result: dict[str, int] = {}
 
         async def watch(runner: JobRunner) -> None:
+            finished["started"] = time.perf_counter()
+
             async def until_done() -> None:
                 while True:
                     runner.progress.clear()
@@ -85,7 +86,8 @@ async def _one_run(settings: Settings, chain: Chain, jobs: int, batch_max: int) 
             asyncio.get_running_loop().create_task(until_done())
 
         await serve_jobs(run_settings, dry_run=False, install_signals=False, ready=watch)
-    return Row(batch_max, jobs, finished["at"] - started, result.get("transactions", 0))
+    seconds = finished["at"] - finished["started"]
+    return Row(batch_max, jobs, seconds, result.get("transactions", 0))
 
 
 async def bench(settings: Settings, *, jobs: int, key_env: str) -> int:

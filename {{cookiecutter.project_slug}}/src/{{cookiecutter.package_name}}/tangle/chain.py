@@ -236,7 +236,7 @@ class Chain:
                 gas = await self.estimate(to, function, *args, value=value)
                 tx_hash = await self._sign_and_send(to, function, args, value, gas)
                 receipt = await self.w3.eth.wait_for_transaction_receipt(
-                    cast(HexStr, tx_hash), timeout=receipt_timeout_s, poll_latency=0.2
+                    cast(HexStr, tx_hash), timeout=receipt_timeout_s, poll_latency=0.1
                 )
             except Reverted:
                 raise

@@ -51,7 +51,7 @@ class Consumer:
         *,
         dry_run: bool = False,
         batch_max: int = 16,
-        max_pending_tx: int = 8,
+        max_pending_tx: int = 4,
     ) -> None:
         self.chain = chain
         self.service_id = service_id

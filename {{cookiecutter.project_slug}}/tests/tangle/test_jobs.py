@@ -1,0 +1,169 @@
+"""The job table through the real balancer: typed ABI round trips, and an answer for every call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from eth_abi.abi import decode, encode
+
+from {{ cookiecutter.package_name }}.context import Context
+from {{ cookiecutter.package_name }}.jobs import JOBS, JobEnv, ProcessLlmRequest, run_job
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest
+
+from .conftest import MODEL, SimFactory, fleet_settings
+
+
+class Heartbeats:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def __call__(self) -> str:
+        self.sent += 1
+        return "0x" + "ab" * 32
+
+
+def env(context: Context, heartbeat: Heartbeats | None = None) -> JobEnv:
+    return JobEnv(
+        context=context,
+        service_id=0,
+        call_id=1,
+        caller="0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+        heartbeat=heartbeat or Heartbeats(),
+    )
+
+
+def job_input(body: Any) -> bytes:
+    return encode(["string"], [body if isinstance(body, str) else json.dumps(body)])
+
+
+def result_json(output: bytes) -> dict[str, Any]:
+    (text,) = decode(["string"], output)
+    value: dict[str, Any] = json.loads(text)
+    return value
+
+
+async def answer(context: Context, body: Any, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    return result_json(await run_job(env(context), 0, job_input(body), timeout_s=timeout_s))
+
+
+CHAT = {"type": "chat.completion", "model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_chat_completion_round_trip(context: Context) -> None:
+    result = await answer(context, {**CHAT, "max_tokens": 3})
+    assert result["type"] == "chat.completion"
+    assert result["object"] == "chat.completion"
+    assert result["model"] == MODEL
+    assert result["choices"][0]["message"]["role"] == "assistant"
+    assert result["choices"][0]["message"]["content"]
+    assert result["usage"]["completion_tokens"] == 3
+
+
+async def test_text_completion_round_trip(context: Context) -> None:
+    result = await answer(context, {"type": "text.completion", "model": MODEL, "prompt": "Once"})
+    assert result["type"] == "text.completion"
+    assert result["object"] == "text_completion"
+    assert result["choices"][0]["text"]
+
+
+async def test_embedding_round_trip(context: Context) -> None:
+    body = {"type": "embedding", "model": MODEL, "input": ["a", "b"]}
+    result = await answer(context, body)
+    assert result["type"] == "embedding"
+    assert result["object"] == "list"
+    assert [item["index"] for item in result["data"]] == [0, 1]
+    assert all(isinstance(x, float) for x in result["data"][0]["embedding"])
+
+
+async def test_a_streamed_request_is_answered_whole(context: Context) -> None:
+    result = await answer(
+        context, {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    assert result["type"] == "chat.completion"
+    assert result["choices"][0]["message"]["content"]
+
+
+def test_decode_is_typed() -> None:
+    request = ProcessLlmRequest().decode(job_input({**CHAT, "temperature": 0.5, "seed": 7}))
+    assert isinstance(request, ChatCompletionRequest)
+    assert (request.temperature, request.seed) == (0.5, 7)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{not json", "request is not JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ({"model": MODEL, "prompt": "x"}, "request type must be one of"),
+        ({"type": "image", "model": MODEL}, "got 'image'"),
+        ({"type": "chat.completion", "model": MODEL}, "invalid chat.completion request: messages"),
+        ({**CHAT, "temperature": 9}, "temperature"),
+    ],
+)
+async def test_bad_requests_get_an_error_result(context: Context, body: Any, message: str) -> None:
+    result = await answer(context, body)
+    assert result["type"] == "error"
+    assert result["error"]["type"] == "invalid_request_error"
+    assert message in result["error"]["message"]
+
+
+async def test_input_that_is_not_abi_string(context: Context) -> None:
+    result = result_json(await run_job(env(context), 0, b"\x01\x02", timeout_s=5))
+    assert result["type"] == "error"
+    assert "ABI-encoded (string)" in result["error"]["message"]
+
+
+async def test_unknown_model(context: Context) -> None:
+    result = await answer(context, {**CHAT, "model": "no-such-model"})
+    assert result["type"] == "error"
+    assert result["error"]["code"] == "model_not_found"
+
+
+async def test_unknown_job_index(context: Context) -> None:
+    result = result_json(await run_job(env(context), 9, b"", timeout_s=5))
+    assert result["error"]["code"] == "unknown_job"
+    assert "[0, 1]" in result["error"]["message"]
+
+
+async def test_overloaded_fleet_answers_with_an_error(sim_server: SimFactory) -> None:
+    sim = await sim_server(dialect="openai", models=[MODEL], ttft_s=1.0)
+    settings = fleet_settings(sim.url, selection_timeout_s=0, max_queue=0)
+    settings.nodes[0].max_concurrency = 1
+    async with Context.open(settings) as context:
+        first = asyncio.create_task(answer(context, CHAT))
+        await asyncio.sleep(0.2)
+        second = await answer(context, CHAT)
+        assert second["type"] == "error"
+        assert second["error"]["code"] == "overloaded"
+        assert (await first)["type"] == "chat.completion"
+
+
+async def test_a_slow_fleet_times_out_into_an_error(sim_server: SimFactory) -> None:
+    sim = await sim_server(dialect="openai", models=[MODEL], ttft_s=2.0)
+    async with Context.open(fleet_settings(sim.url)) as context:
+        result = await answer(context, CHAT, timeout_s=0.2)
+    assert result["error"]["code"] == "upstream_timeout"
+
+
+async def test_report_metrics_sends_a_heartbeat(context: Context) -> None:
+    await answer(context, CHAT)
+    heartbeats = Heartbeats()
+    output = await run_job(env(context, heartbeats), 1, b"", timeout_s=5)
+    result = result_json(output)
+    assert heartbeats.sent == 1
+    assert result["type"] == "metrics"
+    assert result["heartbeat_tx"] == "0x" + "ab" * 32
+    assert result["metrics"]["nodes_total"] == 1
+    assert result["metrics"]["nodes_healthy"] == 1
+    assert result["metrics"]["requests_total"] >= 1
+
+
+def test_the_table_is_indexed_by_job_index() -> None:
+    assert {index: job.name for index, job in JOBS.items()} == {
+        0: "process_llm_request",
+        1: "report_metrics",
+    }
+    assert all(job.index == index for index, job in JOBS.items())
