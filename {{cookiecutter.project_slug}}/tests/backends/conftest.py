@@ -23,9 +23,7 @@ DIALECTS = {
     "tgi": "tgi",
 }
 # The types this project was generated with (the post-gen hook deletes the others).
-PRESENT = [
-    name for name in DIALECTS if find_spec(f"{{ cookiecutter.package_name }}.backends.{name}")
-]
+PRESENT = [name for name in DIALECTS if find_spec(f"{{ cookiecutter.package_name }}.backends.{name}")]
 
 ClientFactory = Callable[..., Awaitable[tuple[HttpClient, SimHandle]]]
 

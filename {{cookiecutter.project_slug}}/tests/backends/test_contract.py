@@ -14,8 +14,8 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from sim.helpers import eventually
 
+import sim.helpers
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.llm.errors import (
     ContextLengthExceededError,
@@ -90,7 +90,9 @@ def streamed_text(chunks: list[ChatCompletionChunk]) -> str:
 
 
 @each_type
-async def test_chat_answer_and_usage_are_the_servers(make_client: ClientFactory, node_type: str) -> None:
+async def test_chat_answer_and_usage_are_the_servers(
+    make_client: ClientFactory, node_type: str
+) -> None:
     client, server = await make_client(node_type, output_tokens=6)
     answer = await client.chat_completion(chat(model_of(server)))
     choice = answer.choices[0]
@@ -133,7 +135,9 @@ async def test_streamed_chat_matches_the_whole_answer(
     assert streamed_text(chunks) == whole.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({chunk.id for chunk in chunks}) == 1
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["stop"]
     # The last chunk carries the server's usage and no choices; no other chunk has usage.
     assert chunks[-1].choices == []
@@ -190,7 +194,9 @@ async def test_streamed_tool_call(make_client: ClientFactory, node_type: str) ->
 async def test_tool_result_turn(make_client: ClientFactory, node_type: str) -> None:
     """An assistant tool call and its result go back to the server in its own shape."""
     client, server = await make_client(node_type, output_tokens=4)
-    call = ToolCall(id="call_1", function=FunctionCall(name="get_weather", arguments='{"city": "Oslo"}'))
+    call = ToolCall(
+        id="call_1", function=FunctionCall(name="get_weather", arguments='{"city": "Oslo"}')
+    )
     request = ChatCompletionRequest(
         model=model_of(server),
         tools=TOOLS,
@@ -215,12 +221,16 @@ async def test_embeddings(make_client: ClientFactory, node_type: str) -> None:
         return
     floats = await client.embeddings(request)
     assert [item.index for item in floats.data] == [0, 1]
-    assert all(isinstance(item.embedding, list) and len(item.embedding) == 5 for item in floats.data)
+    assert all(
+        isinstance(item.embedding, list) and len(item.embedding) == 5 for item in floats.data
+    )
     assert floats.usage.prompt_tokens == 3
     encoded = await client.embeddings(request.model_copy(update={"encoding_format": "base64"}))
     first = encoded.data[0].embedding
     assert isinstance(first, str)
-    assert list(struct.unpack("<5f", base64.b64decode(first))) == pytest.approx(floats.data[0].embedding)
+    assert list(struct.unpack("<5f", base64.b64decode(first))) == pytest.approx(
+        floats.data[0].embedding
+    )
 
 
 # --- discovery, health and load --------------------------------------------------------
@@ -242,7 +252,9 @@ async def test_model_and_context_discovery(make_client: ClientFactory, node_type
 async def test_health_and_load_gauges(make_client: ClientFactory, node_type: str) -> None:
     client, server = await make_client(node_type, tokens_per_s=20, output_tokens=100)
     await client.check_health()
-    streams = [client.stream_chat_completion(chat(model_of(server), text=f"story {i}")) for i in range(2)]
+    streams = [
+        client.stream_chat_completion(chat(model_of(server), text=f"story {i}")) for i in range(2)
+    ]
     async with aclosing(streams[0]), aclosing(streams[1]):
         for stream in streams:
             await anext(stream)
@@ -256,12 +268,16 @@ async def test_health_and_load_gauges(make_client: ClientFactory, node_type: str
         else:
             assert metrics.server_running is None and metrics.server_signals_age_s is None
         if node_type == "vllm":
-            assert metrics.server_kv_cache_usage is not None and 0 < metrics.server_kv_cache_usage <= 1
+            assert (
+                metrics.server_kv_cache_usage is not None and 0 < metrics.server_kv_cache_usage <= 1
+            )
     assert client.get_metrics().in_flight == 0
 
 
 @pytest.mark.parametrize("node_type", HAS_LOADING)
-async def test_health_fails_while_the_model_loads(make_client: ClientFactory, node_type: str) -> None:
+async def test_health_fails_while_the_model_loads(
+    make_client: ClientFactory, node_type: str
+) -> None:
     client, _ = await make_client(node_type, loading_s=60)
     with pytest.raises(UpstreamUnavailableError):
         await client.check_health()
@@ -360,7 +376,9 @@ async def test_api_key(make_client: ClientFactory, node_type: str) -> None:
 @each_type
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_connection_refused(node_type: str, transport: str, closed_port: int) -> None:
-    client = client_for(node_type, f"http://127.0.0.1:{closed_port}", ["m"], http_transport=transport)
+    client = client_for(
+        node_type, f"http://127.0.0.1:{closed_port}", ["m"], http_transport=transport
+    )
     try:
         with pytest.raises(UpstreamUnavailableError) as caught:
             await client.chat_completion(chat("m"))
@@ -420,8 +438,10 @@ async def test_closing_a_stream_stops_the_server(
     async with aclosing(client.stream_chat_completion(chat(model_of(server)))) as stream:
         await anext(stream)
         await anext(stream)
-    await eventually(lambda: server.sim.cancelled_total == 1, "the server to see the cancel")
-    await eventually(lambda: server.sim.running == 0, "the server to free the slot")
+    await sim.helpers.eventually(
+        lambda: server.sim.cancelled_total == 1, "the server to see the cancel"
+    )
+    await sim.helpers.eventually(lambda: server.sim.running == 0, "the server to free the slot")
     metrics = client.get_metrics()
     assert (metrics.in_flight, metrics.errors_total) == (0, 0)
 
@@ -434,11 +454,13 @@ async def test_cancelled_task_stops_the_server(make_client: ClientFactory, node_
         await collect(client, chat(model_of(server)))
 
     task = asyncio.create_task(consume())
-    await eventually(lambda: server.sim.generation_tokens_total >= 2, "tokens to flow")
+    await sim.helpers.eventually(lambda: server.sim.generation_tokens_total >= 2, "tokens to flow")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: server.sim.cancelled_total == 1, "the server to see the cancel")
+    await sim.helpers.eventually(
+        lambda: server.sim.cancelled_total == 1, "the server to see the cancel"
+    )
     assert client.get_metrics().in_flight == 0
 
 
@@ -448,11 +470,13 @@ async def test_cancelled_whole_request_stops_the_server(
 ) -> None:
     client, server = await make_client(node_type, tokens_per_s=50, output_tokens=500)
     task = asyncio.create_task(client.chat_completion(chat(model_of(server))))
-    await eventually(lambda: server.sim.running == 1, "the request to start")
+    await sim.helpers.eventually(lambda: server.sim.running == 1, "the request to start")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: server.sim.cancelled_total == 1, "the server to see the cancel")
+    await sim.helpers.eventually(
+        lambda: server.sim.cancelled_total == 1, "the server to see the cancel"
+    )
 
 
 @each_type

@@ -1,0 +1,68 @@
+"""llama.cpp: reasoning_content, slots, and a server started without --metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import sim.helpers
+from {{ cookiecutter.package_name }}.backends.llamacpp import LlamaCppClient
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
+
+from .conftest import ClientFactory
+
+
+def thinking_request(model: str) -> ChatCompletionRequest:
+    return ChatCompletionRequest(
+        model=model,
+        messages=[ChatMessage(role="user", content="think first")],
+        reasoning={"effort": "medium"},
+    )
+
+
+async def test_reasoning_content_becomes_reasoning(make_client: ClientFactory) -> None:
+    client, server = await make_client("llamacpp", reasoning_tokens=3, output_tokens=2)
+    request = thinking_request(server.sim.config.model_names()[0])
+    answer = await client.chat_completion(request)
+    message = answer.choices[0].message
+    assert message.reasoning is not None and len(message.reasoning.split()) == 3
+    assert "reasoning_content" not in message.wire()
+    chunks = [chunk async for chunk in client.stream_chat_completion(request)]
+    streamed = "".join(c.choices[0].delta.reasoning or "" for c in chunks if c.choices)
+    assert streamed == message.reasoning
+    deltas = [chunk.wire()["choices"][0]["delta"] for chunk in chunks if chunk.choices]
+    assert all("reasoning_content" not in delta for delta in deltas)
+
+
+async def test_slots_give_load_without_metrics(make_client: ClientFactory) -> None:
+    client, server = await make_client(
+        "llamacpp", metrics_enabled=False, max_concurrency=3, tokens_per_s=20, output_tokens=100
+    )
+    assert isinstance(client, LlamaCppClient)
+    await client.discover_models()
+    assert client.total_slots == 3
+    request = thinking_request(server.sim.config.model_names()[0])
+    async with aclosing(client.stream_chat_completion(request)) as stream:
+        await anext(stream)
+        await client.check_health()
+    metrics = client.get_metrics()
+    assert (metrics.server_running, metrics.server_waiting, metrics.server_capacity) == (
+        1.0,
+        None,
+        3,
+    )
+
+
+async def test_metrics_give_the_deferred_queue(make_client: ClientFactory) -> None:
+    client, server = await make_client(
+        "llamacpp", max_concurrency=1, tokens_per_s=20, output_tokens=100
+    )
+    request = thinking_request(server.sim.config.model_names()[0])
+    async with aclosing(client.stream_chat_completion(request)) as first:
+        await anext(first)
+        queued = asyncio.create_task(client.chat_completion(request))
+        await sim.helpers.eventually(lambda: server.sim.waiting == 1, "a deferred request")
+        await client.check_health()
+        queued.cancel()
+    metrics = client.get_metrics()
+    assert (metrics.server_running, metrics.server_waiting) == (1.0, 1.0)

@@ -1,0 +1,151 @@
+"""The shared pieces: choosing a client, reading errors and streams, the load tracker."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.backends import create_client
+from {{ cookiecutter.package_name }}.backends.errors import error_for_status, server_message
+from {{ cookiecutter.package_name }}.backends.load import PEAK_DECAY_S, LoadTracker
+from {{ cookiecutter.package_name }}.backends.streams import ndjson_objects, sse_events
+from {{ cookiecutter.package_name }}.config import ConfigError, LoadBalancerSettings, NodeSettings
+from {{ cookiecutter.package_name }}.llm.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    OverloadedError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+
+from .conftest import PRESENT
+
+
+@pytest.mark.parametrize("node_type", PRESENT)
+async def test_each_generated_type_gets_its_client(node_type: str) -> None:
+    node = NodeSettings(name="n", url="http://127.0.0.1:9", type=node_type)
+    client = create_client(node, LoadBalancerSettings())
+    try:
+        assert type(client).__module__.endswith(f".backends.{node_type}")
+    finally:
+        await client.aclose()
+
+
+def test_a_type_generated_without_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The post-gen hook deletes unselected modules; a None entry makes importing fail alike.
+    monkeypatch.setitem(sys.modules, f"{create_client.__module__}.vllm", None)
+    node = NodeSettings(name="gpu-box", url="http://127.0.0.1:9", type="vllm")
+    with pytest.raises(ConfigError) as caught:
+        create_client(node, LoadBalancerSettings())
+    message = str(caught.value)
+    assert "'gpu-box'" in message and "'vllm'" in message and "generated without" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": {"message": "bad field", "type": "invalid_request_error"}}', "bad field"),
+        (b'{"error": "flat words", "error_type": "validation"}', "flat words"),
+        (b'{"object": "error", "message": "old vllm", "code": 400}', "old vllm"),
+        (b'{"detail": [{"msg": "field required"}]}', '[{"msg": "field required"}]'),
+        (b"plain text reason", "plain text reason"),
+        (b"<html><body>502</body></html>", "the server answered HTTP 400"),
+        (b"", "the server answered HTTP 400"),
+    ],
+)
+def test_server_message_from_each_error_shape(body: bytes, message: str) -> None:
+    assert server_message(body, 400) == message
+
+
+def test_long_messages_are_cut() -> None:
+    assert len(server_message(b"x" * 5000, 500)) == 1003
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "retryable"),
+    [
+        (400, b'{"error": "max_tokens must be positive"}', InvalidRequestError, False),
+        (422, b'{"error": "Input validation error: bad"}', InvalidRequestError, False),
+        (
+            400,
+            b'{"error": "maximum context length is 4096 tokens"}',
+            ContextLengthExceededError,
+            False,
+        ),
+        (404, b'{"error": "model \\"x\\" not found"}', ModelNotFoundError, False),
+        (429, b'{"error": "Model is overloaded"}', OverloadedError, True),
+        (503, b'{"error": "server busy, please try again."}', OverloadedError, True),
+        (503, b'{"error": {"message": "Loading model"}}', UpstreamUnavailableError, True),
+        (500, b'{"error": "boom"}', UpstreamError, True),
+        (424, b'{"error": "generation failed"}', UpstreamError, True),
+        (401, b'{"error": "Unauthorized"}', UpstreamError, True),
+    ],
+)
+def test_status_and_words_choose_the_class(
+    status: int, body: bytes, kind: type, retryable: bool
+) -> None:
+    error = error_for_status(status, body, {"retry-after": "3"})
+    assert type(error) is kind
+    assert error.retryable is retryable
+
+
+def test_retry_after_is_kept() -> None:
+    assert error_for_status(429, b"", {"retry-after": "7"}).retry_after == 7.0
+    assert (
+        error_for_status(429, b"", {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}).retry_after
+        is None
+    )
+
+
+async def test_sse_reader() -> None:
+    body = (
+        b": keep-alive\n\n"
+        b'event: message\ndata: {"a": 1}\n\n'
+        b'data:{"b": 2}\n\n'
+        b'data: {"c":\ndata: 3}\n\n'
+        b"data: [DONE]\n\n"
+        b'data: {"after": "done"}\n\n'
+    )
+    response = httpx.Response(200, content=body)
+    assert [event async for event in sse_events(response)] == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+async def test_sse_reader_without_final_blank_line() -> None:
+    response = httpx.Response(200, content=b'data: {"a": 1}\n\ndata: {"b": 2}')
+    assert [event async for event in sse_events(response)] == [{"a": 1}, {"b": 2}]
+
+
+async def test_ndjson_reader_rejects_garbage() -> None:
+    response = httpx.Response(200, content=b'{"a": 1}\n\n[1, 2]\n')
+    with pytest.raises(UpstreamError, match="not an object"):
+        [item async for item in ndjson_objects(response)]
+
+
+def test_peak_ewma_jumps_up_and_decays_down() -> None:
+    tracker = LoadTracker()
+    tracker._peak_sample(0.1, now=0.0)
+    tracker._peak_sample(0.5, now=1.0)
+    assert tracker.peak_ewma_latency_s == 0.5  # a slower sample is taken at once
+    tracker._peak_sample(0.1, now=1.0 + PEAK_DECAY_S)
+    # One time constant later a faster sample has pulled it 1 - 1/e of the way down.
+    assert tracker.peak_ewma_latency_s == pytest.approx(0.1 + 0.4 / 2.718281828, rel=1e-6)
+
+
+def test_tracker_counts_and_gauge_age() -> None:
+    tracker = LoadTracker()
+    sample = tracker.start()
+    assert tracker.snapshot().in_flight == 1
+    sample.first_token()
+    sample.completion_tokens = 10
+    tracker.finish(sample, None)
+    failed = tracker.start()
+    tracker.finish(failed, UpstreamError("boom"))
+    refused = tracker.start()
+    tracker.finish(refused, InvalidRequestError("bad"))
+    metrics = tracker.snapshot()
+    assert (metrics.in_flight, metrics.requests_total, metrics.errors_total) == (0, 3, 1)
+    assert metrics.ewma_latency_ms is not None and metrics.ewma_ttft_ms is not None
+    assert metrics.server_signals_age_s is None
