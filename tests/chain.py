@@ -28,8 +28,18 @@ def find_anvil() -> str | None:
         shutil.which("anvil"),
     ):
         if candidate and Path(candidate).is_file():
-            return candidate
+            return str(_native(Path(candidate)))
     return None
+
+
+def _native(anvil: Path) -> Path:
+    """npm's anvil is a node launcher that spawns the platform binary; run that binary
+    directly so that stopping the process stops anvil itself."""
+    scope = anvil.resolve().parent.parent  # node_modules/@foundry-rs/anvil/bin.mjs -> @foundry-rs
+    for candidate in sorted(scope.glob("anvil-*/bin/anvil")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return anvil
 
 
 def find_kit() -> Path | None:
