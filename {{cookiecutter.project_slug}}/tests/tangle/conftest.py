@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from eth_account import Account
 
 from {{ cookiecutter.package_name }}.config import Settings, TangleSettings
 from {{ cookiecutter.package_name }}.context import Context
 from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}.tangle.chain import Chain
 
 MODEL = "tangle-test-model"
 
@@ -62,6 +64,22 @@ async def context(sim_server: SimFactory) -> AsyncIterator[Context]:
     sim = await sim_server(dialect="openai", models=[MODEL], output_tokens=4)
     async with Context.open(fleet_settings(sim.url)) as ctx:
         yield ctx
+
+
+@pytest.fixture
+async def customer(rpc_url: str) -> AsyncIterator[Chain]:
+    """The service owner (anvil #0), the only account permitted to submit jobs."""
+    chain = Chain(local_tangle(rpc_url), Account.from_key(CUSTOMER_KEY))
+    yield chain
+    await chain.aclose()
+
+
+@pytest.fixture
+async def operator(rpc_url: str) -> AsyncIterator[Chain]:
+    """Operator anvil #1, signing results."""
+    chain = Chain(local_tangle(rpc_url), Account.from_key(OPERATOR_KEY))
+    yield chain
+    await chain.aclose()
 
 
 @pytest.fixture
