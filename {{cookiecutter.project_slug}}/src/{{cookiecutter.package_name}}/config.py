@@ -159,10 +159,12 @@ class LoadBalancerSettings(Section):
         default=60.0, ge=0, description="Longest Retry-After from a node that is honoured."
     )
     failure_latency_penalty: float = Field(
-        default=4.0, ge=1, description="A failure counts as this many times the latency estimate."
+        default=2.0, ge=1, description="A failure counts as this many times the success latency."
     )
     default_latency_ms: float = Field(
-        default=1000.0, gt=0, description="Latency assumed for a node before it has answered."
+        default=1000.0,
+        gt=0,
+        description="Latency of a 100-token answer assumed before a node is measured.",
     )
     latency_decay_s: float = Field(
         default=10.0, gt=0, description="Time constant of the peak-EWMA latency estimate."

@@ -120,3 +120,19 @@ async def test_ejected_node_is_readmitted_by_a_half_open_trial() -> None:
     }
     assert "n0" in answers
     assert instance.node_states()[0].state == "healthy"
+
+
+@pytest.mark.parametrize("strategy", ["latency_based", "power_of_two"])
+async def test_a_node_failing_fast_loses_its_traffic(strategy: str) -> None:
+    instance, clients, _ = fleet(2, strategy=strategy, eject_consecutive_failures=100)
+    now = asyncio.get_running_loop().time()
+    for node, latency_ms in zip(instance.nodes(), (40.0, 50.0), strict=True):
+        node.succeeded(latency_ms, now)  # n0 measured the faster
+    clients[0].fail = [UpstreamUnavailableError("503 in no time")]
+    await instance.chat_completion(chat())  # n0 is chosen, fails fast, n1 answers
+    assert len(clients[0].seen_models) == 1
+    answers = {
+        (await instance.chat_completion(chat())).choices[0].message.content for _ in range(10)
+    }
+    assert answers == {"n1"}
+    assert len(clients[0].seen_models) == 1

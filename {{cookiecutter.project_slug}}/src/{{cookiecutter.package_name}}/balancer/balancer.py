@@ -40,6 +40,7 @@ from ..llm.models import (
     TextCompletionChunk,
     TextCompletionRequest,
     TextCompletionResponse,
+    Usage,
 )
 from .health import HealthMonitor
 from .metrics import BalancerMetrics
@@ -50,14 +51,10 @@ from .strategies import Chooser, RequestFacts, create_chooser
 log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", ChatCompletionRequest, TextCompletionRequest, EmbeddingRequest)
-AnswerT = TypeVar(
-    "AnswerT",
-    ChatCompletionResponse,
-    TextCompletionResponse,
-    EmbeddingResponse,
-    ChatCompletionChunk,
-    TextCompletionChunk,
-)
+AnswerT = TypeVar("AnswerT", ChatCompletionResponse, TextCompletionResponse, EmbeddingResponse)
+ChunkT = TypeVar("ChunkT", ChatCompletionChunk, TextCompletionChunk)
+# Answers longer than this count as this long in latency samples.
+REFERENCE_TOKENS = 100
 ClientFactory = Callable[[NodeSettings, LoadBalancerSettings], StreamingLlmClient]
 
 
@@ -262,7 +259,7 @@ class Balancer:
                 continue
             finally:
                 self._release(node, trial)
-            self._succeeded(node, started, first_chunk=False)
+            self._succeeded(node, started, started, _completion_tokens(answer))
             answer.model = facts.model
             return answer
         raise AssertionError("the loop returns or raises")
@@ -271,8 +268,8 @@ class Balancer:
         self,
         request: RequestT,
         facts: RequestFacts,
-        open_stream: Callable[[StreamingLlmClient, RequestT], AsyncIterator[AnswerT]],
-    ) -> AsyncIterator[AnswerT]:
+        open_stream: Callable[[StreamingLlmClient, RequestT], AsyncIterator[ChunkT]],
+    ) -> AsyncIterator[ChunkT]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lb.failover_deadline_s
         tried: set[str] = set()
@@ -288,7 +285,7 @@ class Balancer:
                 try:
                     first = await anext(stream)
                 except StopAsyncIteration:
-                    self._succeeded(node, started, first_chunk=False)
+                    self._succeeded(node, started, started, None)
                     return
                 except Exception as exc:
                     error = self._failed(node, exc, started)
@@ -296,18 +293,21 @@ class Balancer:
                         raise error from (None if error is exc else exc)
                     last_error = error
                     continue
-                self._succeeded(node, started, first_chunk=True)
+                first_at = self._first_chunk(node, started)
                 first.model = facts.model
+                tokens = _StreamTokens()
+                tokens.count(first)
                 yield first
                 # From here on the client has bytes: no retry, the error goes to the caller.
                 try:
                     async for chunk in stream:
                         chunk.model = facts.model
+                        tokens.count(chunk)
                         yield chunk
                 except Exception as exc:
                     error = self._failed(node, exc, started)
                     raise error from (None if error is exc else exc)
-                self._succeeded(node, started, first_chunk=False)
+                self._succeeded(node, started, first_at, tokens.total())
                 return
             finally:
                 await _aclose(stream)
@@ -386,8 +386,8 @@ class Balancer:
 
     def _overloaded(self, facts: RequestFacts, nodes: list[Node]) -> OverloadedError:
         self._metrics.overloaded.inc()
-        # A slot frees in about one request's time on the quickest node.
-        quickest = min(node.latency_ms() for node in nodes) / 1000
+        # Roughly when the quickest node starts answering again.
+        quickest = min((node.ttft.value_ms or 1000.0) for node in nodes) / 1000
         return OverloadedError(
             f"every node serving {facts.model!r} is busy; try again shortly",
             retry_after=float(min(max(math.ceil(quickest), 1), 60)),
@@ -409,14 +409,21 @@ class Balancer:
             self._publish(node)
         self._wake_waiters()
 
-    def _succeeded(self, node: Node, started: float, *, first_chunk: bool) -> None:
+    def _first_chunk(self, node: Node, started: float) -> float:
         now = asyncio.get_running_loop().time()
-        if first_chunk:
-            node.ttft.observe((now - started) * 1000, now)
-            self._metrics.ttft.labels(node.name).observe(now - started)
-            return
+        node.ttft.observe((now - started) * 1000, now)
+        self._metrics.ttft.labels(node.name).observe(now - started)
+        return now
+
+    def _succeeded(self, node: Node, started: float, first_at: float, tokens: int | None) -> None:
+        """Record a whole answer.  The latency sample is the time to the first chunk plus
+        the generation time scaled to a reference answer length: a long answer must not
+        make a node look slow (LiteLLM #1393), and a short answer that queued must not make
+        it look fast."""
+        now = asyncio.get_running_loop().time()
         before = node.state(now)
-        node.succeeded((now - started) * 1000, now)
+        scale = REFERENCE_TOKENS / max(tokens or 0, REFERENCE_TOKENS)
+        node.succeeded(((first_at - started) + (now - first_at) * scale) * 1000, now)
         self._metrics.latency.labels(node.name).observe(now - started)
         self._transition(node, before)
 
@@ -495,6 +502,28 @@ class Balancer:
     def nodes(self) -> Iterable[Node]:
         """The live registry, for the benchmark's oracle and the tests."""
         return self._nodes.values()
+
+
+def _completion_tokens(answer: AnswerT) -> int | None:
+    usage = answer.usage
+    return usage.completion_tokens if isinstance(usage, Usage) else None
+
+
+class _StreamTokens:
+    """Output tokens of a stream: the usage chunk's count, else one per content chunk."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.reported: int | None = None
+
+    def count(self, chunk: ChatCompletionChunk | TextCompletionChunk) -> None:
+        if chunk.choices:
+            self.chunks += 1
+        if chunk.usage is not None:
+            self.reported = chunk.usage.completion_tokens
+
+    def total(self) -> int:
+        return self.reported if self.reported is not None else self.chunks
 
 
 def _fits(node: Node, facts: RequestFacts) -> bool:

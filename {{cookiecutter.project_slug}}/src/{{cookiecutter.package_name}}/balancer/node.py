@@ -79,11 +79,13 @@ class Node:
     trial_in_flight: bool = False
     cooldown_until: float = 0.0
     # Latency.
-    latency: PeakEwma = field(init=False)
+    latency: PeakEwma = field(init=False)  # successes, and failures with a penalty
+    success_latency: PeakEwma = field(init=False)
     ttft: PeakEwma = field(init=False)
 
     def __post_init__(self) -> None:
         self.latency = PeakEwma(self.lb.latency_decay_s)
+        self.success_latency = PeakEwma(self.lb.latency_decay_s)
         self.ttft = PeakEwma(self.lb.latency_decay_s)
 
     @property
@@ -165,7 +167,8 @@ class Node:
         return kv is not None and kv >= self.lb.max_kv_cache_usage
 
     def latency_ms(self) -> float:
-        """Peak-EWMA latency, with a default for a node that has not answered yet."""
+        """Peak-EWMA latency (see Balancer._succeeded), with a default for a node not yet
+        measured."""
         value = self.latency.value_ms
         return self.lb.default_latency_ms if value is None else value
 
@@ -236,6 +239,7 @@ class Node:
 
     def succeeded(self, latency_ms: float, now: float) -> None:
         self.latency.observe(latency_ms, now)
+        self.success_latency.observe(latency_ms, now)
         self.consecutive_failures = 0
         self._remember(True)
         self._tick(now)
@@ -249,8 +253,10 @@ class Node:
         fast never looks fast.
         """
         self.errors_total += 1
-        penalty = max(elapsed_ms, self.latency_ms()) * self.lb.failure_latency_penalty
-        self.latency.observe(penalty, now)
+        # Relative to successes only, so failures in a row do not compound; and never
+        # cheaper than a node not yet measured.
+        baseline = max(self.success_latency.value_ms or 0.0, self.lb.default_latency_ms)
+        self.latency.observe(max(elapsed_ms, baseline) * self.lb.failure_latency_penalty, now)
         if retry_after:
             self.cooldown_until = max(
                 self.cooldown_until, now + min(retry_after, self.lb.retry_after_max_s)
