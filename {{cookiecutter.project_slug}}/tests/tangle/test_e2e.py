@@ -67,7 +67,7 @@ class Operator:
         return self.log.read_text()
 
 
-OperatorFactory = Callable[[], Awaitable[Operator]]
+OperatorFactory = Callable[..., Awaitable[Operator]]
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ heartbeat_interval_s = 300
     )
     operators: list[Operator] = []
 
-    async def start() -> Operator:
+    async def start(*options: str) -> Operator:
         log = tmp_path / f"run-{len(operators)}.log"
         with log.open("w") as stderr:  # the child keeps its own copy of the descriptor
             process = await asyncio.create_subprocess_exec(
@@ -136,6 +136,7 @@ heartbeat_interval_s = 300
                 PACKAGE,
                 "run",
                 "--pretty",
+                *options,
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,
@@ -269,3 +270,21 @@ async def test_restart_loses_nothing_and_repeats_nothing(
     # Nothing was computed again only to be refused as a duplicate.
     assert "already answered (" not in first.output() + second.output()
     assert "SIGTERM received" in first.output()
+
+
+async def test_dry_run_computes_answers_but_sends_nothing(
+    start_operator: OperatorFactory, customer: Chain
+) -> None:
+    operator = await start_operator("--dry-run")
+    request = {"type": "text.completion", "model": MODEL, "prompt": "dry"}
+    call_id, _block = await submit_job(customer, 0, 0, job_input(request))
+    expected = f"dry run: result for call {call_id} not sent"
+    for _ in range(150):
+        if expected in operator.output():
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail(f"no dry-run answer for call {call_id}:\n{operator.output()}")
+    assert await operator.stop() == 0
+    assert not await completed(customer, call_id)
+    assert "dry run: heartbeat not sent" in operator.output()

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
@@ -34,6 +34,8 @@ from .abi import Function, Revert, decode_revert
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Failures worth trying again: the node was unreachable, slow or busy.
 TRANSIENT = (
     aiohttp.ClientError,
@@ -47,6 +49,14 @@ TRANSIENT = (
 
 class ChainError(Exception):
     """The chain refused or could not be reached; the message is safe to log."""
+
+
+class Unreachable(ChainError):
+    """The RPC endpoint did not answer (connection refused, timeout, rate limit)."""
+
+
+class RpcRefused(ChainError):
+    """The RPC endpoint answered with an error that is not a revert (e.g. a range too large)."""
 
 
 class Reverted(ChainError):
@@ -156,12 +166,23 @@ class Chain:
 
     # --- reads ------------------------------------------------------------------
 
+    async def _read(self, what: str, request: Awaitable[T]) -> T:
+        """Await a read, turning transport and RPC failures into ChainError subclasses."""
+        try:
+            return await request
+        except Web3RPCError as error:
+            raise RpcRefused(f"{what}: {error.message or error}") from None
+        except TRANSIENT as error:
+            raise Unreachable(
+                f"{what}: no answer from {self.settings.http_rpc_url} ({type(error).__name__})"
+            ) from None
+
     async def block_number(self) -> int:
-        return int(await self.w3.eth.block_number)
+        return int(await self._read("eth_blockNumber", self.w3.eth.block_number))
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = int(await self.w3.eth.chain_id)
+            self._chain_id = int(await self._read("eth_chainId", self.w3.eth.chain_id))
         return self._chain_id
 
     async def get_logs(
@@ -173,7 +194,7 @@ class Chain:
             "toBlock": to_block,
             "topics": topics,
         }
-        return list(await self.w3.eth.get_logs(params))
+        return list(await self._read("eth_getLogs", self.w3.eth.get_logs(params)))
 
     async def call(
         self, to: str, function: Function, *args: Any, sender: str | None = None
@@ -184,7 +205,7 @@ class Chain:
         if sender is not None:
             params["from"] = to_checksum_address(sender)
         try:
-            data = await self.w3.eth.call(params)
+            data = await self._read(function.name, self.w3.eth.call(params))
         except ContractLogicError as error:
             raise Reverted(function.name, decode_revert(_revert_data(error))) from None
         return function.decode_output(bytes(data))
@@ -245,12 +266,12 @@ class Chain:
                     log.warning("nonce out of step (%s); re-reading it", function.name)
                     await self.nonces.resync()
                 elif attempt == attempts:
-                    raise ChainError(f"{function.name}: {error.message or error}") from None
+                    raise RpcRefused(f"{function.name}: {error.message or error}") from None
                 else:
                     log.warning("%s: RPC error, retrying: %s", function.name, error.message)
             except TRANSIENT as error:
                 if attempt == attempts:
-                    raise ChainError(f"{function.name}: {type(error).__name__}") from None
+                    raise Unreachable(f"{function.name}: {type(error).__name__}") from None
                 log.warning("%s: %s, retrying", function.name, type(error).__name__)
             else:
                 if receipt["status"] == 1:
@@ -258,7 +279,7 @@ class Chain:
                 # Mined but reverted (a race since estimation): ask the chain why.
                 raise Reverted(function.name, await self._replay_revert(to, function, args))
             await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
-        raise ChainError(f"{function.name}: gave up after {attempts} attempts")
+        raise Unreachable(f"{function.name}: gave up after {attempts} attempts")
 
     async def _sign_and_send(
         self, to: str, function: Function, args: tuple[Any, ...], value: int, gas: int

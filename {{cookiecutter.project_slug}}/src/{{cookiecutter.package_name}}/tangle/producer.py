@@ -18,7 +18,7 @@ from eth_abi.abi import encode
 
 from ..config import TangleSettings
 from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
-from .chain import TRANSIENT, Chain, ChainError, Reverted
+from .chain import Chain, ChainError, Reverted, RpcRefused
 from .checkpoint import Checkpoint
 from .events import JobCall, LogDecodeError, decode_job_log
 
@@ -38,6 +38,7 @@ class Producer:
         self.service_id = settings.service_id
         self.checkpoint = checkpoint
         self.next_block: int | None = None
+        self.window = settings.max_block_range
         # Calls of the current window already started, should the window be re-read.
         self._started: set[int] = set()
         self._topics: list[object] = [
@@ -69,8 +70,13 @@ class Producer:
         head = await self.chain.block_number() - self.settings.confirmation_depth
         if head < self.next_block:
             return [], self.next_block - 1, True
-        to_block = min(head, self.next_block + self.settings.max_block_range - 1)
-        logs = await self.chain.get_logs(self.next_block, to_block, self._topics)
+        to_block = min(head, self.next_block + self.window - 1)
+        try:
+            logs = await self.chain.get_logs(self.next_block, to_block, self._topics)
+        except RpcRefused:
+            # Public endpoints cap eth_getLogs ranges and results: ask for fewer blocks.
+            self.window = max(self.window // 2, 1)
+            raise
         calls = []
         for entry in logs:
             try:
@@ -134,7 +140,7 @@ class Producer:
                 self.advance(to_block)
                 self._started.clear()
                 failures = 0
-            except (ChainError, *TRANSIENT) as error:
+            except ChainError as error:
                 failures += 1
                 delay = min(0.25 * 2**failures, 30.0)
                 log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)

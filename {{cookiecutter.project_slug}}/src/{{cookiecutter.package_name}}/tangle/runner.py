@@ -22,7 +22,12 @@ from eth_abi.abi import encode
 from ..config import ConfigError, Settings
 from ..context import Context
 from ..jobs import JobEnv, fleet_metrics, run_job
-from .abi import IS_SERVICE_OPERATOR, METRIC_PAIRS, SUBMIT_HEARTBEAT_DIRECT
+from .abi import (
+    IS_SERVICE_OPERATOR,
+    METRIC_PAIRS,
+    STAKING_IS_OPERATOR_ACTIVE,
+    SUBMIT_HEARTBEAT_DIRECT,
+)
 from .chain import Chain, ChainError
 from .checkpoint import Checkpoint
 from .consumer import Consumer, Outcome
@@ -224,6 +229,7 @@ class _Server(uvicorn.Server):
 
 
 async def _check_operator(chain: Chain, service_id: int) -> None:
+    """Warn early about what would make every result revert."""
     (member,) = await chain.call(chain.tangle, IS_SERVICE_OPERATOR, service_id, chain.address)
     if not member:
         log.warning(
@@ -231,6 +237,9 @@ async def _check_operator(chain: Chain, service_id: int) -> None:
             chain.address,
             service_id,
         )
+    (active,) = await chain.call(chain.staking, STAKING_IS_OPERATOR_ACTIVE, chain.address)
+    if not active:
+        log.warning("%s is not an active staking operator: results will be refused", chain.address)
 
 
 async def serve_jobs(
@@ -241,6 +250,10 @@ async def serve_jobs(
     ready: Callable[[JobRunner], Awaitable[None]] | None = None,
 ) -> int:
     """Open the context and chain, run jobs (and the API) until a signal; the exit status."""
+    service_id = settings.tangle.service_id
+    if service_id is None:
+        log.error("SERVICE_ID (tangle.service_id) is required to take jobs")
+        return 2
     try:
         account = operator_account(settings.tangle)
     except OperatorKeyError as error:
@@ -254,7 +267,7 @@ async def serve_jobs(
         chain_id = await chain.chain_id()
         if account is not None:
             log.info("operator %s on chain %d", chain.address, chain_id)
-            await _check_operator(chain, settings.tangle.service_id or 0)
+            await _check_operator(chain, service_id)
         async with Context.open(settings) as context:
             runner = JobRunner(context, chain, dry_run=dry_run, chain_id=chain_id)
             loop = asyncio.get_running_loop()
