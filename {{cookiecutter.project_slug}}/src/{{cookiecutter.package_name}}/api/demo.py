@@ -20,7 +20,7 @@ from ..config import DEFAULT_MODEL, DEFAULT_NODE_TYPE, Settings
 from ..sim import SimConfig, SimHandle
 from ..sim.config import Dialect
 from .app import create_app
-from .server import Server
+from .server import Server, run_on_uvloop
 
 NODES = 3
 # The simulator's dialect for each node type; the others get OpenAI's dialect.
@@ -34,7 +34,7 @@ DIALECTS: dict[str, Dialect] = {
 
 def run_demo(*, port: int) -> int:
     """Serve until interrupted (Ctrl-C)."""
-    asyncio.run(_demo(port))
+    run_on_uvloop(_demo(port))
     return 0
 
 

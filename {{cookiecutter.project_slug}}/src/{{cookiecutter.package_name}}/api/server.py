@@ -12,10 +12,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+import uvloop
 
 from ..config import ConfigError, Settings, load_settings
 from .app import Api, create_app
@@ -41,14 +43,19 @@ def serve(
         app,
         host=host or settings.api.host,
         port=settings.api.port if port is None else port,
-        loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="info",
         timeout_graceful_shutdown=5,
     )
-    asyncio.run(Server(config).run_until_signal(lambda: reload(api, config_path)))
+    run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path)))
     return 0
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop, as uvicorn.run would: less CPU per request than asyncio's loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 class Server(uvicorn.Server):
