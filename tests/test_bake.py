@@ -17,6 +17,7 @@ from tests.helpers import (
     DEFAULT_STRATEGY,
     NO_RUN,
     PACKAGE,
+    REPO,
     STRATEGIES,
     UNRENDERED,
     tail,
@@ -165,3 +166,14 @@ def test_network_fills_tangle_defaults(cookies: Any, network: str, chain: str, t
     config = (Path(result.project_path) / "src" / PACKAGE / "config.py").read_text()
     assert f'= "{chain}"' in config
     assert f'tangle_contract: str = "{tangle}"' in config
+
+
+def test_template_dev_extra_covers_the_generated_dependencies(variants: Variants) -> None:
+    """The template's environment runs the bakes' suites, ruff and mypy: it needs them all."""
+    generated = tomllib.loads(
+        (variants.get(BACKENDS[0], DEFAULT_STRATEGY) / "pyproject.toml").read_text("utf-8")
+    )["project"]
+    ours = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    wanted = {*generated["dependencies"], *generated["optional-dependencies"]["dev"]}
+    missing = wanted - set(ours["optional-dependencies"]["dev"])
+    assert not missing, f"add to the dev extra of the template's pyproject.toml: {sorted(missing)}"

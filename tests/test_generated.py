@@ -66,7 +66,7 @@ def test_generated_suite_passes(variants: Variants, suite_python: str, backend: 
     project = variants.get(backend, DEFAULT_STRATEGY)
     with tangle_chain() as rpc_url:
         done = run(
-            [suite_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--no-header"],
+            [suite_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header"],
             project,
             env=project_env(project, TANGLE_E2E_RPC_URL=rpc_url),
         )
