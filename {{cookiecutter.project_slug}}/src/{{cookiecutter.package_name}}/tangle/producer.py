@@ -2,8 +2,8 @@
 
 Like the SDK's TangleProducer, it reads JobSubmitted and JobSubmittedFromQuote
 for one service, in block order.  It starts one past the checkpoint (or a few
-blocks back from the head on a first run) and drops calls that are already
-completed or that this operator already answered.
+blocks back from the head on a first run).  `needs_answer` tells calls already
+completed, or already answered by this operator, from those still to answer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from eth_abi.abi import encode
@@ -39,8 +38,6 @@ class Producer:
         self.checkpoint = checkpoint
         self.next_block: int | None = None
         self.window = settings.max_block_range
-        # Calls of the current window already started, should the window be re-read.
-        self._started: set[int] = set()
         self._topics: list[object] = [
             ["0x" + JOB_SUBMITTED.hex(), "0x" + JOB_SUBMITTED_FROM_QUOTE.hex()],
             _topic(self.service_id),
@@ -119,34 +116,30 @@ class Producer:
     async def run(
         self, dispatch: Callable[[JobCall], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity)."""
+        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity).
+
+        A window counts as scanned only once all its calls are started, so calls a
+        shutdown left unstarted are read again by the next start.
+        """
         failures = 0
-        window: deque[JobCall] = deque()
         while not stop.is_set():
             try:
                 calls, to_block, at_head = await self.poll()
-                window.extend(call for call in calls if call.call_id not in self._started)
-                while window and not stop.is_set():
-                    call = window[0]
-                    if await self.needs_answer(call):
-                        self._started.add(call.call_id)
-                        self.checkpoint.started(call.call_id, call.block_number)
-                        await dispatch(call)
-                    else:
-                        log.info("call %d already answered; skipping", call.call_id)
-                    window.popleft()
-                if stop.is_set():
-                    break
-                self.advance(to_block)
-                self._started.clear()
-                failures = 0
             except ChainError as error:
                 failures += 1
                 delay = min(0.25 * 2**failures, 30.0)
                 log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)
-                window.clear()
                 await pause(stop, delay)
                 continue
+            failures = 0
+            for call in calls:
+                if stop.is_set():
+                    return
+                self.checkpoint.started(call.call_id, call.block_number)
+                await dispatch(call)
+            if stop.is_set():
+                return
+            self.advance(to_block)
             if at_head:
                 await pause(stop, self.settings.poll_interval_s)
 

@@ -101,8 +101,21 @@ class JobRunner:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
+    async def _needs_answer(self, call: JobCall) -> bool:
+        try:
+            return await self.producer.needs_answer(call)
+        except ChainError as error:
+            # Answer anyway: submission retries, and reports a duplicate as done.
+            log.warning("could not check call %d (%s); answering it", call.call_id, error)
+            return True
+
     async def _process(self, call: JobCall) -> None:
         try:
+            if not await self._needs_answer(call):
+                log.info("call %d already answered; skipping", call.call_id)
+                self.checkpoint.finished(call.call_id)
+                self.checkpoint.save()
+                return
             env = JobEnv(
                 context=self.context,
                 service_id=call.service_id,
