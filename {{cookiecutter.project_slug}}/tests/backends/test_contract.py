@@ -422,6 +422,10 @@ async def test_connection_dropped_mid_stream(
             received.append(chunk)
     assert caught.value.retryable
     assert received  # it failed after the first chunk, from the iterator
+    with pytest.raises(UpstreamError) as caught:
+        await client.chat_completion(chat(model_of(server)))
+    assert caught.value.retryable
+    assert client.get_metrics().errors_total == 2
 
 
 # --- cancellation and bytes ----------------------------------------------------------------

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 
 from ..llm.errors import (
@@ -124,6 +125,9 @@ def error_for_status(
 
 def error_for_transport(error: httpx.HTTPError, node_name: str) -> LlmError:
     """A failure below HTTP: refused or dropped connections and timeouts."""
+    if isinstance(error.__cause__, aiohttp.ServerDisconnectedError):
+        # httpx-aiohttp reports every aiohttp connection error as a ConnectTimeout.
+        return UpstreamError(f"node {node_name!r} closed the connection before answering")
     if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
         return UpstreamUnavailableError(f"node {node_name!r} did not accept a connection in time")
     if isinstance(error, httpx.ConnectError):

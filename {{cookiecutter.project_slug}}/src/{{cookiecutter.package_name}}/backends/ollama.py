@@ -17,6 +17,7 @@ schemas and every sampling option.  Translation to OpenAI's shapes:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -405,20 +406,21 @@ class OllamaClient(HttpClient):
     # --- discovery and health ----------------------------------------------------------
 
     async def list_models(self) -> list[ModelInfo]:
-        tags = await self.query("GET", "/api/tags")
+        """Installed models; those this node is configured for are described in full."""
+        tags, warm = await asyncio.gather(self.query("GET", "/api/tags"), self._running())
         installed = [str(m.get("name")) for m in tags.get("models") or [] if m.get("name")]
-        warm = await self._running()
         wanted = {model.upstream_name for model in self.node.models}
-        found = []
-        for name in installed:
+
+        async def describe(name: str) -> ModelInfo:
             # "llama3.2" in the config is "llama3.2:latest" on the server.
             alias = name.removesuffix(":latest")
             model_id = alias if alias in wanted and name not in wanted else name
             if wanted and model_id not in wanted:
-                found.append(ModelInfo(id=model_id, loaded=name in warm))
-                continue
-            found.append(await self._describe(model_id, name, warm))
-        return found
+                return ModelInfo(id=model_id, loaded=name in warm)
+            return await self._describe(model_id, name, warm)
+
+        # Concurrently: the balancer gives discovery one health-check timeout in all.
+        return list(await asyncio.gather(*(describe(name) for name in installed)))
 
     async def _running(self) -> dict[str, int | None]:
         """Warm models and the context they were loaded with."""
