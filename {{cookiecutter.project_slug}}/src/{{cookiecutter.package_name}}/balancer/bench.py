@@ -287,7 +287,7 @@ def verdict(runs: Sequence[Run]) -> str:
 def main(argv: list[str]) -> int:
     strategies: list[str] = [*STRATEGIES, "oracle"]
     parser = argparse.ArgumentParser(prog="bench balancer", description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="requests per run")
+    parser.add_argument("--requests", type=int, default=5000, help="requests per run")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--loads", default="0.5,0.8,0.95", help="shares of fleet capacity, comma-separated"
