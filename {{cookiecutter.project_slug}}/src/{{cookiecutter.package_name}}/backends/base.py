@@ -85,7 +85,6 @@ class HttpClient(StreamingLlmClient):
     """A node reached over HTTP, with its pool and live load figures."""
 
     supports_embeddings: ClassVar[bool] = True
-    supports_tools: ClassVar[bool] = True
 
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
@@ -106,7 +105,6 @@ class HttpClient(StreamingLlmClient):
     def get_capabilities(self) -> LlmCapabilities:
         return LlmCapabilities(
             supports_embeddings=self.supports_embeddings,
-            supports_tools=self.supports_tools,
             max_concurrent_requests=self.node.max_concurrency,
         )
 

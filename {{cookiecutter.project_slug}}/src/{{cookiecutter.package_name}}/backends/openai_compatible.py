@@ -138,15 +138,12 @@ class OpenAICompatibleClient(HttpClient):
             data, _ = await self.fetch(
                 "POST", self.chat_path, body=self.chat_body(request, stream=False)
             )
-            answer = self.parse_chat(data)
+            if isinstance(data, dict):
+                data = normalise_choices(data, "message")
+                data["usage"] = usage_of(data.get("usage"))
+            answer = validate(ChatCompletionResponse, data)
             sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
             return answer
-
-    def parse_chat(self, data: Any) -> ChatCompletionResponse:
-        if isinstance(data, dict):
-            data = normalise_choices(data, "message")
-            data["usage"] = usage_of(data.get("usage"))
-        return validate(ChatCompletionResponse, data)
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
         async with self.tracked() as sample:
