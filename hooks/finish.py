@@ -30,7 +30,11 @@ _OFFLINE = re.compile(
     r"|Name or service not known|Network is unreachable|ProxyError|ConnectTimeout"
     r"|Could not find a version that satisfies|No matching distribution found"
 )
-_SUMMARY = re.compile(r"^=+ (.+ in [\d.]+s.*?) =+$", re.MULTILINE)
+# pytest's closing line: "== 3 passed, 1 skipped in 2.1s ==", or bare under -q.
+_SUMMARY = re.compile(
+    r"^(?:=+ )?((?:no tests ran|\d+ \w+(?:, \d+ \w+)*) in [\d.]+s(?: \([\d:]+\))?)(?: =+)?$",
+    re.MULTILINE,
+)
 
 
 def remove(project: Path, *relative: str) -> None:

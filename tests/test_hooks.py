@@ -275,6 +275,9 @@ def test_find_python_ignores_shims_that_do_not_run(
 def test_summary_line() -> None:
     output = "....\n===== 12 passed, 1 skipped in 3.21s =====\n"
     assert finish.summary_line(output) == "12 passed, 1 skipped in 3.21s"
+    assert finish.summary_line("..\n1 failed, 327 passed in 94.97s (0:01:34)\n") == (
+        "1 failed, 327 passed in 94.97s (0:01:34)"
+    )
     assert finish.summary_line("ERROR: no tests") is None
 
 
