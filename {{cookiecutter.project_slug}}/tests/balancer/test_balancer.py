@@ -63,6 +63,9 @@ async def test_listed_id_maps_to_the_nodes_own_name_and_back() -> None:
     assert {chunk.model for chunk in chunks} == {"llama"}
     text = await instance.text_completion(TextCompletionRequest(model="llama", prompt="hi"))
     assert text.model == "llama"
+    text_request = TextCompletionRequest(model="llama", prompt="hi")
+    pieces = [chunk async for chunk in instance.stream_text_completion(text_request)]
+    assert pieces and {chunk.model for chunk in pieces} == {"llama"}
     vectors = await instance.embeddings(EmbeddingRequest(model="llama", input="hi"))
     assert vectors.model == "llama"
     assert client.seen_models[-1] == "llama3.2:3b-q4"

@@ -133,9 +133,9 @@ class Balancer:
         for name, node_settings in wanted.items():
             current = self._nodes.get(name)
             if current is not None and _same_connection(current.settings, node_settings):
+                # A drain stays: it is an operator's decision, not configuration.
                 current.settings = node_settings
                 current.lb = settings.load_balancer
-                current.draining = False
                 continue
             if current is not None:
                 self.remove_node(name)
@@ -500,7 +500,7 @@ class Balancer:
         return [describe(node, now) for node in self._nodes.values()]
 
     def nodes(self) -> Iterable[Node]:
-        """The live registry, for the benchmark's oracle and the tests."""
+        """The live registry, for tools and tests that look inside."""
         return self._nodes.values()
 
 
