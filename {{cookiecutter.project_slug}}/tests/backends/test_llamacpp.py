@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from contextlib import aclosing
 
+import httpx
+import pytest
+
 import sim.helpers
 from {{ cookiecutter.package_name }}.backends.llamacpp import LlamaCppClient
+from {{ cookiecutter.package_name }}.llm.errors import ContextLengthExceededError
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, client_for
 
 
 def thinking_request(model: str) -> ChatCompletionRequest:
@@ -66,3 +70,27 @@ async def test_metrics_give_the_deferred_queue(make_client: ClientFactory) -> No
         queued.cancel()
     metrics = client.get_metrics()
     assert (metrics.server_running, metrics.server_waiting) == (1.0, 1.0)
+
+
+async def test_error_event_inside_a_200_stream() -> None:
+    """llama-server reports some failures after the 200 as an `error:` SSE field."""
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        body = (
+            b'error: {"code": 400, "message": "the request exceeds the available context size,'
+            b' try increasing it", "type": "exceed_context_size_error"}\n\n'
+        )
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    client = client_for("llamacpp", "http://llama.test", ["m"])
+    await client.http.aclose()
+    client.http = httpx.AsyncClient(
+        base_url="http://llama.test", transport=httpx.MockTransport(refusing)
+    )
+    request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
+    try:
+        with pytest.raises(ContextLengthExceededError, match="available context size"):
+            [chunk async for chunk in client.stream_chat_completion(request)]
+        assert client.get_metrics().errors_total == 0  # the caller's request, not the node
+    finally:
+        await client.aclose()

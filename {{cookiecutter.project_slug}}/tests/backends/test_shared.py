@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.package_name }}.backends import create_client
-from {{ cookiecutter.package_name }}.backends.errors import error_for_status, server_message
+from {{ cookiecutter.package_name }}.backends.errors import error_for_status, error_in_stream, server_message
 from {{ cookiecutter.package_name }}.backends.load import PEAK_DECAY_S, LoadTracker
 from {{ cookiecutter.package_name }}.backends.streams import ndjson_objects, sse_events
 from {{ cookiecutter.package_name }}.config import ConfigError, LoadBalancerSettings, NodeSettings
@@ -111,6 +111,36 @@ async def test_sse_reader() -> None:
     )
     response = httpx.Response(200, content=body)
     assert [event async for event in sse_events(response)] == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+async def test_sse_reader_surfaces_llamacpps_error_field() -> None:
+    body = b'data: {"a": 1}\n\nerror: {"code": 400, "message": "too long"}\n\ndata: [DONE]\n\n'
+    events = [event async for event in sse_events(httpx.Response(200, content=body))]
+    assert events == [{"a": 1}, {"error": {"code": 400, "message": "too long"}}]
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        (
+            {"error": {"message": "exceeds the available context size", "code": 400}},
+            ContextLengthExceededError,
+        ),
+        (
+            {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400},
+            InvalidRequestError,
+        ),
+        ({"error": "flat", "error_type": "generation"}, UpstreamError),
+        ({"error": {"message": "no code"}}, UpstreamError),
+    ],
+)
+def test_errors_inside_streams(event: dict, kind: type) -> None:
+    error = error_in_stream(event)
+    assert type(error) is kind
+
+
+def test_chunks_are_not_errors() -> None:
+    assert error_in_stream({"object": "chat.completion.chunk", "choices": []}) is None
 
 
 async def test_sse_reader_without_final_blank_line() -> None:

@@ -138,15 +138,19 @@ def error_for_transport(error: httpx.HTTPError, node_name: str) -> LlmError:
 
 
 def error_in_stream(data: Mapping[str, Any]) -> LlmError | None:
-    """An error sent in-band after a 200: vLLM, llama.cpp and Ollama do this mid-stream."""
-    error = data.get("error")
+    """An error sent in-band after a 200: vLLM, llama.cpp, TGI and Ollama do this mid-stream.
+
+    Shapes: `{"error": {"message", "code"}}`, `{"error": "..."}`, and older vLLM's
+    flat `{"object": "error", "message", "code"}`.
+    """
+    error = data if data.get("object") == "error" else data.get("error")
     if error is None:
         return None
     if isinstance(error, Mapping):
         message = str(error.get("message") or error)
         code = error.get("code")
         if isinstance(code, int) and 400 <= code < 600:
-            return error_for_status(code, json.dumps({"error": message}).encode())
+            return error_for_status(code, json.dumps({"error": dict(error)}).encode())
     else:
         message = str(error)
     return UpstreamError(message[:MAX_MESSAGE])

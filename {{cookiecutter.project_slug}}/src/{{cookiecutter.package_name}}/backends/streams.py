@@ -33,6 +33,9 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
 
     Comment lines (`: keep-alive`) and `event:`/`id:`/`retry:` fields are
     skipped; `data:` lines of one event are joined as the SSE spec says.
+    llama.cpp reports a failure inside a 200 stream with a field of its own,
+    `error: {...}`, which a plain SSE reader would skip; it comes out as
+    `{"error": {...}}`, the shape other servers send in `data:`.
     """
     data: list[str] = []
     async for line in response.aiter_lines():
@@ -40,6 +43,8 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
             field, _, value = line.partition(":")
             if field == "data":
                 data.append(value.removeprefix(" "))
+            elif field == "error":
+                yield {"error": _decode(value) if value.strip().startswith("{") else value.strip()}
             continue
         if not data:
             continue
