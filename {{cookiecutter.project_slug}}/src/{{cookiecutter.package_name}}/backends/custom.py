@@ -9,19 +9,22 @@ Walkthrough:
 
 1. Requests.  Each method gets an OpenAI-shaped request (llm/models.py) whose
    `model` is already your server's own name for the model.  Build your
-   server's body from it (`request.wire()` gives the OpenAI JSON) and send it
-   with `self.fetch(...)` for a whole answer or `self.open(...)` for a stream:
-   both raise the right `LlmError` for failed answers.  Wrap each request in
-   `async with self.tracked() as sample:` so the balancer sees in-flight
-   requests, latency and errors; set `sample.completion_tokens` from your
-   server's usage, and call `sample.first_token()` when a stream's first
-   chunk arrives.
+   server's body from it (`request.wire()` gives the OpenAI JSON).  Send a
+   whole request with `self.fetch(...)` inside `async with self.tracked() as
+   sample:`, so the balancer sees in-flight requests, latency and errors; send
+   a stream with `async with self.streaming(path, body, streams.sse_events) as
+   (sample, objects):`, which tracks it for you (`streams.ndjson_objects` for
+   NDJSON).  Use `self.query(...)` for discovery and `self.probe(path)` for
+   health: they run on the health-check timeout.  All of them raise the right
+   `LlmError` when the server refuses.
 2. Answers.  Build the response models from your server's answer.  Take usage
-   only from your server's own token counts; leave it None when it gives none.
-   A stream ends with a chunk that has empty `choices` and the usage.  Read
-   streams with `streams.sse_events` or `streams.ndjson_objects`, which decode
-   UTF-8 safely, and yield from inside the `async with` blocks: closing the
-   iterator then closes the upstream request and your server stops generating.
+   only from your server's own token counts and leave it None when it gives
+   none; set `sample.completion_tokens` from it, and call
+   `sample.first_token()` on a stream's first chunk.  A stream ends with a
+   chunk that has empty `choices` and the usage.  Yield from inside the
+   `async with self.streaming(...)` block: closing the iterator then closes
+   the upstream request and your server stops generating.  The readers decode
+   UTF-8 incrementally, so split characters arrive whole.
 3. Errors.  `errors.error_for_status` maps status codes (400/422 invalid,
    404 unknown model, 429 and "busy" 503 overloaded, other 5xx upstream
    errors) and reads the common error bodies.  If your server words context
@@ -83,7 +86,7 @@ class CustomClient(HttpClient):
     ) -> AsyncIterator[ChatCompletionChunk]:
         raise NotImplementedError(
             f"CustomClient.stream_chat_completion {WHERE}: yield ChatCompletionChunks "
-            "from inside `async with self.open(...)`, ending with a usage chunk"
+            "from inside `async with self.streaming(...)`, ending with a usage chunk"
         )
 
     def stream_text_completion(
@@ -91,7 +94,7 @@ class CustomClient(HttpClient):
     ) -> AsyncIterator[TextCompletionChunk]:
         raise NotImplementedError(
             f"CustomClient.stream_text_completion {WHERE}: yield TextCompletionChunks "
-            "from inside `async with self.open(...)`, ending with a usage chunk"
+            "from inside `async with self.streaming(...)`, ending with a usage chunk"
         )
 
     async def check_health(self) -> None:
