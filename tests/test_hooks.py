@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 from hooks import answers, finish
+from hooks.jinja_filters import python_string
 from hooks.keccak import keccak256, to_checksum_address
-from tests.helpers import REPO, TEMPLATE
+from tests.helpers import REPO, TEMPLATE, run, tool
 
 # --- keccak ----------------------------------------------------------------------------------
 
@@ -297,3 +299,34 @@ def test_hooks_are_plain_python_before_rendering() -> None:
         compile(source, hook, "exec")
         # Jinja appears only inside the one string literal parsed by main().
         assert source.count("{{") == 1
+
+
+# --- the pystr filter ------------------------------------------------------------------------
+
+TEXTS = [
+    "llama3.2:3b",
+    "m'\"\\$(touch x)",
+    'two "double" quotes',
+    "it's",
+    "tab\tnew\nline\r",
+    "\\",
+    "caf\u00e9 \u2113 \U0001f999",  # non-ASCII, one of them ambiguous (script l)
+    "\x00\x1f\x7f",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_pystr_is_the_same_string(text: str) -> None:
+    assert ast.literal_eval(python_string(text)) == text
+
+
+def test_pystr_is_what_ruff_format_writes(tmp_path: Path) -> None:
+    source = "".join(f"VALUE_{index} = {python_string(text)}\n" for index, text in enumerate(TEXTS))
+    path = tmp_path / "answers.py"
+    path.write_text(source, encoding="utf-8")
+    formatted = run(
+        [*tool("ruff"), "format", "--isolated", "--check", "--diff", str(path)], tmp_path
+    )
+    assert formatted.returncode == 0, formatted.stdout
+    linted = run([*tool("ruff"), "check", "--isolated", "--select", "E,W,RUF", str(path)], tmp_path)
+    assert linted.returncode == 0, linted.stdout

@@ -52,20 +52,20 @@ DEFAULT_NODE_TYPE: NodeType = "{{ cookiecutter.llm_backend }}"
 DEFAULT_STRATEGY: Strategy = "{{ cookiecutter.balancing_strategy }}"
 DEFAULT_BACKEND_URLS: list[str] = [
 {% for url in cookiecutter.backend_urls.split(',') | map('trim') | reject('equalto', '') %}
-    {{ url | tojson }},
+    {{ url | pystr }},
 {% endfor %}
 ]
 DEFAULT_MODEL: str = (  # answer: default_model
-    {{ cookiecutter.default_model | tojson }}
+    {{ cookiecutter.default_model | pystr }}
 )
 DEFAULT_HTTP_RPC_URL: str = (  # answer: http_rpc_url
-    {{ cookiecutter.http_rpc_url | tojson }}
+    {{ cookiecutter.http_rpc_url | pystr }}
 )
 DEFAULT_WS_RPC_URL: str = (  # answer: ws_rpc_url
-    {{ cookiecutter.ws_rpc_url | tojson }}
+    {{ cookiecutter.ws_rpc_url | pystr }}
 )
 DEFAULT_KEYSTORE_URI: str = (  # answer: keystore_uri
-    {{ cookiecutter.keystore_uri | tojson }}
+    {{ cookiecutter.keystore_uri | pystr }}
 )
 
 

@@ -1,0 +1,44 @@
+"""The `pystr` Jinja filter: a free-text answer as a Python string literal ruff accepts.
+
+`tojson` gives a valid literal, but ruff format rewrites `"a \\"b\\""` to `'a "b"'`, so a
+project generated with a quote in an answer would fail `ruff format --check`. This
+writes the literal exactly as ruff would: double quotes unless the text holds more
+double than single quotes, and non-ASCII as escapes (no ambiguous-character lint).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def python_string(value: str) -> str:
+    quote = "'" if value.count('"') > value.count("'") else '"'
+    out = []
+    for char in value:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char == quote:
+            out.append("\\" + char)
+        elif char.isascii() and char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return quote + "".join(out) + quote
+
+
+class PythonStringExtension(Extension):
+    """Registered in cookiecutter.json's `_extensions`."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        filters: dict[str, Any] = environment.filters
+        filters["pystr"] = python_string
