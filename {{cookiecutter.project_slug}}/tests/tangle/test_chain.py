@@ -6,18 +6,37 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from eth_abi.abi import encode
+from eth_account import Account
 
 from {{ cookiecutter.package_name }}.context import Context
-from {{ cookiecutter.package_name }}.tangle.abi import GET_JOB_CALL, IS_ONLINE
+from {{ cookiecutter.package_name }}.tangle.abi import (
+    ERC20_TRANSFER,
+    GET_JOB_CALL,
+    IS_ONLINE,
+    IS_OPERATOR_REGISTERED,
+    STAKING_IS_OPERATOR,
+    STAKING_OPERATOR_BOND_TOKEN,
+)
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.checkpoint import Checkpoint
-from {{ cookiecutter.package_name }}.tangle.cli import submit_job
+from {{ cookiecutter.package_name }}.tangle.cli import main, submit_job
 from {{ cookiecutter.package_name }}.tangle.consumer import Consumer, Outcome
 from {{ cookiecutter.package_name }}.tangle.producer import Producer
 from {{ cookiecutter.package_name }}.tangle.runner import JobRunner
 
-from .conftest import MODEL, OPERATOR, SimFactory, fleet_settings, local_tangle
+from .conftest import (
+    CUSTOMER_KEY,
+    MODEL,
+    OPERATOR,
+    STAKING,
+    STATUS_REGISTRY,
+    TANGLE,
+    SimFactory,
+    fleet_settings,
+    local_tangle,
+)
 
 REQUEST = encode(
     ["string"],
@@ -94,3 +113,54 @@ async def test_heartbeat_puts_the_operator_online(
     assert tx is not None and tx.startswith("0x")
     (online,) = await operator.call(operator.status_registry, IS_ONLINE, 0, OPERATOR)
     assert online
+
+
+def test_register_stakes_with_the_bond_token_and_registers(
+    rpc_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    newcomer = Account.create()
+
+    async def fund() -> None:
+        customer = Chain(local_tangle(rpc_url), Account.from_key(CUSTOMER_KEY))
+        try:
+            # anvil's own method: gas money for a fresh account.
+            await customer.w3.provider.make_request(
+                "anvil_setBalance", [newcomer.address, hex(10**20)]
+            )
+            (token,) = await customer.call(customer.staking, STAKING_OPERATOR_BOND_TOKEN)
+            await customer.send(token, ERC20_TRANSFER, newcomer.address, 10**19)
+        finally:
+            await customer.aclose()
+
+    async def registered() -> tuple[bool, bool]:
+        chain = Chain(local_tangle(rpc_url))
+        try:
+            (staking,) = await chain.call(chain.staking, STAKING_IS_OPERATOR, newcomer.address)
+            (blueprint,) = await chain.call(
+                chain.tangle, IS_OPERATOR_REGISTERED, 0, newcomer.address
+            )
+            return bool(staking), bool(blueprint)
+        finally:
+            await chain.aclose()
+
+    asyncio.run(fund())
+    for name, value in {
+        "HTTP_RPC_URL": rpc_url,
+        "TANGLE_CONTRACT": TANGLE,
+        "STAKING_CONTRACT": STAKING,
+        "STATUS_REGISTRY_CONTRACT": STATUS_REGISTRY,
+        "BLUEPRINT_ID": "0",
+        "SERVICE_ID": "0",
+        "OPERATOR_PRIVATE_KEY": newcomer.key.hex(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPENROUTER_CONFIG", raising=False)
+
+    assert main(["register", "--stake", str(10**18), "--rpc-address", "https://op.example"]) == 0
+    out = capsys.readouterr().out
+    assert "staked 1000000000000000000 base units of TNT" in out
+    assert f"registered {newcomer.address} for blueprint 0 at https://op.example" in out
+    assert asyncio.run(registered()) == (True, True)
+
+    assert main(["register"]) == 0
+    assert "already registered for blueprint 0" in capsys.readouterr().out

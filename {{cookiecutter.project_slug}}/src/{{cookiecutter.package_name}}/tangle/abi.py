@@ -121,7 +121,17 @@ JOB_RESULT_SUBMITTED = event_topic("JobResultSubmitted(uint64,uint64,address,byt
 STAKING_IS_OPERATOR = Function("isOperator(address)", "bool")
 STAKING_IS_OPERATOR_ACTIVE = Function("isOperatorActive(address)", "bool")
 STAKING_REGISTER_OPERATOR = Function("registerOperator()")
+STAKING_REGISTER_OPERATOR_WITH_ASSET = Function("registerOperatorWithAsset(address,uint256)")
 STAKING_MIN_OPERATOR_STAKE = Function("minOperatorStake()", "uint256")
+STAKING_OPERATOR_BOND_TOKEN = Function("operatorBondToken()", "address")
+
+# --- ERC-20 (the staking bond token) ---------------------------------------------
+
+ERC20_BALANCE_OF = Function("balanceOf(address)", "uint256")
+ERC20_ALLOWANCE = Function("allowance(address,address)", "uint256")
+ERC20_APPROVE = Function("approve(address,uint256)", "bool")
+ERC20_TRANSFER = Function("transfer(address,uint256)", "bool")
+ERC20_SYMBOL = Function("symbol()", "string")
 
 # --- OperatorStatusRegistry (heartbeats) ----------------------------------------
 
@@ -155,6 +165,10 @@ ERRORS = (
     CustomError("InsufficientPayment(uint256,uint256)"),
     CustomError("InvalidMsgValue(uint256,uint256)"),
     CustomError("InsufficientStake(address,uint256,uint256)"),
+    # MultiAssetDelegation (src/staking/DelegationErrors.sol)
+    CustomError("OperatorBondTokenOnly(address)"),
+    CustomError("InsufficientStake(uint256,uint256)"),
+    CustomError("ZeroAmount()"),
     CustomError("LengthMismatch()"),
     CustomError("Error(string)"),
 )

@@ -25,9 +25,14 @@ from typing import Any
 from eth_abi.abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from ..config import ConfigError, Settings, load_settings
 from .abi import (
+    ERC20_ALLOWANCE,
+    ERC20_APPROVE,
+    ERC20_BALANCE_OF,
+    ERC20_SYMBOL,
     GET_LAST_HEARTBEAT,
     GET_SERVICE,
     GET_SERVICE_OPERATORS,
@@ -37,7 +42,9 @@ from .abi import (
     REGISTER_OPERATOR,
     STAKING_IS_OPERATOR,
     STAKING_MIN_OPERATOR_STAKE,
+    STAKING_OPERATOR_BOND_TOKEN,
     STAKING_REGISTER_OPERATOR,
+    STAKING_REGISTER_OPERATOR_WITH_ASSET,
     SUBMIT_JOB,
 )
 from .chain import Chain, ChainError
@@ -76,6 +83,30 @@ def key_from_env(name: str) -> LocalAccount:
 # --- register ---------------------------------------------------------------------
 
 
+async def _stake(chain: Chain, amount: int | None) -> str:
+    """Become a staking operator: native stake, or the bond token where the chain wants one."""
+    (token,) = await chain.call(chain.staking, STAKING_OPERATOR_BOND_TOKEN)
+    if amount is None:
+        (amount,) = await chain.call(chain.staking, STAKING_MIN_OPERATOR_STAKE)
+    if int(token, 16) == 0:
+        sent = await chain.send(chain.staking, STAKING_REGISTER_OPERATOR, value=amount)
+        return f"staked {amount} wei: {sent.tx_hash}"
+    if not amount:
+        raise UsageError("the staking contract publishes no minimum stake: pass --stake")
+    (symbol,) = await chain.call(token, ERC20_SYMBOL)
+    (balance,) = await chain.call(token, ERC20_BALANCE_OF, chain.address)
+    if balance < amount:
+        raise UsageError(
+            f"staking needs {amount} base units of {symbol} ({token}); "
+            f"{chain.address} has {balance}"
+        )
+    (allowed,) = await chain.call(token, ERC20_ALLOWANCE, chain.address, chain.staking)
+    if allowed < amount:
+        await chain.send(token, ERC20_APPROVE, chain.staking, amount)
+    sent = await chain.send(chain.staking, STAKING_REGISTER_OPERATOR_WITH_ASSET, token, amount)
+    return f"staked {amount} base units of {symbol}: {sent.tx_hash}"
+
+
 async def register(settings: Settings, args: argparse.Namespace) -> int:
     account = operator_account(settings.tangle)
     chain = Chain(settings.tangle, account)
@@ -85,12 +116,7 @@ async def register(settings: Settings, args: argparse.Namespace) -> int:
         if staked:
             print(f"{account.address} is already a staking operator")
         else:
-            if args.stake_wei is not None:
-                stake = args.stake_wei
-            else:
-                (stake,) = await chain.call(chain.staking, STAKING_MIN_OPERATOR_STAKE)
-            sent = await chain.send(chain.staking, STAKING_REGISTER_OPERATOR, value=stake)
-            print(f"staked {stake} wei as an operator: {sent.tx_hash}")
+            print(await _stake(chain, args.stake))
         (registered,) = await chain.call(
             chain.tangle, IS_OPERATOR_REGISTERED, blueprint, account.address
         )
@@ -218,12 +244,18 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
             (last,) = await chain.call(
                 chain.status_registry, GET_LAST_HEARTBEAT, service_id, operator
             )
-            rows.append({"operator": operator, "online": online, "last_heartbeat": last})
+            rows.append(
+                {
+                    "operator": to_checksum_address(operator),
+                    "online": online,
+                    "last_heartbeat": last,
+                }
+            )
         checkpoint = Checkpoint.for_service(settings.tangle, chain_id)
         svc: dict[str, Any] = {
             "id": service_id,
             "blueprint_id": service[0],
-            "owner": service[1],
+            "owner": to_checksum_address(service[1]),
             "status": SERVICE_STATUS.get(service[11], str(service[11])),
             "operator_count": service[6],
         }
@@ -289,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg = commands.add_parser("register", parents=[common], help="register this operator")
     reg.add_argument("--rpc-address", help="the address customers reach us at (default: the API)")
     reg.add_argument(
-        "--stake-wei", type=int, help="native stake if not yet an operator (default: the minimum)"
+        "--stake",
+        type=int,
+        help="stake if not yet an operator, in base units of the bond token or wei "
+        "(default: the contract's minimum)",
     )
 
     sub = commands.add_parser("submit-job", parents=[common], help="submit a job as a customer")
