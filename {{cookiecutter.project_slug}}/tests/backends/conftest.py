@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.util import find_spec
 from typing import Any
 
+import httpx
 import pytest
 
 from {{ cookiecutter.package_name }}.backends import create_client
@@ -46,6 +47,17 @@ def client_for(
     )
     client = create_client(node, LoadBalancerSettings(**lb))
     assert isinstance(client, HttpClient)
+    return client
+
+
+async def canned(node_type: str, answer: Callable[[httpx.Request], httpx.Response]) -> HttpClient:
+    """A client whose server is `answer`, for shapes the simulator does not produce
+    (older server versions, llama.cpp's in-stream error field)."""
+    client = client_for(node_type, "http://canned.test", ["m"])
+    await client.http.aclose()
+    client.http = httpx.AsyncClient(
+        base_url="http://canned.test", transport=httpx.MockTransport(answer)
+    )
     return client
 
 

@@ -13,7 +13,7 @@ from {{ cookiecutter.package_name }}.backends.llamacpp import LlamaCppClient
 from {{ cookiecutter.package_name }}.llm.errors import ContextLengthExceededError
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
-from .conftest import ClientFactory, client_for
+from .conftest import ClientFactory, canned
 
 
 def thinking_request(model: str) -> ChatCompletionRequest:
@@ -82,11 +82,7 @@ async def test_error_event_inside_a_200_stream() -> None:
         )
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
-    client = client_for("llamacpp", "http://llama.test", ["m"])
-    await client.http.aclose()
-    client.http = httpx.AsyncClient(
-        base_url="http://llama.test", transport=httpx.MockTransport(refusing)
-    )
+    client = await canned("llamacpp", refusing)
     request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
     try:
         with pytest.raises(ContextLengthExceededError, match="available context size"):

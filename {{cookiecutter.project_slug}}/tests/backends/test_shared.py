@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import httpx
@@ -20,8 +21,9 @@ from {{ cookiecutter.package_name }}.llm.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
-from .conftest import PRESENT
+from .conftest import PRESENT, canned
 
 
 @pytest.mark.parametrize("node_type", PRESENT)
@@ -179,3 +181,39 @@ def test_tracker_counts_and_gauge_age() -> None:
     assert (metrics.in_flight, metrics.requests_total, metrics.errors_total) == (0, 3, 1)
     assert metrics.ewma_latency_ms is not None and metrics.ewma_ttft_ms is not None
     assert metrics.server_signals_age_s is None
+
+
+async def test_usage_is_moved_to_one_last_chunk() -> None:
+    """Servers that put usage on the finish chunk, or on every chunk, still end with one
+    usage chunk without choices, carrying the server's last figures."""
+
+    def chunk(content: str | None, finish: str | None, completion: int) -> bytes:
+        delta = {"content": content} if content is not None else {}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        usage = {
+            "prompt_tokens": 3,
+            "completion_tokens": completion,
+            "total_tokens": 3 + completion,
+        }
+        body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        return (
+            b"data: " + json.dumps({**body, "choices": [choice], "usage": usage}).encode() + b"\n\n"
+        )
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = (
+            chunk("a", None, 1) + chunk("b", None, 2) + chunk(None, "stop", 2) + b"data: [DONE]\n\n"
+        )
+        return httpx.Response(200, content=body)
+
+    client = await canned("openai_compatible", server)
+    request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
+    try:
+        chunks = [c async for c in client.stream_chat_completion(request)]
+    finally:
+        await client.aclose()
+    assert [c.choices[0].delta.content for c in chunks[:2]] == ["a", "b"]
+    assert chunks[2].choices[0].finish_reason == "stop" and chunks[2].usage is None
+    assert chunks[3].choices == [] and chunks[3].usage is not None
+    assert (chunks[3].usage.prompt_tokens, chunks[3].usage.completion_tokens) == (3, 2)
+    assert len(chunks) == 4

@@ -7,7 +7,7 @@ import httpx
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
-from .conftest import ClientFactory, client_for
+from .conftest import ClientFactory, canned
 
 # vLLM before 0.9.2: the KV-cache gauge had its older name; two engines, two models.
 OLD_METRICS = """\
@@ -33,11 +33,7 @@ def old_vllm(request: httpx.Request) -> httpx.Response:
 
 
 async def test_old_kv_cache_gauge_and_engines_are_combined() -> None:
-    client = client_for("vllm", "http://vllm.test", ["m"])
-    await client.http.aclose()
-    client.http = httpx.AsyncClient(
-        base_url="http://vllm.test", transport=httpx.MockTransport(old_vllm)
-    )
+    client = await canned("vllm", old_vllm)
     try:
         await client.check_health()
         metrics = client.get_metrics()
@@ -52,11 +48,7 @@ async def test_healthy_without_readable_metrics() -> None:
     def no_metrics(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, text="" if request.url.path == "/health" else "<html>")
 
-    client = client_for("vllm", "http://vllm.test", ["m"])
-    await client.http.aclose()
-    client.http = httpx.AsyncClient(
-        base_url="http://vllm.test", transport=httpx.MockTransport(no_metrics)
-    )
+    client = await canned("vllm", no_metrics)
     try:
         await client.check_health()  # serving, only unmeasured
         assert client.get_metrics().server_signals_age_s is None
