@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
-from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.backends.ollama import OllamaClient
 from {{ cookiecutter.package_name }}.llm.errors import InvalidRequestError
 from {{ cookiecutter.package_name }}.llm.models import (
@@ -23,9 +23,10 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"typ
 
 
 @pytest.fixture
-async def offline() -> HttpClient:
+async def offline() -> AsyncIterator[OllamaClient]:
     """A client for building request bodies; it never connects."""
     client = client_for("ollama", "http://127.0.0.1:9", ["llama3.2:3b"])
+    assert isinstance(client, OllamaClient)
     yield client
     await client.aclose()
 
