@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.exceptions import HTTPException
@@ -230,6 +231,19 @@ class Api:
         )
 
 
+class RawRoute(APIRoute):
+    """A documented route whose endpoint takes the bare Request.
+
+    FastAPI's own handler resolves dependencies and validates parameters on
+    every call; these endpoints have none, so they are called directly (the
+    OpenAPI schema still comes from the route's declarations).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
 def create_app(settings: Settings, *, open_context: OpenContext | None = None) -> FastAPI:
     """The app; its lifespan opens the shared context (or `open_context`, for tests)."""
     api = Api(settings)
@@ -252,6 +266,7 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
         exception_handlers={HTTPException: _http_error},
     )
     app.state.api = api
+    app.router.route_class = RawRoute
     documented: list[tuple[str, Callable[[Request], Any], type[BaseModel], type[BaseModel]]] = [
         ("/v1/chat/completions", api.chat, ChatCompletionRequest, ChatCompletionResponse),
         ("/v1/completions", api.completions, TextCompletionRequest, TextCompletionResponse),

@@ -66,8 +66,8 @@ async def _drive(
     stream: bool,
     concurrency: int,
     duration: float,
-) -> tuple[list[float], int, float]:
-    """Latencies (s), failures and elapsed time for `concurrency` loops over `duration`."""
+) -> tuple[list[float], dict[str, int], float]:
+    """Latencies (s), failures by reason and elapsed time: `concurrency` loops for `duration`."""
     body = json.dumps(
         {
             "model": target["model"],
@@ -79,12 +79,11 @@ async def _drive(
     headers = {"content-type": "application/json", **target["headers"]}
     url = target["url"] + "/v1/chat/completions"
     latencies: list[float] = []
-    failures = 0
+    failures: dict[str, int] = {}
     start = time.perf_counter()
     stop = start + duration
 
     async def loop() -> None:
-        nonlocal failures
         while time.perf_counter() < stop:
             began = time.perf_counter()
             try:
@@ -93,12 +92,13 @@ async def _drive(
                     async for data in response.content.iter_any():
                         tail = (tail + data)[-64:]
                     ok = response.status == 200 and (not stream or b"[DONE]" in tail)
-            except aiohttp.ClientError:
-                ok = False
+                    why = f"HTTP {response.status}" if response.status != 200 else "no [DONE]"
+            except aiohttp.ClientError as error:
+                ok, why = False, type(error).__name__
             if ok:
                 latencies.append(time.perf_counter() - began)
             else:
-                failures += 1
+                failures[why] = failures.get(why, 0) + 1
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     return latencies, failures, time.perf_counter() - start
@@ -265,6 +265,8 @@ model_list:
       api_key: none
 litellm_settings:
   drop_params: true
+general_settings:
+  master_key: {KEY}
 """
 
 
@@ -312,7 +314,7 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
             "-" if direct else _ms(_added(row, base, "c64", "p99")),
             f"{row['c64']['rps']:.0f}",
             f"{row['streams']['per_s']:.0f}",
-            str(row["c1"]["failures"] + row["c64"]["failures"] + row["streams"]["failures"]),
+            str(sum(sum(row[phase]["failures"].values()) for phase in ("c1", "c64", "streams"))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -341,7 +343,7 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
     litellm = results.get("LiteLLM proxy (1 worker)")
     if litellm is not None:
         ahead = [
-            _added(ours, base, key, stat) <= _added(litellm, base, key, stat)  # type: ignore[operator]
+            _better(_added(ours, base, key, stat), _added(litellm, base, key, stat))
             for key in ("c1", "c64")
             for stat in ("p50", "p99")
         ] + [
@@ -352,12 +354,17 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _better(ours: float | None, theirs: float | None) -> bool:
+    """Lower added latency; a path with no successful request at all loses."""
+    return ours is not None and (theirs is None or ours <= theirs)
+
+
 def _litellm_binary() -> str | None:
     beside = Path(sys.executable).with_name("litellm")
     return str(beside) if beside.exists() else shutil.which("litellm")
 
 
-def run(duration: float) -> int:
+def run(duration: float, litellm: str | None) -> int:
     notes: list[str] = []
     results: dict[str, dict[str, Any]] = {}
     with (
@@ -382,14 +389,8 @@ def run(duration: float) -> int:
             )
         )
         _wait_until_up(f"http://127.0.0.1:{port}/health", provider, 30)
-        targets.append(
-            Target(
-                "this provider",
-                f"http://127.0.0.1:{port}",
-                LISTED,
-                {"authorization": f"Bearer {KEY}"},
-            )
-        )
+        auth = {"authorization": f"Bearer {KEY}"}  # both proxies check a key; nginx does not
+        targets.append(Target("this provider", f"http://127.0.0.1:{port}", LISTED, auth))
 
         nginx = shutil.which("nginx")
         if nginx is None:
@@ -416,7 +417,7 @@ def run(duration: float) -> int:
             _wait_until_up(f"http://127.0.0.1:{port}/v1/models", process, 15)
             targets.append(Target("nginx (1 worker)", f"http://127.0.0.1:{port}", UPSTREAM, {}))
 
-        litellm = _litellm_binary()
+        litellm = litellm or _litellm_binary()
         if litellm is None:
             notes.append("LiteLLM row skipped: not installed (pip install 'litellm[proxy]')")
         else:
@@ -443,10 +444,13 @@ def run(duration: float) -> int:
             try:
                 _wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", process, 90)
                 targets.append(
-                    Target("LiteLLM proxy (1 worker)", f"http://127.0.0.1:{port}", LISTED, {})
+                    Target("LiteLLM proxy (1 worker)", f"http://127.0.0.1:{port}", LISTED, auth)
                 )
             except RuntimeError as error:
-                notes.append(f"LiteLLM row skipped: it did not start ({error})")
+                notes.append(
+                    f"LiteLLM row skipped: it did not start ({error}); its proxy needs "
+                    "pip install 'litellm[proxy]' (point --litellm at that install's litellm)"
+                )
 
         for target in targets:
             print(f"measuring {target.name} ...", file=sys.stderr, flush=True)
@@ -457,6 +461,10 @@ def run(duration: float) -> int:
     print(f"each phase runs {duration:g} s; non-streamed answers are {SMALL_TOKENS} tokens.\n")
     print("\n".join(_table(results)))
     print()
+    for name, row in results.items():
+        for phase in ("c1", "c64", "streams"):
+            for why, count in row[phase]["failures"].items():
+                notes.append(f"{name}: {count} failed requests ({why}) in phase {phase}")
     print("\n".join(_verdicts(results) + [f"- {note}" for note in notes]))
     return 0
 
@@ -464,8 +472,11 @@ def run(duration: float) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per phase (default 4)")
+    parser.add_argument(
+        "--litellm", metavar="PATH", help="LiteLLM's CLI (default: beside this Python, or on PATH)"
+    )
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run as the load generator
     args = parser.parse_args(argv)
     if args.load:
         return _load_main(args.load)
-    return run(args.duration)
+    return run(args.duration, args.litellm)
