@@ -330,3 +330,64 @@ def test_pystr_is_what_ruff_format_writes(tmp_path: Path) -> None:
     assert formatted.returncode == 0, formatted.stdout
     linted = run([*tool("ruff"), "check", "--isolated", "--select", "E,W,RUF", str(path)], tmp_path)
     assert linted.returncode == 0, linted.stdout
+
+
+class FakeRun:
+    """Stands in for finish._run: answers each step (venv, pip, pytest) from a script."""
+
+    def __init__(self, *answers: tuple[int, str]) -> None:
+        self.answers = list(answers)
+        self.commands: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+
+    def __call__(
+        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> tuple[int, str]:
+        self.commands.append(list(command))
+        self.envs.append(dict(env))
+        return self.answers.pop(0)
+
+
+def test_unreachable_index_is_said_plainly_and_does_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offline = "WARNING: Retrying ... NewConnectionError: Failed to establish a new connection"
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, offline)))
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) == 0
+    out = capsys.readouterr().out
+    assert "could not reach the package index" in out
+    assert "pip install -e '.[dev]'" in out
+
+
+def test_failing_tests_say_what_failed_and_how_to_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeRun(
+        (0, ""), (0, ""), (1, "FAILED tests/test_x.py::test_y\n1 failed, 9 passed in 1.2s\n")
+    )
+    monkeypatch.setattr(finish, "_run", fake)
+    assert finish.run_generated_tests(tmp_path, "3.11", {"PYTEST_ADDOPTS": "-x"}) == 1
+    out = capsys.readouterr().out
+    assert "FAILED tests/test_x.py::test_y" in out
+    assert "Generated tests FAILED: 1 failed, 9 passed in 1.2s" in out
+    assert f"cd {tmp_path} && .venv/bin/python -m pytest" in out
+    assert fake.commands[2][-3:] == ["-q", "-p", "no:cacheprovider"]
+    assert "PYTEST_ADDOPTS" not in fake.envs[2]
+
+
+def test_passing_tests_print_one_summary_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "== 9 passed in 1.2s ==\n")))
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "Generated tests: 9 passed in 1.2s"
+
+
+def test_missing_interpreter_says_how_to_run_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(finish, "find_python", lambda version: None)
+    assert finish.run_generated_tests(tmp_path, "3.13", {}) == 0
+    out = capsys.readouterr().out
+    assert "python3.13 is not on PATH" in out
+    assert "python3.13 -m venv .venv" in out
