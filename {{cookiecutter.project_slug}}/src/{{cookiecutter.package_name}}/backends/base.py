@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -22,6 +22,7 @@ from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
 from .load import LoadTracker, RequestSample
+from .scrape import gauges
 
 # Connections beyond max_concurrency, so health checks and metric scrapes never
 # wait behind a full pool of long streams.
@@ -203,6 +204,17 @@ class HttpClient(StreamingLlmClient):
         timeout = self.settings.health_check_timeout_s
         async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
             return parse_json(await response.aread())
+
+    async def scrape(self, names: Iterable[str]) -> dict[str, list[float]] | None:
+        """The server's /metrics gauges, or None when it serves none we can read.
+
+        A server may serve without publishing metrics (llama.cpp without
+        --metrics): its gauges are then unknown, which fails no health check.
+        """
+        try:
+            return gauges((await self.probe("/metrics")).text, names)
+        except LlmError:
+            return None
 
     async def probe(self, path: str) -> httpx.Response:
         """A health or metrics read on the health-check timeout; the body is read."""

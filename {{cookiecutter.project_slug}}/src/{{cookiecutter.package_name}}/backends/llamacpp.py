@@ -17,7 +17,6 @@ from ..llm.errors import LlmError
 from ..llm.models import ModelInfo
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
-from .scrape import gauges
 
 PROCESSING = "llamacpp:requests_processing"
 DEFERRED = "llamacpp:requests_deferred"
@@ -61,14 +60,11 @@ class LlamaCppClient(OpenAICompatibleClient):
                 capacity = len(slots) or capacity
         except (LlmError, ValueError):
             pass  # --no-slots: rely on /metrics or our own count.
-        try:
-            found = gauges((await self.probe("/metrics")).text, (PROCESSING, DEFERRED))
-            if PROCESSING in found:
-                running = sum(found[PROCESSING])
-            if DEFERRED in found:
-                waiting = sum(found[DEFERRED])
-        except LlmError:
-            pass  # Started without --metrics.
+        found = await self.scrape((PROCESSING, DEFERRED)) or {}
+        if PROCESSING in found:
+            running = sum(found[PROCESSING])
+        if DEFERRED in found:
+            waiting = sum(found[DEFERRED])
         if running is not None or waiting is not None:
             self.load.set_signals(
                 ServerSignals(running=running, waiting=waiting, capacity=capacity)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from ..llm.errors import LlmError, NotSupportedError, UpstreamError
+from ..llm.errors import NotSupportedError, UpstreamError
 from ..llm.models import (
     ChatCompletionRequest,
     EmbeddingRequest,
@@ -31,7 +31,6 @@ from ..llm.models import (
 from .errors import error_in_stream
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient, finish_reason
-from .scrape import gauges
 from .streams import sse_events
 
 QUEUE = "tgi_queue_size"
@@ -189,9 +188,8 @@ class TgiClient(OpenAICompatibleClient):
 
     async def check_health(self) -> None:
         await self.probe("/health")
-        try:
-            found = gauges((await self.probe("/metrics")).text, (QUEUE, BATCH))
-        except LlmError:
+        found = await self.scrape((QUEUE, BATCH))
+        if found is None:
             return
         self.load.set_signals(
             ServerSignals(

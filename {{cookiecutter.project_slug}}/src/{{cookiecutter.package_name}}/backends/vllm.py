@@ -10,10 +10,8 @@ one sample per model and engine.
 
 from __future__ import annotations
 
-from ..llm.errors import LlmError
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
-from .scrape import gauges
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -26,12 +24,9 @@ class VllmClient(OpenAICompatibleClient):
 
     async def check_health(self) -> None:
         await self.probe("/health")
-        try:
-            response = await self.probe("/metrics")
-            found = gauges(response.text, (RUNNING, WAITING, KV_CACHE, KV_CACHE_BEFORE_0_9_2))
-        except LlmError:
-            # Healthy but unmeasured: the gauges age out and count as unknown.
-            return
+        found = await self.scrape((RUNNING, WAITING, KV_CACHE, KV_CACHE_BEFORE_0_9_2))
+        if found is None:
+            return  # Healthy but unmeasured: the gauges age out and count as unknown.
         kv = found.get(KV_CACHE, found.get(KV_CACHE_BEFORE_0_9_2))
         self.load.set_signals(
             ServerSignals(
