@@ -8,7 +8,6 @@ FastAPI still routes and documents every endpoint at /docs.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -173,7 +173,8 @@ class Api:
                 result: BaseModel = await balancer.chat_completion(parsed)
             else:
                 result = await balancer.text_completion(parsed)
-        return _json(result.model_dump(mode="json", exclude_none=True))
+        # The same body as wire(), serialised by pydantic-core in one step.
+        return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
     async def _guard(self, work: Any) -> Response:
         """Run a handler, turning every failure into an OpenAI error body."""
@@ -313,11 +314,7 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(data, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-    )
+    return Response(to_json(data), status_code=status, media_type="application/json")
 
 
 def _ref(model: type[BaseModel]) -> str:
