@@ -23,6 +23,7 @@ from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.checkpoint import Checkpoint
 from {{ cookiecutter.package_name }}.tangle.cli import main, submit_job
 from {{ cookiecutter.package_name }}.tangle.consumer import Consumer, Outcome
+from {{ cookiecutter.package_name }}.tangle.events import JobCall
 from {{ cookiecutter.package_name }}.tangle.producer import Producer
 from {{ cookiecutter.package_name }}.tangle.runner import JobRunner
 
@@ -99,6 +100,31 @@ async def test_producer_reads_calls_in_order_and_skips_answered(
         sender.cancel()
     assert not await producer.needs_answer(calls[0])
     assert await producer.needs_answer(calls[1])
+
+
+async def test_a_stop_before_the_first_poll_still_saves_where_to_resume(
+    customer: Chain, operator: Chain, tmp_path: Path
+) -> None:
+    settings = local_tangle(operator.settings.http_rpc_url, data_dir=str(tmp_path))
+    stop = asyncio.Event()
+    stop.set()
+    dispatched: list[JobCall] = []
+
+    async def dispatch(call: JobCall) -> None:
+        dispatched.append(call)
+
+    head = await operator.block_number()
+    await Producer(operator, settings, Checkpoint.for_service(settings, 31337)).run(dispatch, stop)
+    assert dispatched == []
+    assert Checkpoint.for_service(settings, 31337).load() == head - settings.lookback_blocks - 1
+
+    # More blocks than the lookback pass before the next start; nothing is missed.
+    submitted = [
+        (await submit_job(customer, 0, 0, REQUEST))[0] for _ in range(settings.lookback_blocks + 2)
+    ]
+    restarted = Producer(operator, settings, Checkpoint.for_service(settings, 31337))
+    calls, _to_block, _at_head = await restarted.poll()
+    assert [call.call_id for call in calls][-len(submitted) :] == submitted
 
 
 async def test_heartbeat_puts_the_operator_online(

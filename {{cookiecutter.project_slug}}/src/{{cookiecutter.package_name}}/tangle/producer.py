@@ -43,15 +43,27 @@ class Producer:
             _topic(self.service_id),
         ]
 
-    async def start_block(self) -> int:
-        """One past the checkpoint; else `start_block`, else a few blocks behind the head."""
+    async def begin(self) -> int:
+        """Fix the first block to scan and save it at once.
+
+        One past the checkpoint; else `start_block`, else a few blocks behind the
+        head.  A fresh start is saved before anything is scanned, so a process
+        stopped before its first poll resumes here, not at a later head.
+        """
         saved = self.checkpoint.load()
         if saved is not None:
-            return saved + 1
-        if self.settings.start_block is not None:
-            return self.settings.start_block
-        head = await self.chain.block_number()
-        return max(head - self.settings.lookback_blocks, 0)
+            start = saved + 1
+        else:
+            if self.settings.start_block is not None:
+                start = self.settings.start_block
+            else:
+                head = await self.chain.block_number()
+                start = max(head - self.settings.lookback_blocks, 0)
+            self.checkpoint.scanned(start - 1)
+            self.checkpoint.save()
+        self.next_block = start
+        log.info("scanning for jobs of service %d from block %d", self.service_id, start)
+        return start
 
     async def poll(self) -> tuple[list[JobCall], int, bool]:
         """The calls of the next window, its last block, and whether it reached the head.
@@ -59,17 +71,13 @@ class Producer:
         The position only moves on in `advance`, once every call of the window
         has been started, so a failure half-way through re-reads the window.
         """
-        if self.next_block is None:
-            self.next_block = await self.start_block()
-            log.info(
-                "scanning for jobs of service %d from block %d", self.service_id, self.next_block
-            )
+        start = self.next_block if self.next_block is not None else await self.begin()
         head = await self.chain.block_number() - self.settings.confirmation_depth
-        if head < self.next_block:
-            return [], self.next_block - 1, True
-        to_block = min(head, self.next_block + self.window - 1)
+        if head < start:
+            return [], start - 1, True
+        to_block = min(head, start + self.window - 1)
         try:
-            logs = await self.chain.get_logs(self.next_block, to_block, self._topics)
+            logs = await self.chain.get_logs(start, to_block, self._topics)
         except RpcRefused:
             # Public endpoints cap eth_getLogs ranges and results: ask for fewer blocks.
             self.window = max(self.window // 2, 1)
@@ -122,13 +130,20 @@ class Producer:
         shutdown left unstarted are read again by the next start.
         """
         failures = 0
-        while not stop.is_set():
+        while True:
             try:
+                if self.next_block is None:
+                    # Even when already stopping: the start position must be saved.
+                    await self.begin()
+                if stop.is_set():
+                    return
                 calls, to_block, at_head = await self.poll()
             except ChainError as error:
                 failures += 1
                 delay = min(0.25 * 2**failures, 30.0)
                 log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)
+                if stop.is_set():
+                    return
                 await pause(stop, delay)
                 continue
             failures = 0

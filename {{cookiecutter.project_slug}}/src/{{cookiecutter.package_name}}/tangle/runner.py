@@ -42,7 +42,13 @@ class JobRunner:
     """Producer -> jobs -> consumer, with bounded concurrency and a checkpoint."""
 
     def __init__(
-        self, context: Context, chain: Chain, *, dry_run: bool = False, chain_id: int
+        self,
+        context: Context,
+        chain: Chain,
+        *,
+        chain_id: int,
+        dry_run: bool = False,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
         if settings.service_id is None:
@@ -57,7 +63,7 @@ class JobRunner:
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
         )
-        self.stopping = asyncio.Event()
+        self.stopping = stopping or asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._jobs: set[asyncio.Task[None]] = set()
         self.answered = 0
@@ -112,7 +118,7 @@ class JobRunner:
     async def _process(self, call: JobCall) -> None:
         try:
             if not await self._needs_answer(call):
-                log.info("call %d already answered; skipping", call.call_id)
+                log.debug("call %d already answered; skipping", call.call_id)
                 self.checkpoint.finished(call.call_id)
                 self.checkpoint.save()
                 return
@@ -177,7 +183,7 @@ class JobRunner:
         if self._jobs:
             log.info("finishing %d calls in flight", len(self._jobs))
             _done, late = await asyncio.wait(
-                list(self._jobs), timeout=self.settings.shutdown_grace_s or None
+                list(self._jobs), timeout=self.settings.shutdown_grace_s
             )
             for task in late:
                 task.cancel()
@@ -233,6 +239,18 @@ def _api_server(context: Context) -> uvicorn.Server | None:
     return _Server(config)
 
 
+async def _serve_api(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot listen; the jobs need not stop for that.
+        log.error(
+            "HTTP API not served: cannot listen on %s:%d; jobs continue",
+            server.config.host,
+            server.config.port,
+        )
+
+
 class _Server(uvicorn.Server):
     """The API server; signals belong to the runner, which stops the API itself."""
 
@@ -255,6 +273,34 @@ async def _check_operator(chain: Chain, service_id: int) -> None:
         log.warning("%s is not an active staking operator: results will be refused", chain.address)
 
 
+class _Signals:
+    """SIGTERM/SIGINT: the first stops taking calls, a second abandons those in flight."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.runner: JobRunner | None = None
+
+    def __call__(self, sig: signal.Signals) -> None:
+        if self.stopping.is_set():
+            log.warning("second %s: abandoning the calls in flight", sig.name)
+            if self.runner is not None:
+                self.runner.abandon()
+            return
+        log.info("%s received: finishing the calls in flight", sig.name)
+        self.stopping.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
 async def serve_jobs(
     settings: Settings,
     *,
@@ -262,7 +308,11 @@ async def serve_jobs(
     install_signals: bool = True,
     ready: Callable[[JobRunner], Awaitable[None]] | None = None,
 ) -> int:
-    """Open the context and chain, run jobs (and the API) until a signal; the exit status."""
+    """Open the context and chain, run jobs (and the API) until a signal; the exit status.
+
+    Signals are caught from the start, so a stop during start-up still saves
+    the position the next start resumes from.
+    """
     service_id = settings.tangle.service_id
     if service_id is None:
         log.error("SERVICE_ID (tangle.service_id) is required to take jobs")
@@ -275,31 +325,20 @@ async def serve_jobs(
             return 2
         log.warning("dry run without an operator key: %s", error)
         account = None
+    signals = _Signals()
     chain = Chain(settings.tangle, account)
     try:
-        chain_id = await chain.chain_id()
-        if account is not None:
-            log.info("operator %s on chain %d", chain.address, chain_id)
-            await _check_operator(chain, service_id)
-        async with Context.open(settings) as context:
-            runner = JobRunner(context, chain, dry_run=dry_run, chain_id=chain_id)
-            loop = asyncio.get_running_loop()
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, _on_signal, runner, sig)
-            api = _api_server(context)
-            api_task = asyncio.create_task(api.serve()) if api is not None else None
-            if ready is not None:
-                await ready(runner)
-            try:
-                await runner.run()
-            finally:
-                if api is not None and api_task is not None:
-                    api.should_exit = True
-                    await asyncio.gather(api_task, return_exceptions=True)
-                if install_signals:
-                    for sig in (signal.SIGTERM, signal.SIGINT):
-                        loop.remove_signal_handler(sig)
+        with signals.installed() if install_signals else contextlib.nullcontext():
+            chain_id = await chain.chain_id()
+            if account is not None:
+                log.info("operator %s on chain %d", chain.address, chain_id)
+                await _check_operator(chain, service_id)
+            async with Context.open(settings) as context:
+                runner = JobRunner(
+                    context, chain, chain_id=chain_id, dry_run=dry_run, stopping=signals.stopping
+                )
+                signals.runner = runner
+                await _run_with_api(runner, ready)
     except ChainError as error:
         log.error("%s", error)
         return 1
@@ -308,21 +347,25 @@ async def serve_jobs(
     return 0
 
 
-def _on_signal(runner: JobRunner, sig: signal.Signals) -> None:
-    if runner.stopping.is_set():
-        log.warning("second %s: abandoning the calls in flight", sig.name)
-        runner.abandon()
-        return
-    log.info("%s received: finishing the calls in flight", sig.name)
-    runner.stopping.set()
+async def _run_with_api(
+    runner: JobRunner, ready: Callable[[JobRunner], Awaitable[None]] | None
+) -> None:
+    api = _api_server(runner.context)
+    api_task = asyncio.create_task(_serve_api(api)) if api is not None else None
+    try:
+        if ready is not None:
+            await ready(runner)
+        await runner.run()
+    finally:
+        if api is not None and api_task is not None:
+            api.should_exit = True
+            await asyncio.gather(api_task, return_exceptions=True)
 
 
 def run(settings: Settings, *, test_mode: bool, pretty: bool, verbosity: int, dry_run: bool) -> int:
     """The blueprint manager's entry point: `run [--test-mode] [--pretty] [-v] [--dry-run]`."""
     _configure_logging(pretty, verbosity)
     if test_mode:
+        # Accepted for the blueprint manager; this runner behaves the same either way.
         log.info("test mode")
-    if settings.tangle.protocol not in ("tangle", "tangle-evm"):
-        log.error("PROTOCOL %s is not supported; use tangle", settings.tangle.protocol)
-        return 2
     return asyncio.run(serve_jobs(settings, dry_run=dry_run))
