@@ -66,6 +66,15 @@ class Operator:
     def output(self) -> str:
         return self.log.read_text()
 
+    async def wait_for_log(self, text: str, timeout_s: float = 30.0) -> None:
+        for _ in range(int(timeout_s / 0.1)):
+            if text in self.output():
+                return
+            if self.process.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        pytest.fail(f"`run` never logged {text!r}:\n{self.output()}")
+
 
 OperatorFactory = Callable[..., Awaitable[Operator]]
 
@@ -249,6 +258,7 @@ async def test_restart_loses_nothing_and_repeats_nothing(
             await asyncio.sleep(0.1)
 
     first = await start_operator()
+    await first.wait_for_log("scanning for jobs")
     await customer_keeps_submitting(6)
     stopping = asyncio.create_task(first.stop())
     await customer_keeps_submitting(4)  # arriving while it shuts down and is gone
@@ -278,13 +288,7 @@ async def test_dry_run_computes_answers_but_sends_nothing(
     operator = await start_operator("--dry-run")
     request = {"type": "text.completion", "model": MODEL, "prompt": "dry"}
     call_id, _block = await submit_job(customer, 0, 0, job_input(request))
-    expected = f"dry run: result for call {call_id} not sent"
-    for _ in range(150):
-        if expected in operator.output():
-            break
-        await asyncio.sleep(0.2)
-    else:
-        pytest.fail(f"no dry-run answer for call {call_id}:\n{operator.output()}")
+    await operator.wait_for_log(f"dry run: result for call {call_id} not sent")
     assert await operator.stop() == 0
     assert not await completed(customer, call_id)
     assert "dry run: heartbeat not sent" in operator.output()
