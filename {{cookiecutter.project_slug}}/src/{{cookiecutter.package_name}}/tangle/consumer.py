@@ -74,19 +74,20 @@ class Consumer:
     async def run(self) -> None:
         """Send batches until cancelled; in-flight transactions finish in `drain`."""
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            if self.dry_run:
+                log.info(
+                    "dry run: result for call %d not sent (%d bytes)",
+                    first.call_id,
+                    len(first.result),
+                )
+                first.resolve(Outcome.DRY_RUN)
+                continue
+            # Results that arrive while every transaction slot is busy join this batch.
+            await self._tx_slots.acquire()
+            batch = [first]
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            if self.dry_run:
-                for item in batch:
-                    log.info(
-                        "dry run: result for call %d not sent (%d bytes)",
-                        item.call_id,
-                        len(item.result),
-                    )
-                    item.resolve(Outcome.DRY_RUN)
-                continue
-            await self._tx_slots.acquire()
             task = asyncio.create_task(self._send_batch(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -168,9 +168,15 @@ class JobRunner:
             heartbeats.cancel()
             await asyncio.gather(consumer, heartbeats, return_exceptions=True)
             self.checkpoint.save()
+            outcomes = ", ".join(
+                f"{count} {outcome.value}"
+                for outcome, count in self.consumer.stats.items()
+                if count
+            )
             log.info(
-                "stopped; %d calls answered, last processed block %s",
+                "stopped; %d calls answered (%s), last processed block %s",
                 self.answered,
+                outcomes or "none",
                 self.checkpoint.last_processed,
             )
 
