@@ -10,7 +10,7 @@ import pytest
 
 from {{ cookiecutter.package_name }}.backends import create_client
 from {{ cookiecutter.package_name }}.backends.errors import error_for_status, error_in_stream, server_message
-from {{ cookiecutter.package_name }}.backends.load import PEAK_DECAY_S, LoadTracker
+from {{ cookiecutter.package_name }}.backends.load import LoadTracker
 from {{ cookiecutter.package_name }}.backends.streams import ndjson_objects, sse_events
 from {{ cookiecutter.package_name }}.config import ConfigError, LoadBalancerSettings, NodeSettings
 from {{ cookiecutter.package_name }}.llm.errors import (
@@ -157,17 +157,17 @@ async def test_ndjson_reader_rejects_garbage() -> None:
 
 
 def test_peak_ewma_jumps_up_and_decays_down() -> None:
-    tracker = LoadTracker()
+    tracker = LoadTracker(peak_decay_s=10.0)
     tracker._peak_sample(0.1, now=0.0)
     tracker._peak_sample(0.5, now=1.0)
     assert tracker.peak_ewma_latency_s == 0.5  # a slower sample is taken at once
-    tracker._peak_sample(0.1, now=1.0 + PEAK_DECAY_S)
+    tracker._peak_sample(0.1, now=11.0)
     # One time constant later a faster sample has pulled it 1 - 1/e of the way down.
     assert tracker.peak_ewma_latency_s == pytest.approx(0.1 + 0.4 / 2.718281828, rel=1e-6)
 
 
 def test_tracker_counts_and_gauge_age() -> None:
-    tracker = LoadTracker()
+    tracker = LoadTracker(peak_decay_s=10.0)
     sample = tracker.start()
     assert tracker.snapshot().in_flight == 1
     sample.first_token()

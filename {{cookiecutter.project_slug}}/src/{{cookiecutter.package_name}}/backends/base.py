@@ -90,7 +90,7 @@ class HttpClient(StreamingLlmClient):
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
         self.settings = settings
-        self.load = LoadTracker()
+        self.load = LoadTracker(settings.latency_decay_s)
         self.http = build_http_client(node, settings)
         self._configured = [ModelInfo(id=model.upstream_name) for model in node.models]
         self._discovered: list[ModelInfo] = []

@@ -20,8 +20,6 @@ from ..llm.models import NodeMetrics
 
 # Weight of a new sample in the plain EWMAs: about the last ten requests count.
 EWMA_ALPHA = 0.2
-# Peak-EWMA decay time constant; Finagle's and Linkerd's default is 10 s.
-PEAK_DECAY_S = 10.0
 
 
 def _ewma(current: float | None, sample: float) -> float:
@@ -52,9 +50,14 @@ class RequestSample:
 
 
 class LoadTracker:
-    """Counters and averages for one node; every method is O(1) and does no I/O."""
+    """Counters and averages for one node; every method is O(1) and does no I/O.
 
-    def __init__(self) -> None:
+    `peak_decay_s` is the peak-EWMA time constant (`load_balancer.latency_decay_s`,
+    10 s by default as in Finagle and Linkerd).
+    """
+
+    def __init__(self, peak_decay_s: float) -> None:
+        self.peak_decay_s = peak_decay_s
         self.in_flight = 0
         self.requests_total = 0
         self.errors_total = 0
@@ -103,7 +106,7 @@ class LoadTracker:
         if cost is None or latency > cost:
             self.peak_ewma_latency_s = latency
         else:
-            decay = math.exp(-(now - self._peak_updated) / PEAK_DECAY_S)
+            decay = math.exp(-(now - self._peak_updated) / self.peak_decay_s)
             self.peak_ewma_latency_s = cost * decay + latency * (1 - decay)
         self._peak_updated = now
 
