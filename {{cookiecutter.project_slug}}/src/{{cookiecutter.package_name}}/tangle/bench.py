@@ -20,7 +20,7 @@ from eth_abi.abi import encode
 
 from ..config import NodeModel, NodeSettings, Settings
 from ..sim import SimConfig, running_sim
-from .chain import Chain
+from .chain import Chain, ChainError
 from .cli import key_from_env, required_service_id, submit_job
 from .runner import JobRunner, serve_jobs
 
@@ -67,27 +67,40 @@ async def _one_run(settings: Settings, chain: Chain, jobs: int, batch_max: int) 
         )
         api = settings.api.model_copy(update={"port": 0})
         run_settings = settings.model_copy(update={"tangle": tangle, "api": api})
-        finished: dict[str, float] = {}
-        result: dict[str, int] = {}
+        clock = _Clock(jobs)
+        status = await serve_jobs(
+            run_settings, dry_run=False, install_signals=False, ready=clock.watch
+        )
+    if status != 0 or clock.seconds is None:
+        raise ChainError(f"the job runner stopped before answering every call (exit {status})")
+    return Row(batch_max, jobs, clock.seconds, clock.transactions)
 
-        async def watch(runner: JobRunner) -> None:
-            finished["started"] = time.perf_counter()
 
-            async def until_done() -> None:
-                while True:
-                    runner.progress.clear()
-                    if runner.answered >= jobs:
-                        break
-                    await runner.progress.wait()
-                finished["at"] = time.perf_counter()
-                result["transactions"] = runner.consumer.transactions
-                runner.stopping.set()
+class _Clock:
+    """Times a runner from its start until it has answered `jobs` calls, then stops it."""
 
-            asyncio.get_running_loop().create_task(until_done())
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.seconds: float | None = None
+        self.transactions = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
-        await serve_jobs(run_settings, dry_run=False, install_signals=False, ready=watch)
-    seconds = finished["at"] - finished["started"]
-    return Row(batch_max, jobs, seconds, result.get("transactions", 0))
+    async def watch(self, runner: JobRunner) -> None:
+        started = time.perf_counter()
+
+        async def until_done() -> None:
+            while True:
+                runner.progress.clear()
+                if runner.answered >= self.jobs:
+                    break
+                await runner.progress.wait()
+            self.seconds = time.perf_counter() - started
+            self.transactions = runner.consumer.transactions
+            runner.stopping.set()
+
+        task = asyncio.create_task(until_done())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 async def bench(settings: Settings, *, jobs: int, key_env: str) -> int:

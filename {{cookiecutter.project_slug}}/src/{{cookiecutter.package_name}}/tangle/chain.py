@@ -245,7 +245,7 @@ class Chain:
         attempts: int = 5,
         receipt_timeout_s: float = 120.0,
     ) -> Sent:
-        """Estimate, sign with the operator key, send, and wait for the receipt.
+        """Estimate, sign with the loaded key, send, and wait for the receipt.
 
         Transient failures are retried with backoff; a revert (at estimation or
         in the mined receipt) raises Reverted at once.
