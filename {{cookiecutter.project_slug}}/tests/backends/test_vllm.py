@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
+from {{ cookiecutter.package_name }}.backends.vllm import VllmClient
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
-from .conftest import ClientFactory, canned
+from .conftest import ClientFactory, canned, client_for
 
 # vLLM before 0.9.2: the KV-cache gauge had its older name; two engines, two models.
 OLD_METRICS = """\
@@ -78,3 +82,45 @@ async def test_metrics_scrape_against_the_simulator(make_client: ClientFactory) 
         0.0,
         0.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "kwargs", "effort"),
+    [
+        ({"reasoning": {"effort": "high"}}, {"enable_thinking": True}, "high"),
+        ({"reasoning": {"enabled": False}}, {"enable_thinking": False}, None),
+        ({"reasoning": {"effort": "none"}}, {"enable_thinking": False}, None),
+        (
+            {"reasoning": {"enabled": False}, "chat_template_kwargs": {"enable_thinking": True}},
+            {"enable_thinking": True},  # the caller's own setting wins
+            None,
+        ),
+        ({}, None, None),
+    ],
+)
+async def test_reasoning_switch_goes_to_the_chat_template(
+    fields: dict[str, Any], kwargs: dict[str, bool] | None, effort: str | None
+) -> None:
+    client = client_for("vllm", "http://127.0.0.1:9", ["m"])
+    try:
+        request = ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+        )
+        assert isinstance(client, VllmClient)
+        body = client.chat_body(request, stream=False)
+        assert body.get("chat_template_kwargs") == kwargs
+        assert body.get("reasoning_effort") == effort
+    finally:
+        await client.aclose()
+
+
+async def test_thinking_turned_off_reaches_the_server(make_client: ClientFactory) -> None:
+    client, server = await make_client("vllm", reasoning_tokens=3, output_tokens=2)
+    request = ChatCompletionRequest(
+        model=server.sim.config.model_names()[0],
+        messages=[ChatMessage(role="user", content="no thinking")],
+        reasoning={"enabled": False},
+    )
+    answer = await client.chat_completion(request)
+    assert answer.choices[0].message.reasoning is None
+    assert answer.usage is not None and answer.usage.completion_tokens == 2

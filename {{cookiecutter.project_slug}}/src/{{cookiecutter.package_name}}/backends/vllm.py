@@ -10,6 +10,9 @@ one sample per model and engine.
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..llm.models import ChatCompletionRequest
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
 
@@ -21,6 +24,23 @@ KV_CACHE_BEFORE_0_9_2 = "vllm:gpu_cache_usage_perc"
 
 class VllmClient(OpenAICompatibleClient):
     """A vLLM OpenAI-compatible server (`vllm serve`)."""
+
+    def chat_body(self, request: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        """Thinking on or off goes to the chat template, where vLLM's models read it.
+
+        OpenRouter's `reasoning` ({"enabled": false} or {"effort": "none"} to turn
+        it off) becomes `chat_template_kwargs.enable_thinking` unless the caller
+        set that already; vLLM's `reasoning_effort` takes low, medium or high only.
+        """
+        body = super().chat_body(request, stream=stream)
+        reasoning = request.reasoning or {}
+        if reasoning:
+            effort = reasoning.get("effort")
+            enabled = bool(reasoning.get("enabled", True)) and effort != "none"
+            body.setdefault("chat_template_kwargs", {}).setdefault("enable_thinking", enabled)
+            if effort in ("none", "minimal"):
+                body.pop("reasoning_effort", None)
+        return body
 
     async def check_health(self) -> None:
         await self.probe("/health")
