@@ -255,6 +255,28 @@ class Pricing(Section):
         return _decimal_string(value)
 
 
+# OpenRouter's value sets: a listing with anything else is rejected.
+InputModality = Literal["text", "image", "file", "audio", "video"]
+OutputModality = Literal[
+    "text", "image", "embeddings", "audio", "video", "rerank", "speech", "transcription"
+]
+SamplingParameter = Literal[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "top_a",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "stop",
+    "seed",
+    "max_tokens",
+    "logit_bias",
+]
+Feature = Literal["tools", "json_mode", "structured_outputs", "logprobs", "web_search", "reasoning"]
+
+
 class ModelSettings(Section):
     id: str = Field(min_length=1, description="The id OpenRouter sends in `model`.")
     name: str | None = None
@@ -265,24 +287,36 @@ class ModelSettings(Section):
     max_output_length: int | None = Field(default=None, ge=1)
     quantization: Quantization | None = None
     pricing: Pricing = Field(default_factory=Pricing)
-    input_modalities: list[str] = Field(default_factory=lambda: ["text"])
-    output_modalities: list[str] = Field(default_factory=lambda: ["text"])
-    supported_sampling_parameters: list[str] = Field(
-        default_factory=lambda: [
-            "temperature",
-            "top_p",
-            "top_k",
-            "stop",
-            "seed",
-            "max_tokens",
-            "frequency_penalty",
-            "presence_penalty",
-        ]
+    input_modalities: list[InputModality] = Field(
+        default_factory=lambda: list[InputModality](["text"]), min_length=1
     )
-    supported_features: list[str] = Field(default_factory=lambda: ["tools", "json_mode"])
+    output_modalities: list[OutputModality] = Field(
+        default_factory=lambda: list[OutputModality](["text"]), min_length=1
+    )
+    supported_sampling_parameters: list[SamplingParameter] = Field(
+        default_factory=lambda: list[SamplingParameter](
+            [
+                "temperature",
+                "top_p",
+                "top_k",
+                "stop",
+                "seed",
+                "max_tokens",
+                "frequency_penalty",
+                "presence_penalty",
+            ]
+        )
+    )
+    supported_features: list[Feature] = Field(
+        default_factory=lambda: list[Feature](["tools", "json_mode"])
+    )
     is_ready: bool | None = None
     is_free: bool | None = None
-    deprecation_date: str | None = None
+    deprecation_date: str | None = Field(
+        default=None,
+        pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:00:00Z)?$",
+        description="YYYY-MM-DD (13:00 UTC) or YYYY-MM-DDTHH:00:00Z, as OpenRouter reads it.",
+    )
 
 
 # --- [tangle] ------------------------------------------------------------------

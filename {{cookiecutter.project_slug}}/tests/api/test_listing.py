@@ -81,3 +81,10 @@ def test_v2_rejects_bad_values() -> None:
     listing["data"][0]["schema_version"] = "1.0"
     with pytest.raises(ValidationError, match="schema_version"):
         v2.validate(listing)
+
+
+def test_values_openrouter_would_reject_stop_start_up() -> None:
+    with pytest.raises(ValidationError, match="input_modalities"):
+        ModelSettings(id="acme/m", input_modalities=["pdf"])
+    with pytest.raises(ValidationError, match="deprecation_date"):
+        ModelSettings(id="acme/m", deprecation_date="next June")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -106,6 +108,36 @@ async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
             assert await status("key-two") == 200
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_models_prints_the_listing_after_discovery(
+    tmp_path: Path, sim_server: Callable[..., Any]
+) -> None:
+    # vLLM reports max_model_len in its model list; the generic client reads it.
+    node = await sim_server(dialect="vllm", models=["upstream-name"], context_length=2048)
+    config = tmp_path / "config.json"
+    node_settings = {
+        "name": "n1",
+        "url": node.url,
+        "type": "openai_compatible",
+        "models": [dict(id=MODEL, backend_model="upstream-name")],
+    }
+    config.write_text(
+        json.dumps(
+            {
+                "api": {"api_keys": ["k"]},
+                "nodes": [node_settings],
+                "models": [{"id": MODEL, "context_length": 8192}],
+            }
+        )
+    )
+    async with process("models", "--config", str(config), env=clean_env()) as proc:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    (model,) = json.loads(stdout)["data"]
+    assert model["id"] == MODEL
+    assert model["context_length"] == 2048  # discovered from the node, below the configured 8192
+    assert node.url not in stdout.decode()
 
 
 async def test_demo_serves_the_openai_client() -> None:

@@ -143,7 +143,7 @@ def model_document(
     model: ModelSettings, *, context_length: int | None, max_output: int | None, created: int
 ) -> ModelDocument:
     """One model in V2 form, from the same settings and limits as the flat listing."""
-    parameters = {
+    parameters: dict[str, Descriptor] = {
         name: _SAMPLING[name] for name in model.supported_sampling_parameters if name in _SAMPLING
     }
     if "max_tokens" in model.supported_sampling_parameters:
@@ -166,7 +166,7 @@ def model_document(
     )
     outputs = [
         OutputModality(
-            type=_output_type(kind),
+            type=kind,
             max_length=Limit(value=max_output) if max_output and kind == "text" else None,
             streaming=True if kind == "text" else None,
             supported_parameters=parameters if kind == "text" else {},
@@ -185,11 +185,7 @@ def model_document(
         description=model.description,
         input_modalities=[
             text_in,
-            *(
-                InputModality(type=_input_type(kind))
-                for kind in model.input_modalities
-                if kind != "text"
-            ),
+            *(InputModality(type=kind) for kind in model.input_modalities if kind != "text"),
         ],
         output_modalities=outputs,
         pricing=_prices(("request", "request", pricing.request)),
@@ -217,11 +213,3 @@ def _prices(*entries: tuple[str, str, str]) -> list[Price] | None:
         if Decimal(cost) != 0
     ]
     return prices or None
-
-
-def _input_type(kind: str) -> InputType:
-    return InputModality.model_validate({"type": kind}).type
-
-
-def _output_type(kind: str) -> OutputType:
-    return OutputModality.model_validate({"type": kind, "supported_parameters": {}}).type
