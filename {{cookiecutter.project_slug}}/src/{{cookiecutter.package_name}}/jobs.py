@@ -150,9 +150,10 @@ class Job(abc.ABC, Generic[In, Out]):
             return self.encode_error(error)
         except TimeoutError:
             return self.encode_error(UpstreamTimeoutError(f"no answer within {timeout_s:g} s"))
-        except Exception:
-            # The customer still gets an answer; the details stay in our log.
-            log.exception("job %s call %d failed", self.name, env.call_id)
+        except Exception as error:
+            # The customer still gets an answer; the traceback only at -v (it may name hosts).
+            log.error("job %s call %d failed: %s", self.name, env.call_id, type(error).__name__)
+            log.debug("job %s call %d failed", self.name, env.call_id, exc_info=True)
             return self.encode_error(LlmError("internal error while running the job"))
 
 

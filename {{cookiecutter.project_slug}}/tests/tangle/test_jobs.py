@@ -10,7 +10,14 @@ import pytest
 from eth_abi.abi import decode, encode
 
 from {{ cookiecutter.package_name }}.context import Context
-from {{ cookiecutter.package_name }}.jobs import JOBS, JobEnv, ProcessLlmRequest, run_job
+from {{ cookiecutter.package_name }}.jobs import (
+    JOBS,
+    JobEnv,
+    LlmRequest,
+    LlmResponse,
+    ProcessLlmRequest,
+    run_job,
+)
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest
 
 from .conftest import MODEL, SimFactory, fleet_settings
@@ -167,3 +174,21 @@ def test_the_table_is_indexed_by_job_index() -> None:
         1: "report_metrics",
     }
     assert all(job.index == index for index, job in JOBS.items())
+
+
+class Broken(ProcessLlmRequest):
+    """A job with a bug: its failure must reach the customer as a plain internal error."""
+
+    async def handle(self, env: JobEnv, request: LlmRequest) -> LlmResponse:
+        raise RuntimeError("connect to http://10.1.2.3:9000 failed")
+
+
+async def test_a_bug_is_an_internal_error_without_details(
+    context: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = await Broken().run(env(context), job_input(CHAT), timeout_s=5)
+    result = result_json(output)
+    assert result["error"]["type"] == "server_error"
+    assert result["error"]["message"] == "internal error while running the job"
+    assert "10.1.2.3" not in caplog.text
+    assert "RuntimeError" in caplog.text

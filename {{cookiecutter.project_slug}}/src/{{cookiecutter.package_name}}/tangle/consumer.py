@@ -104,9 +104,10 @@ class Consumer:
                     await self._send_one(batch[0])
                     return
                 batch = await self._try_batch(batch)
-        except Exception:
+        except Exception as error:
             # A bug must not leave callers waiting forever; the calls stay unanswered.
-            log.exception("sending results failed")
+            log.error("sending results failed: %s", type(error).__name__)
+            log.debug("sending results failed", exc_info=True)
             for item in batch:
                 item.resolve(Outcome.UNSENT)
         finally:
