@@ -217,3 +217,16 @@ async def test_usage_is_moved_to_one_last_chunk() -> None:
     assert chunks[3].choices == [] and chunks[3].usage is not None
     assert (chunks[3].usage.prompt_tokens, chunks[3].usage.completion_tokens) == (3, 2)
     assert len(chunks) == 4
+
+
+@pytest.mark.parametrize("body", [b"<html>proxy error</html>", b"[1, 2]", b'"text"'])
+async def test_an_answer_that_is_not_a_json_object_is_the_nodes_fault(body: bytes) -> None:
+    client = await canned("openai_compatible", lambda request: httpx.Response(200, content=body))
+    request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
+    try:
+        with pytest.raises(UpstreamError, match="not a JSON object") as caught:
+            await client.chat_completion(request)
+        assert caught.value.retryable
+        assert client.get_metrics().errors_total == 1
+    finally:
+        await client.aclose()

@@ -61,13 +61,16 @@ def build_http_client(node: NodeSettings, settings: LoadBalancerSettings) -> htt
     )
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object answer; anything else is the server's fault."""
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UpstreamError(
-            f"the server's answer is not JSON: {raw[:200].decode('utf-8', 'replace')!r}"
-        ) from None
+        data = None
+    if not isinstance(data, dict):
+        text = raw[:200].decode("utf-8", "replace")
+        raise UpstreamError(f"the server's answer is not a JSON object: {text!r}")
+    return data
 
 
 def validate(model: type[Model], data: Any) -> Model:
@@ -193,17 +196,19 @@ class HttpClient(StreamingLlmClient):
         ):
             yield sample, objects
 
-    async def fetch(self, method: str, path: str, *, body: Any = None) -> tuple[Any, httpx.Headers]:
+    async def fetch(
+        self, method: str, path: str, *, body: Any = None
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole JSON answer and its headers, on the data path's timeouts."""
         async with self.open(method, path, body=body) as response:
             raw = await response.aread()
-            return parse_json(raw), response.headers
+            return parse_object(raw), response.headers
 
-    async def query(self, method: str, path: str, *, body: Any = None) -> Any:
+    async def query(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         """A JSON answer for discovery or health, on the health-check timeout."""
         timeout = self.settings.health_check_timeout_s
         async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
-            return parse_json(await response.aread())
+            return parse_object(await response.aread())
 
     async def scrape(self, names: Iterable[str]) -> dict[str, list[float]] | None:
         """The server's /metrics gauges, or None when it serves none we can read.

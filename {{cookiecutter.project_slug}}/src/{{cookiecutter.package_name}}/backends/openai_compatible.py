@@ -138,9 +138,8 @@ class OpenAICompatibleClient(HttpClient):
             data, _ = await self.fetch(
                 "POST", self.chat_path, body=self.chat_body(request, stream=False)
             )
-            if isinstance(data, dict):
-                data = normalise_choices(data, "message")
-                data["usage"] = usage_of(data.get("usage"))
+            data = normalise_choices(data, "message")
+            data["usage"] = usage_of(data.get("usage"))
             answer = validate(ChatCompletionResponse, data)
             sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
             return answer
@@ -150,9 +149,8 @@ class OpenAICompatibleClient(HttpClient):
             data, _ = await self.fetch(
                 "POST", self.completions_path, body=self.text_body(request, stream=False)
             )
-            if isinstance(data, dict):
-                data = normalise_choices(data, None)
-                data["usage"] = usage_of(data.get("usage"))
+            data = normalise_choices(data, None)
+            data["usage"] = usage_of(data.get("usage"))
             answer = validate(TextCompletionResponse, data)
             sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
             return answer
@@ -208,7 +206,7 @@ class OpenAICompatibleClient(HttpClient):
 
     async def list_models(self) -> list[ModelInfo]:
         data = await self.query("GET", self.models_path)
-        cards = data.get("data") if isinstance(data, dict) else None
+        cards = data.get("data")
         if not isinstance(cards, list):
             return []
         return [

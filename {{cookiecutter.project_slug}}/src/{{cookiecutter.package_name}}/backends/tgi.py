@@ -107,7 +107,7 @@ class TgiClient(OpenAICompatibleClient):
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
         async with self.tracked() as sample:
             data, headers = await self.fetch("POST", "/generate", body=self._generate_body(request))
-            if not isinstance(data, dict) or not isinstance(data.get("generated_text"), str):
+            if not isinstance(data.get("generated_text"), str):
                 raise UpstreamError("TGI's /generate answer has no generated_text")
             details = data.get("details") or {}
             prompt = header_count(headers, "x-prompt-tokens")
