@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.tangle.abi import (
     IS_OPERATOR_REGISTERED,
     STAKING_IS_OPERATOR,
     STAKING_OPERATOR_BOND_TOKEN,
+    SUBMIT_HEARTBEAT_DIRECT,
 )
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.checkpoint import Checkpoint
@@ -31,6 +32,7 @@ from .conftest import (
     CUSTOMER_KEY,
     MODEL,
     OPERATOR,
+    OPERATOR_KEY,
     STAKING,
     STATUS_REGISTRY,
     TANGLE,
@@ -190,3 +192,23 @@ def test_register_stakes_with_the_bond_token_and_registers(
 
     assert main(["register"]) == 0
     assert "already registered for blueprint 0" in capsys.readouterr().out
+
+
+async def test_a_nonce_used_elsewhere_is_recovered(
+    operator: Chain, rpc_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = Chain(local_tangle(rpc_url), Account.from_key(OPERATOR_KEY))
+    heartbeat = (0, 0, 0, b"")
+    try:
+        await operator.send(operator.status_registry, SUBMIT_HEARTBEAT_DIRECT, *heartbeat)
+        # Another process with the same key takes the nonce `operator` expects next.
+        await elsewhere.send(elsewhere.status_registry, SUBMIT_HEARTBEAT_DIRECT, *heartbeat)
+        sent = await operator.send(operator.status_registry, SUBMIT_HEARTBEAT_DIRECT, *heartbeat)
+    finally:
+        await elsewhere.aclose()
+    assert sent.receipt["status"] == 1
+    assert "nonce out of step" in caplog.text
+    pending = await operator.w3.eth.get_transaction_count(OPERATOR, "pending")
+    assert sent.receipt["from"] == OPERATOR
+    async with operator.nonces.reserve() as nonce:
+        assert nonce == pending
