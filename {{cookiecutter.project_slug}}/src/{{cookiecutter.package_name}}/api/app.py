@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,10 +72,7 @@ class Api:
         self.keys = KeyRing(settings.api.api_keys)
         self.metrics_keys = KeyRing(_maybe(settings.api.metrics_key))
         self.caps = {model.id: model.max_output_length for model in settings.models}
-        self.scrub = Scrubber(
-            secrets=[key.get_secret_value() for key in _secrets(settings)],
-            hosts=[_host(node.url) for node in settings.nodes],
-        )
+        self.scrub = _scrubber(settings)
         self.started = int(time.time())
         self._context: Context | None = None
         self.metrics: HttpMetrics | None = None
@@ -95,6 +92,7 @@ class Api:
         check_auth(settings)
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
+        self.scrub = _scrubber(settings)
 
     # --- request handling ------------------------------------------------------
 
@@ -176,11 +174,10 @@ class Api:
         # The same body as wire(), serialised by pydantic-core in one step.
         return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
-    async def _guard(self, work: Any) -> Response:
+    async def _guard(self, work: Awaitable[Response]) -> Response:
         """Run a handler, turning every failure into an OpenAI error body."""
         try:
-            response: Response = await work
-            return response
+            return await work
         except LlmError as error:
             return error_response(error, self.scrub)
         except TimeoutError:
@@ -335,9 +332,14 @@ def _maybe(key: SecretStr | None) -> list[SecretStr]:
     return [key] if key is not None else []
 
 
-def _secrets(settings: Settings) -> list[SecretStr]:
+def _scrubber(settings: Settings) -> Scrubber:
+    """Every key this process knows and every node's host, kept out of answers and logs."""
     keys = [*settings.api.api_keys, *_maybe(settings.api.metrics_key)]
-    return keys + [node.api_key for node in settings.nodes if node.api_key is not None]
+    keys += [node.api_key for node in settings.nodes if node.api_key is not None]
+    return Scrubber(
+        secrets=[key.get_secret_value() for key in keys],
+        hosts=[_host(node.url) for node in settings.nodes],
+    )
 
 
 def _host(url: str) -> str:
