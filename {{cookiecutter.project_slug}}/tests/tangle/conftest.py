@@ -87,7 +87,7 @@ def rpc_url() -> str:
     url = os.environ.get("TANGLE_E2E_RPC_URL")
     if not url:
         pytest.skip(
-            "TANGLE_E2E_RPC_URL is unset: these tests need an anvil with tnt-core's "
-            "LocalTestnet replayed (the template's test suite provides one)"
+            "TANGLE_E2E_RPC_URL is unset: these tests need an anvil with tnt-core's local "
+            "testnet deployed (README: Tangle, Try it on a local chain)"
         )
     return url
