@@ -19,7 +19,9 @@ from tests.chain import missing_reason, tangle_chain
 from tests.conftest import Variants
 from tests.helpers import BACKENDS, DEFAULT_STRATEGY, project_env, run, tail
 
-pytestmark = pytest.mark.generated
+# One xdist worker runs all suites in turn (`--dist loadgroup`): two at once would fight
+# over the two cores while the other worker bakes and type-checks.
+pytestmark = [pytest.mark.generated, pytest.mark.xdist_group("suites")]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 

@@ -15,7 +15,7 @@ import pytest
 from hooks.finish import SKIP_ENV
 from tests.chain import missing_reason, tangle_chain
 
-pytestmark = pytest.mark.postgen
+pytestmark = [pytest.mark.postgen, pytest.mark.xdist_group("suites")]
 
 
 def test_defaults_generate_install_and_pass_their_tests(
