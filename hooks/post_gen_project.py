@@ -18,7 +18,7 @@ ANSWERS_JSON = r"""
 
 def main() -> int:
     answers = json.loads(ANSWERS_JSON)
-    sys.path.insert(0, answers["_repo_dir"])
+    sys.path.insert(0, answers.get("_repo_dir") or answers["_template"])
     from hooks.finish import finish
 
     # cookiecutter runs this hook inside the generated project.

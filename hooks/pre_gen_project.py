@@ -19,7 +19,7 @@ def main() -> int:
     answers = json.loads(ANSWERS_JSON)
     # The helpers live beside this hook in the template; cookiecutter runs a rendered
     # copy from a temporary directory, so the template's path comes from the context.
-    sys.path.insert(0, answers["_repo_dir"])
+    sys.path.insert(0, answers.get("_repo_dir") or answers["_template"])
     from hooks.answers import validate
 
     problems = validate(answers)

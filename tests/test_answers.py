@@ -125,3 +125,9 @@ def test_hostile_free_text_bakes_as_data(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.splitlines() == [payloads["default_model"], payloads["keystore_uri"]]
     assert not marker.exists()
+
+
+def test_slug_and_package_name_derive_from_any_project_name(tmp_path: Path) -> None:
+    project = generate(tmp_path, project_name="My LLM Provider!  (v2)")
+    assert project.name == "my-llm-provider-v2"
+    assert (project / "src" / "my_llm_provider_v2" / "config.py").is_file()
