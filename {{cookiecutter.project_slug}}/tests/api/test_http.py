@@ -106,6 +106,25 @@ async def test_failure_mid_stream_ends_with_an_error_event(
     assert "10.9.8.7" not in response.text and "http://" not in response.text
 
 
+async def test_stream_past_the_deadline_ends_with_a_timeout_event(
+    fake_api: Any, fake: FakeBalancer
+) -> None:
+    fake.words = ["w"] * 50
+    fake.delay_s = 0.1
+    async with (
+        fake_api(request_timeout_s=0.5, keepalive_interval_s=0.2) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        response = await http.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+        )
+        await asyncio.wait_for(fake.closed.wait(), timeout=5)
+    records = sse_events(response.text)
+    assert records[-1] == "data: [DONE]"
+    assert json.loads(records[-2][6:])["error"]["code"] == "upstream_timeout"
+    assert 0 < len(records) - 2 < 50  # some chunks went out, not all of them
+
+
 async def test_failure_before_the_first_chunk_keeps_its_status(
     fake_api: Any, fake: FakeBalancer
 ) -> None:
