@@ -20,8 +20,10 @@ from tests.helpers import (
     REPO,
     STRATEGIES,
     UNRENDERED,
+    run,
     tail,
     text_files,
+    tool,
 )
 
 COMBOS = [(backend, strategy) for backend in BACKENDS for strategy in STRATEGIES]
@@ -151,6 +153,10 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     setup = workflow["jobs"]["check"]["steps"][1]
     assert setup["with"]["python-version"] == python_version
+    # A newer target turns on more pyupgrade rules: the code must satisfy them too.
+    for command in (["check", "."], ["format", "--check", "."]):
+        done = run([*tool("ruff"), *command], project)
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
 
 
 @pytest.mark.parametrize(
