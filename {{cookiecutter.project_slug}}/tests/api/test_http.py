@@ -138,7 +138,7 @@ async def test_failure_before_the_first_chunk_keeps_its_status(
     assert response.json()["error"]["type"] == "rate_limit_error"
 
 
-async def test_auth_accepts_each_key_and_rotates_without_restart(fake_api: Any) -> None:
+async def test_auth_accepts_each_key_and_leaves_health_open(fake_api: Any) -> None:
     async with (
         fake_api(api_keys=[KEY, "sk-second"]) as url,
         httpx.AsyncClient(base_url=url) as http,
