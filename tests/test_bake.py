@@ -153,9 +153,13 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     setup = workflow["jobs"]["check"]["steps"][1]
     assert setup["with"]["python-version"] == python_version
-    # A newer target turns on more pyupgrade rules: the code must satisfy them too.
-    for command in (["check", "."], ["format", "--check", "."]):
-        done = run([*tool("ruff"), *command], project)
+    # A newer target turns on more pyupgrade rules and typeshed branches: all must pass.
+    for command in (
+        [*tool("ruff"), "check", "."],
+        [*tool("ruff"), "format", "--check", "."],
+        [*tool("mypy"), "--strict", "--cache-dir", str(project.parent / ".mypy_cache"), "src"],
+    ):
+        done = run(command, project)
         assert done.returncode == 0, tail(done.stdout + done.stderr)
 
 
