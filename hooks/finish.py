@@ -186,12 +186,12 @@ def later_command(project: Path, python_version: str) -> str:
     return f"cd {project} && python{python_version} -m venv .venv && {INSTALL} && {TEST}"
 
 
-def run_generated_tests(project: Path, python_version: str, environ: Mapping[str, str]) -> int:
+def run_generated_tests(project: Path, python_version: str, environ: Mapping[str, str]) -> bool:
     """Create .venv, install the project with its dev extras and run its tests.
 
-    Returns the hook's exit status: 0 when the tests pass or could not be attempted
-    for a reason outside the project (no interpreter, no package index), which is said
-    plainly with the commands to run later; 1 when the install or the tests fail.
+    True when the tests ran and passed. Anything else is said plainly with the command
+    to run by hand, and the project stays: deleting what was just generated from the
+    answers would throw away the user's work for a failure they can now inspect.
     """
     where, install, test = f"cd {project}", INSTALL, TEST
     later = later_command(project, python_version)
@@ -201,13 +201,13 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
             f"Tests not run: this project needs Python {python_version} or newer, "
             f"and python{python_version} is not on PATH. To run them later:\n  {later}"
         )
-        return 0
+        return False
     env = child_env(environ)
     print(f"Creating .venv with {python} and installing the project (this takes a minute)...")
     status, output = _run([python, "-m", "venv", ".venv"], project, env, INSTALL_TIMEOUT_S)
     if status != 0:
-        print(f"Creating .venv failed:\n{_tail(output)}\nTo retry:\n  {later}")
-        return 1
+        print(f"Creating .venv FAILED:\n{_tail(output)}\nTo retry:\n  {later}")
+        return False
     venv_python = str(project / ".venv" / "bin" / "python")
     pip = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[dev]"]
     status, output = _run(pip, project, env, INSTALL_TIMEOUT_S)
@@ -216,31 +216,28 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
             "Tests not run: pip could not reach the package index to install the "
             f"dependencies. When online:\n  {where} && {install} && {test}"
         )
-        return 0
+        return False
     if status != 0:
-        print(f"Installing the project failed:\n{_tail(output)}\nTo retry:\n  {where} && {install}")
-        return 1
+        print(f"Installing the project FAILED:\n{_tail(output)}\nTo retry:\n  {where} && {install}")
+        return False
     status, output = _run(
         [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env, TEST_TIMEOUT_S
     )
     summary = summary_line(output) or "no pytest summary line"
     if status != 0:
-        print(
-            f"{_tail(output)}\nGenerated tests FAILED: {summary}\nTo rerun:\n  {where} && {test}\n"
-            "(cookiecutter deletes a project whose hook fails; add --keep-project-on-failure "
-            "to keep it)"
-        )
-        return 1
+        print(f"{_tail(output)}\nTo rerun:\n  {where} && {test}\nGenerated tests FAILED: {summary}")
+        return False
     print(f"Generated tests: {summary}")
-    return 0
+    return True
 
 
-def finish(project: Path, answers: Mapping[str, Any], environ: Mapping[str, str]) -> int:
+def finish(project: Path, answers: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Everything post_gen_project does, in order."""
     prune(project, answers)
     if not answers["run_generated_tests"]:
-        return 0
+        return
     if environ.get(SKIP_ENV) == "1":
         later = later_command(project, answers["python_version"])
         print(f"Tests not run: {SKIP_ENV}=1. To run them:\n  {later}")
-        return 0
-    return run_generated_tests(project, answers["python_version"], environ)
+        return
+    run_generated_tests(project, answers["python_version"], environ)
