@@ -83,16 +83,18 @@ def check_version(value: str) -> str | None:
 
 def check_url(value: str, schemes: tuple[str, ...]) -> str | None:
     """A URL with one of `schemes` and a host, without spaces."""
-    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    wanted = "a URL starting with " + " or ".join(f"{scheme}://" for scheme in schemes)
     if not value or any(char.isspace() for char in value):
-        return f"a {wanted} URL without spaces"
+        return f"{wanted}, without spaces"
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        return f"a {wanted} URL with a valid host and port"
-    if parts.scheme not in schemes or not parts.hostname:
-        return f"a {wanted} URL with a host"
+        return f"{wanted}, with a valid host and port"
+    if parts.scheme not in schemes:
+        return wanted
+    if not parts.hostname:
+        return f"{wanted}, with a host"
     return None
 
 
@@ -147,7 +149,9 @@ def _check_choices(answers: Mapping[str, Any]) -> list[str]:
 def _check_backend_urls(value: str) -> list[str]:
     urls = split_urls(value)
     if not urls:
-        return [_problem("backend_urls", value, "at least one http:// or https:// URL")]
+        return [
+            _problem("backend_urls", value, "at least one URL starting with http:// or https://")
+        ]
     problems = []
     for url in urls:
         expected = check_url(url, ("http", "https"))
