@@ -77,7 +77,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from .api.server import serve
 
-        return serve(settings, host=args.host, port=args.port)
+        return serve(settings, host=args.host, port=args.port, config_path=args.config)
     if args.command == "run":
         from .tangle.runner import run
 

@@ -37,3 +37,8 @@ class Context:
             yield cls(settings=settings, balancer=balancer, metrics_registry=metrics_registry)
         finally:
             await balancer.aclose()
+
+    def reload(self, settings: Settings) -> None:
+        """Take re-read settings without a restart: nodes, weights and models change live."""
+        self.balancer.apply_settings(settings, create_client)
+        self.settings = settings

@@ -88,8 +88,13 @@ class Api:
         return self._context
 
     def reload(self, settings: Settings) -> None:
-        """Apply new keys from re-read settings; the rest needs a restart."""
+        """Apply re-read settings: keys, and the fleet once the app has started.
+
+        Listen address and limits need a restart.
+        """
         check_auth(settings)
+        if self._context is not None:
+            self._context.reload(settings)
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
         self.scrub = _scrubber(settings)

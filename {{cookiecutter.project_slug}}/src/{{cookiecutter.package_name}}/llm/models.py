@@ -309,7 +309,9 @@ class EmbeddingResponse(OpenAIModel):
     object: Literal["list"] = "list"
     data: list[EmbeddingData]
     model: str
-    usage: EmbeddingUsage
+    usage: EmbeddingUsage | None = Field(
+        default=None, description="None when the server reports no counts: never invented."
+    )
 
 
 # --- nodes ---------------------------------------------------------------------

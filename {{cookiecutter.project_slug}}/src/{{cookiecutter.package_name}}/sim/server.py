@@ -56,7 +56,9 @@ class SimHandle:
             return
         quiet_drops()
         self.sim.revive()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # With the protocol named, asyncio turns Nagle off on accepted connections;
+        # without it every reused connection stalls about 40 ms.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
