@@ -110,6 +110,35 @@ async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
+async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["key"])
+    async with process("serve", "--config", str(config), "--port", "0", env=clean_env()) as proc:
+        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"authorization": "Bearer key"}
+        ) as http:
+
+            async def listed() -> list[str]:
+                response = await http.get("/v1/models")
+                return [model["id"] for model in response.json()["data"]]
+
+            assert await listed() == [MODEL]
+            write_config(config, ["key"])
+            with config.open("a") as extra:
+                extra.write(
+                    '\n[[nodes]]\nname = "n2"\nurl = "http://127.0.0.1:9"\n'
+                    'type = "openai_compatible"\nmodels = ["acme/added"]\n\n'
+                    '[[models]]\nid = "acme/added"\n'
+                )
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                if "acme/added" in await listed():
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(await listed()) == sorted([MODEL, "acme/added"])
+
+
 async def test_models_prints_the_listing_after_discovery(
     tmp_path: Path, sim_server: Callable[..., Any]
 ) -> None:
