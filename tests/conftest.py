@@ -57,6 +57,8 @@ class RuffReport:
         # One process for all bakes: ruff reads each project's own pyproject.toml.
         cwd = projects[0].parent.parent
         checked = run([*tool("ruff"), "check", "--output-format", "json", *map(str, projects)], cwd)
+        if checked.returncode not in (0, 1):  # 2: ruff itself failed (bad config, crash)
+            raise RuntimeError(f"ruff check failed to run: {checked.stderr}")
         for item in json.loads(checked.stdout or "[]"):
             owner = _owner(item["filename"], projects)
             where = f"{item['filename']}:{item['location']['row']}"
