@@ -390,3 +390,14 @@ def test_missing_interpreter_says_how_to_run_later(
     out = capsys.readouterr().out
     assert "python3.13 is not on PATH" in out
     assert "python3.13 -m venv .venv" in out
+
+
+def test_a_missing_package_is_an_install_failure_not_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "ERROR: No matching distribution found for no-such-package>=1"
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, missing)))
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) is False
+    out = capsys.readouterr().out
+    assert "Installing the project FAILED" in out
+    assert "no-such-package" in out
