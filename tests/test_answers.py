@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -131,3 +132,29 @@ def test_slug_and_package_name_derive_from_any_project_name(tmp_path: Path) -> N
     project = generate(tmp_path, project_name="My LLM Provider!  (v2)")
     assert project.name == "my-llm-provider-v2"
     assert (project / "src" / "my_llm_provider_v2" / "config.py").is_file()
+
+
+def test_recorded_answers_regenerate_the_same_project(tmp_path: Path) -> None:
+    first = generate(
+        tmp_path / "a",
+        project_name="Edge Provider",
+        llm_backend="tgi",
+        balancing_strategy="prefix_affinity",
+        backend_urls="http://10.0.0.1:3000, http://10.0.0.2:3000",
+        tangle_network="base_sepolia",
+        chain="testnet",
+        license="Apache-2.0",
+        include_docker=False,
+    )
+    recorded = json.loads((first / ".cookiecutter.json").read_text(encoding="utf-8"))
+    answers = {key: value for key, value in recorded.items() if not key.startswith("_")}
+    again = generate(tmp_path / "b", **answers)
+
+    def tree(root: Path) -> dict[str, str]:
+        return {
+            str(path.relative_to(root)): path.read_text(encoding="utf-8")
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+
+    assert tree(again) == tree(first)
