@@ -7,13 +7,21 @@ import random
 
 import pytest
 
+from {{ cookiecutter.package_name }}.balancer.balancer import Balancer
+from {{ cookiecutter.package_name }}.balancer.bench import MODEL as BENCH_MODEL
 from {{ cookiecutter.package_name }}.balancer.bench import Job, _request, main, simulate
-from {{ cookiecutter.package_name }}.balancer.bench_fleet import NodeSpec, Oracle, SimNode, current_request
+from {{ cookiecutter.package_name }}.balancer.bench_fleet import (
+    NodeSpec,
+    Oracle,
+    SimNode,
+    VirtualClockLoop,
+    current_request,
+)
 from {{ cookiecutter.package_name }}.balancer.node import Node
 from {{ cookiecutter.package_name }}.balancer.strategies import RequestFacts
 from {{ cookiecutter.package_name }}.llm.models import ChatMessage
 
-from .fakes import MODEL, lb_settings, node_settings
+from .fakes import MODEL, lb_settings, node_settings, settings
 
 SPEC = NodeSpec("n", slots=2, ms_per_token=20, prefill_ms_per_token=0.5)
 
@@ -31,6 +39,29 @@ def test_virtual_clock_gives_the_modelled_service_time() -> None:
     assert outcome.ttft_s == pytest.approx(0.2, abs=1e-6)
     assert outcome.latency_s == pytest.approx(1.2, abs=1e-6)
     assert run.fleet["n"].completed == 1
+
+
+def test_balancer_measures_decode_speed_for_a_reference_answer() -> None:
+    async def run(output_tokens: int) -> tuple[float | None, float | None]:
+        balancer = Balancer(settings(models=(BENCH_MODEL,)), rng=random.Random(1))
+        balancer.add_node(
+            node_settings("n", models=[BENCH_MODEL]), SimNode(SPEC, BENCH_MODEL, random.Random(1))
+        )
+        async for _chunk in balancer.stream_chat_completion(job(400, output_tokens).request):
+            pass
+        (node,) = balancer.nodes()
+        await balancer.aclose()
+        return node.decode.value_ms, node.latency.value_ms
+
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        short = runner.run(run(11))
+        long = runner.run(run(401))
+    # 20 ms a token: about 2 s for a 100-token answer whatever the answer's length.  The
+    # estimate counts the first token as sent with the first chunk (as real servers do),
+    # while the simulated node generates all of them after it, hence tokens / (tokens - 1).
+    assert short[0] == pytest.approx(2000 * 11 / 10) and long[0] == pytest.approx(2000 * 401 / 400)
+    # The latency estimate counts a short answer unscaled: it alone makes the node look fast.
+    assert short[1] == pytest.approx(200 + 220)
 
 
 async def test_oracle_joins_the_node_where_the_request_finishes_first() -> None:

@@ -24,11 +24,19 @@ LB = lb_settings()
 FACTS = RequestFacts(MODEL, needed_tokens=100, prefix="system prompt")
 
 
-def make(name: str, *, in_flight: int = 0, latency_ms: float | None = None, **kw: object) -> Node:
+def make(
+    name: str,
+    *,
+    in_flight: int = 0,
+    latency_ms: float | None = None,
+    decode_ms: float | None = None,
+    **kw: object,
+) -> Node:
     node = Node(node_settings(name, **kw), FakeClient(name), LB)
     node.refresh_served({MODEL: None})
     node.in_flight = in_flight
     node.latency.value_ms = latency_ms
+    node.decode.value_ms = decode_ms
     return node
 
 
@@ -95,13 +103,45 @@ def test_capability_based_scores_fit_against_load() -> None:
     assert picks(chooser, [small, large], 10) == Counter({"small": 10})
 
 
-def test_power_of_two_picks_lower_latency_times_load() -> None:
+def test_power_of_two_runs_requests_side_by_side_up_to_max_concurrency() -> None:
     chooser = PowerOfTwo(LB, random.Random(1))
-    # 300 ms x (0 + 1) = 300 beats 100 ms x (3 + 1) = 400; then 100 x 2 = 200 beats 300.
-    loaded_fast, idle_slow = make("fast", latency_ms=100, in_flight=3), make("slow", latency_ms=300)
-    assert picks(chooser, [loaded_fast, idle_slow], 10) == Counter({"slow": 10})
-    loaded_fast.in_flight = 1
-    assert picks(chooser, [loaded_fast, idle_slow], 10) == Counter({"fast": 10})
+    # A batching node with 4 of 8 running: 100 ms x (1 + 4/8) = 150 beats an idle node at
+    # 300 ms.  Linkerd's 100 x (4 + 1) = 500 would send the request to the slow node.
+    busy_fast = make("fast", decode_ms=100, in_flight=4, max_concurrency=8)
+    idle_slow = make("slow", decode_ms=300, max_concurrency=8)
+    assert picks(chooser, [busy_fast, idle_slow], 10) == Counter({"fast": 10})
+    # Load still counts: 3 of 4 running, 100 x 1.75 = 175 loses to an idle 150.
+    nearly_full = make("full", decode_ms=100, in_flight=3, max_concurrency=4)
+    assert picks(chooser, [nearly_full, make("idle", decode_ms=150)], 10) == Counter({"idle": 10})
+
+
+def test_power_of_two_ranks_by_decode_speed_when_measured() -> None:
+    chooser = PowerOfTwo(LB, random.Random(1))
+    # "short" looked fast on short answers (latency 100 ms) but generates at 500 ms a
+    # reference answer; "steady" takes 200.
+    short = make("short", latency_ms=100, decode_ms=500)
+    steady = make("steady", latency_ms=300, decode_ms=200)
+    assert picks(chooser, [short, steady], 10) == Counter({"steady": 10})
+    # Unmeasured decode falls back to the latency estimate: 300 < 500.
+    assert picks(chooser, [short, make("new", latency_ms=300)], 10) == Counter({"new": 10})
+
+
+def test_power_of_two_weight_sets_draw_odds_not_cost() -> None:
+    chooser = PowerOfTwo(LB, random.Random(1))
+    # Both are always drawn from two candidates; weight 4 must not make 300 ms cheaper than 200.
+    heavy, light = make("heavy", decode_ms=300, weight=4), make("light", decode_ms=200)
+    assert picks(chooser, [heavy, light], 20) == Counter({"light": 20})
+
+
+def test_power_of_two_counts_attempts_per_success() -> None:
+    chooser = PowerOfTwo(LB, random.Random(1))
+    failing, ok = make("failing", decode_ms=100), make("ok", decode_ms=200)
+    failing.recent.extend([False, False, False, True])  # (4 + 1) / (1 + 1) = 2.5 x 100
+    assert failing.attempts_per_success() == 2.5
+    assert picks(chooser, [failing, ok], 10) == Counter({"ok": 10})
+    failing.recent.clear()
+    failing.recent.extend([True, True, True, False])  # 5 / 4 x 100 = 125 beats 200
+    assert picks(chooser, [failing, ok], 10) == Counter({"failing": 10})
 
 
 def test_power_of_two_never_picks_the_worst_of_three() -> None:
@@ -114,7 +154,7 @@ def test_power_of_two_never_picks_the_worst_of_three() -> None:
 
 def test_power_of_two_samples_by_weight() -> None:
     chooser = PowerOfTwo(LB, random.Random(1))
-    # Weight 8 of 10: the heavy node is in almost every sampled pair, and cheapest per weight.
+    # Weight 8 of 10: the heavy node is in almost every sampled pair, and the cheapest.
     nodes = [
         make("heavy", latency_ms=100, weight=8),
         make("b", latency_ms=800),

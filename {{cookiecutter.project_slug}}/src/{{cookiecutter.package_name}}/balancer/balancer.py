@@ -424,6 +424,10 @@ class Balancer:
         before = node.state(now)
         scale = REFERENCE_TOKENS / max(tokens or 0, REFERENCE_TOKENS)
         node.succeeded(((first_at - started) + (now - first_at) * scale) * 1000, now)
+        if tokens and tokens > 1 and first_at > started:
+            # Decode speed, scaled both ways: the first chunk carries the first token, the
+            # rest took (now - first_at), whatever the answer's length.
+            node.decode.observe((now - first_at) * 1000 * REFERENCE_TOKENS / (tokens - 1), now)
         self._metrics.latency.labels(node.name).observe(now - started)
         self._transition(node, before)
 

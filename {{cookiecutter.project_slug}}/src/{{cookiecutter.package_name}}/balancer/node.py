@@ -82,11 +82,13 @@ class Node:
     latency: PeakEwma = field(init=False)  # successes, and failures with a penalty
     success_latency: PeakEwma = field(init=False)
     ttft: PeakEwma = field(init=False)
+    decode: PeakEwma = field(init=False)  # generating a reference answer, once started
 
     def __post_init__(self) -> None:
         self.latency = PeakEwma(self.lb.latency_decay_s)
         self.success_latency = PeakEwma(self.lb.latency_decay_s)
         self.ttft = PeakEwma(self.lb.latency_decay_s)
+        self.decode = PeakEwma(self.lb.latency_decay_s)
 
     @property
     def name(self) -> str:
@@ -171,6 +173,22 @@ class Node:
         measured."""
         value = self.latency.value_ms
         return self.lb.default_latency_ms if value is None else value
+
+    def service_ms(self) -> float:
+        """What one more request costs here before any queueing: the measured time to
+        generate a reference answer (streamed answers only), else the latency estimate.
+
+        Queue wait is left out on purpose: the caller counts it from the load, and a
+        peak-sensitive estimate would keep a burst's wait for `latency_decay_s`.
+        """
+        value = self.decode.value_ms
+        return self.latency_ms() if value is None else value
+
+    def attempts_per_success(self) -> float:
+        """Expected attempts for one answer over the recent outcomes, smoothed so that a
+        node without history counts 1 and one failing everything stays finite."""
+        successes = sum(1 for ok in self.recent if ok)
+        return (len(self.recent) + 1) / (successes + 1)
 
     # --- health ----------------------------------------------------------------
 

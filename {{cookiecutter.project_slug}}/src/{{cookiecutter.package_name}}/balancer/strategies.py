@@ -104,7 +104,18 @@ class CapabilityBased(Chooser):
 
 
 class PowerOfTwo(Chooser):
-    """Two candidates drawn by weight; lower peak-EWMA latency x (load + 1) / weight wins."""
+    """Two candidates drawn by weight; the lower expected time to answer wins.
+
+    cost = service time (a reference answer's decode time, see `Node.service_ms`)
+           x (1 + load / max_concurrency) x attempts per success
+
+    A batching server runs up to its batch side by side, so the load term grows to
+    2 at `max_concurrency` instead of Linkerd's (load + 1), which is right for a
+    server running one request at a time and makes a fast multi-slot node with a
+    few requests running look slower than an idle node several times slower.
+    Weight sets the draw odds only: the cost is a time, and dividing it by a weight
+    that stands for capacity would count capacity twice.
+    """
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
         if len(candidates) == 1:
@@ -116,7 +127,11 @@ class PowerOfTwo(Chooser):
 
     @staticmethod
     def cost(node: Node) -> float:
-        return node.latency_ms() * (node.load() + 1) / node.weight
+        return (
+            node.service_ms()
+            * (1 + node.load() / node.max_concurrency)
+            * node.attempts_per_success()
+        )
 
 
 class PrefixAffinity(Chooser):
