@@ -171,7 +171,9 @@ class LoadBalancerSettings(Section):
         description="Latency of a 100-token answer assumed before a node is measured.",
     )
     latency_decay_s: float = Field(
-        default=10.0, gt=0, description="Time constant of the peak-EWMA latency estimate."
+        default=10.0,
+        gt=0,
+        description="Time constant of the peak-EWMA latency and decode-time estimates.",
     )
     prefix_chars: int = Field(
         default=512, ge=1, description="Prompt characters hashed by prefix_affinity."
