@@ -5,6 +5,12 @@ away, the deadline, and silence (then it writes `: keep-alive` comments).  The
 relay and the keep-alives share a lock so frames never interleave.  When the
 client leaves, the relay is cancelled and the balancer's iterator closed, which
 closes the upstream request and stops generation on the node.
+
+The relay reads the iterator in a task of its own and writes whatever frames
+piled up since its last write in one send, as nginx writes what one upstream
+read brought: a node that sends a burst of chunks costs one trip through the
+ASGI stack and one socket write, not one per chunk.  A paced node still gets
+each chunk written as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from ..llm.models import Usage
 from .errors import Scrubber, unexpected
 
 KEEPALIVE = b": keep-alive\n\n"
+# Frames waiting for the writer beyond this many bytes pause the reader (backpressure).
+HIGH_WATER = 64 * 1024
 DONE = b"data: [DONE]\n\n"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -79,6 +87,11 @@ class SseResponse(Response):
         self.scrub = scrub
         self._lock = asyncio.Lock()
         self._last_write = 0.0
+        # Frames read but not yet written, and the futures each side parks on.
+        self._frames: list[bytes] = []
+        self._size = 0
+        self._more: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -110,33 +123,75 @@ class SseResponse(Response):
             await close_iterator(self.iterator)
 
     async def _relay(self, send: Send) -> None:
+        """Write the frames the reader made, a batch per send, until its last one."""
+        reader = asyncio.ensure_future(self._read())
+        reader.add_done_callback(lambda _: self._wake_writer())
         try:
-            await self._send_chunk(send, await self.first)
+            while True:
+                if not self._frames:
+                    if reader.done():
+                        return
+                    self._more = asyncio.get_running_loop().create_future()
+                    await self._more
+                    continue
+                data = b"".join(self._frames)
+                self._frames.clear()
+                self._size = 0
+                if self._room is not None and not self._room.done():
+                    self._room.set_result(None)
+                # The reader ends with [DONE] (or an error event and [DONE]).
+                last = reader.done()
+                await self._write(send, data, more=not last)
+                if last:
+                    return
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        """Turn chunks into frames, ending with [DONE] or an error event."""
+        try:
+            await self._put_chunk(await self.first)
             async for chunk in self.iterator:
-                await self._send_chunk(send, chunk)
+                await self._put_chunk(chunk)
         except LlmError as error:
-            await self._fail(send, error)
+            self._put(self._error_frame(error))
             return
         except Exception as error:  # the stream must still end in an error event
-            await self._fail(send, unexpected(error, self.scrub))
+            self._put(self._error_frame(unexpected(error, self.scrub)))
             return
-        await self._write(send, DONE, more=False)
+        self._put(DONE)
 
-    async def _send_chunk(self, send: Send, chunk: Chunk) -> None:
+    async def _put_chunk(self, chunk: Chunk) -> None:
         if chunk.usage is not None:
             if not chunk.choices:
                 if self.include_usage:
-                    await self._write(send, frame(chunk.wire()))
+                    self._put(frame(chunk.wire()))
                 return
             if not self.include_usage:
                 chunk.usage = None
-        await self._write(send, frame(chunk.wire()))
+        self._put(frame(chunk.wire()))
+        if self._size >= HIGH_WATER:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
 
-    async def _fail(self, send: Send, error: LlmError) -> None:
+    def _put(self, data: bytes) -> None:
+        self._frames.append(data)
+        self._size += len(data)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
+
+    def _error_frame(self, error: LlmError) -> bytes:
         """End a started stream in-band: an error event, then [DONE]."""
         body = error.to_openai()
         body["error"]["message"] = self.scrub(error.message)
-        await self._write(send, frame(body) + DONE, more=False)
+        return frame(body) + DONE
+
+    async def _fail(self, send: Send, error: LlmError) -> None:
+        await self._write(send, self._error_frame(error), more=False)
 
     async def _write(self, send: Send, data: bytes, *, more: bool = True) -> None:
         async with self._lock:

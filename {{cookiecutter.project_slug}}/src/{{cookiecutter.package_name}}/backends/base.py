@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from ..config import LoadBalancerSettings, NodeSettings
 from ..llm.errors import LlmError, UpstreamError
@@ -30,6 +31,7 @@ HEALTH_HEADROOM = 2
 # Below the 5 s keep-alive of uvicorn (vLLM) and cpp-httplib (llama.cpp): a pooled
 # connection is dropped before the server closes it under us.
 KEEPALIVE_EXPIRY_S = 4.0
+JSON_BODY = {"Content-Type": "application/json"}
 
 Model = TypeVar("Model", bound=BaseModel)
 Reader = Callable[[httpx.Response], AsyncGenerator[dict[str, Any], None]]
@@ -95,6 +97,8 @@ class HttpClient(StreamingLlmClient):
         self.settings = settings
         self.load = LoadTracker(settings.latency_decay_s)
         self.http = build_http_client(node, settings)
+        # Each path's full URL, parsed once: httpx would parse and join it on every request.
+        self._urls: dict[str, httpx.URL] = {}
         self._configured = [ModelInfo(id=model.upstream_name) for model in node.models]
         self._discovered: list[ModelInfo] = []
 
@@ -158,10 +162,18 @@ class HttpClient(StreamingLlmClient):
         dropped (or returned only once fully read), and the servers abort.
         Failed answers become LlmErrors carrying the server's message.
         """
+        url = self._urls.get(path)
+        if url is None:
+            # As httpx joins: the path goes under the base URL's own path (always `/`-ended).
+            base = self.http.base_url
+            raw_path = base.raw_path + httpx.URL(path).raw_path.lstrip(b"/")
+            url = self._urls[path] = base.copy_with(raw_path=raw_path)
+        # pydantic-core's encoder: the same JSON as httpx's json=, in a fraction of the time.
         request = self.http.build_request(
             method,
-            path,
-            json=body,
+            url,
+            content=None if body is None else to_json(body),
+            headers=None if body is None else JSON_BODY,
             timeout=httpx.Timeout(read_timeout_s)
             if read_timeout_s is not None
             else httpx.USE_CLIENT_DEFAULT,

@@ -1,8 +1,10 @@
 """Line readers for the two streaming formats the servers use.
 
-Both read `httpx.Response.aiter_lines()`, which decodes UTF-8 incrementally: a
-character split across network chunks is held back until its last byte
-arrives, never replaced or dropped.
+Both split the body into lines as bytes: LF, CR and CRLF end a line, and none
+of those bytes can occur inside a multi-byte UTF-8 character, so a character
+split across network chunks is whole again once its line is.  Each payload
+is decoded once, as a whole, which also skips httpx's text and line layers
+on every network read.
 """
 
 from __future__ import annotations
@@ -15,17 +17,36 @@ import httpx
 
 from ..llm.errors import UpstreamError
 
+DONE = b"[DONE]"
 
-def _decode(payload: str) -> dict[str, Any]:
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    # Invalid UTF-8 is replaced, not fatal, as httpx's own text decoding does.
+    text = payload.decode("utf-8", "replace")
     try:
-        data = json.loads(payload)
+        data = json.loads(text)
     except json.JSONDecodeError:
         raise UpstreamError(
-            f"the server streamed a line that is not JSON: {payload[:200]!r}"
+            f"the server streamed a line that is not JSON: {text[:200]!r}"
         ) from None
     if not isinstance(data, dict):
-        raise UpstreamError(f"the server streamed JSON that is not an object: {payload[:200]!r}")
+        raise UpstreamError(f"the server streamed JSON that is not an object: {text[:200]!r}")
     return data
+
+
+async def _lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's lines without their endings; a last line needs no ending."""
+    pending = b""
+    async for piece in response.aiter_bytes():
+        lines = (pending + piece).splitlines(keepends=True)
+        if not lines:
+            continue
+        # An unfinished line waits for the rest; so does a final CR, which may be a CRLF's half.
+        pending = b"" if lines[-1].endswith(b"\n") else lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r\n")
+    if pending:
+        yield pending.rstrip(b"\r\n")
 
 
 async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
@@ -37,29 +58,34 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
     `error: {...}`, which a plain SSE reader would skip; it comes out as
     `{"error": {...}}`, the shape other servers send in `data:`.
     """
-    data: list[str] = []
-    async for line in response.aiter_lines():
+    data: list[bytes] = []
+    async for line in _lines(response):
         if line:
-            field, _, value = line.partition(":")
-            if field == "data":
-                data.append(value.removeprefix(" "))
-            elif field == "error":
-                yield {"error": _decode(value) if value.strip().startswith("{") else value.strip()}
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value.removeprefix(b" "))
+            elif field == b"error":
+                value = value.strip()
+                yield {
+                    "error": _decode(value)
+                    if value.startswith(b"{")
+                    else value.decode("utf-8", "replace")
+                }
             continue
         if not data:
             continue
-        payload = "\n".join(data)
+        payload = b"\n".join(data)
         data = []
-        if payload == "[DONE]":
+        if payload == DONE:
             return
         yield _decode(payload)
     # A body may end without the blank line that closes its last event.
-    if data and (payload := "\n".join(data)) != "[DONE]":
+    if data and (payload := b"\n".join(data)) != DONE:
         yield _decode(payload)
 
 
 async def ndjson_objects(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Newline-delimited JSON objects (Ollama's streams)."""
-    async for line in response.aiter_lines():
+    async for line in _lines(response):
         if line.strip():
             yield _decode(line)
