@@ -22,6 +22,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from ..config import ConfigError, Settings
 from ..llm.errors import (
@@ -238,9 +239,22 @@ class RawRoute(APIRoute):
     """A documented route whose endpoint takes the bare Request.
 
     FastAPI's own handler resolves dependencies and validates parameters on
-    every call; these endpoints have none, so they are called directly (the
-    OpenAPI schema still comes from the route's declarations).
+    every call, and its request wrapper opens exit stacks for dependencies and
+    maps exceptions per route; these endpoints have none of those (each turns
+    its own failures into error responses), so the route's ASGI app calls the
+    endpoint directly.  The OpenAPI schema still comes from the declarations,
+    and the app-level exception middleware still answers anything unforeseen.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await endpoint(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint

@@ -12,9 +12,8 @@ This module is the worked example for writing a client of your own
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
-from typing import Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from ..llm.models import (
     ChatCompletionChunk,
@@ -38,6 +37,7 @@ FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_ca
 FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "abort": "error"}
 # Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
 CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+ChunkT = TypeVar("ChunkT", ChatCompletionChunk, TextCompletionChunk)
 
 
 def finish_reason(value: Any) -> FinishReason | None:
@@ -162,30 +162,39 @@ class OpenAICompatibleClient(HttpClient):
 
     # --- streams ---------------------------------------------------------------------
 
-    async def stream_chat_completion(
+    def stream_chat_completion(
         self, request: ChatCompletionRequest
     ) -> AsyncIterator[ChatCompletionChunk]:
-        body = self.chat_body(request, stream=True)
-        async with aclosing(self._stream(self.chat_path, body, "delta")) as chunks:
-            async for data in chunks:
-                yield validate(ChatCompletionChunk, data)
+        return self._stream(
+            self.chat_path,
+            lambda: self.chat_body(request, stream=True),
+            "delta",
+            ChatCompletionChunk,
+        )
 
-    async def stream_text_completion(
+    def stream_text_completion(
         self, request: TextCompletionRequest
     ) -> AsyncIterator[TextCompletionChunk]:
-        body = self.text_body(request, stream=True)
-        async with aclosing(self._stream(self.completions_path, body, None)) as chunks:
-            async for data in chunks:
-                yield validate(TextCompletionChunk, data)
+        return self._stream(
+            self.completions_path,
+            lambda: self.text_body(request, stream=True),
+            None,
+            TextCompletionChunk,
+        )
 
     async def _stream(
-        self, path: str, body: dict[str, Any], part: str | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """The server's chunks, normalised, with its usage moved to one last chunk."""
+        self,
+        path: str,
+        body: Callable[[], dict[str, Any]],
+        part: str | None,
+        chunk_type: type[ChunkT],
+    ) -> AsyncGenerator[ChunkT, None]:
+        """The server's chunks, normalised and validated, with its usage moved to one last
+        chunk.  One generator for both steps: every layer costs each chunk a hop."""
         usage: Usage | None = None
         last: dict[str, Any] | None = None
         called_tools = False
-        async with self.streaming(path, body, sse_events) as (sample, events):
+        async with self.streaming(path, body(), sse_events) as (sample, events):
             async for event in events:
                 error = error_in_stream(event)
                 if error is not None:
@@ -197,10 +206,12 @@ class OpenAICompatibleClient(HttpClient):
                     called_tools = called_tools or any(
                         (choice.get("delta") or {}).get("tool_calls") for choice in event["choices"]
                     )
-                    yield normalise_choices(event, part, called_tools=called_tools)
+                    yield validate(
+                        chunk_type, normalise_choices(event, part, called_tools=called_tools)
+                    )
             if usage is not None and last is not None:
                 sample.completion_tokens = usage.completion_tokens
-                yield {**last, "choices": [], "usage": usage.wire()}
+                yield validate(chunk_type, {**last, "choices": [], "usage": usage.wire()})
 
     # --- discovery and health ----------------------------------------------------------
 

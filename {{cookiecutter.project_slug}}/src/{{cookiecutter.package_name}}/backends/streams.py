@@ -34,8 +34,9 @@ def _decode(payload: bytes) -> dict[str, Any]:
     return data
 
 
-async def _lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The body's lines without their endings; a last line needs no ending."""
+async def _lines(response: httpx.Response) -> AsyncGenerator[list[bytes], None]:
+    """The body's lines without their endings, a batch per network read (one
+    generator step per read, not per line); a last line needs no ending."""
     pending = b""
     async for piece in response.aiter_bytes():
         lines = (pending + piece).splitlines(keepends=True)
@@ -43,10 +44,9 @@ async def _lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
             continue
         # An unfinished line waits for the rest; so does a final CR, which may be a CRLF's half.
         pending = b"" if lines[-1].endswith(b"\n") else lines.pop()
-        for line in lines:
-            yield line.rstrip(b"\r\n")
+        yield [line.rstrip(b"\r\n") for line in lines]
     if pending:
-        yield pending.rstrip(b"\r\n")
+        yield [pending.rstrip(b"\r\n")]
 
 
 async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
@@ -59,26 +59,27 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
     `{"error": {...}}`, the shape other servers send in `data:`.
     """
     data: list[bytes] = []
-    async for line in _lines(response):
-        if line:
-            field, _, value = line.partition(b":")
-            if field == b"data":
-                data.append(value.removeprefix(b" "))
-            elif field == b"error":
-                value = value.strip()
-                yield {
-                    "error": _decode(value)
-                    if value.startswith(b"{")
-                    else value.decode("utf-8", "replace")
-                }
-            continue
-        if not data:
-            continue
-        payload = b"\n".join(data)
-        data = []
-        if payload == DONE:
-            return
-        yield _decode(payload)
+    async for lines in _lines(response):
+        for line in lines:
+            if line:
+                field, _, value = line.partition(b":")
+                if field == b"data":
+                    data.append(value.removeprefix(b" "))
+                elif field == b"error":
+                    value = value.strip()
+                    yield {
+                        "error": _decode(value)
+                        if value.startswith(b"{")
+                        else value.decode("utf-8", "replace")
+                    }
+                continue
+            if not data:
+                continue
+            payload = b"\n".join(data)
+            data = []
+            if payload == DONE:
+                return
+            yield _decode(payload)
     # A body may end without the blank line that closes its last event.
     if data and (payload := b"\n".join(data)) != DONE:
         yield _decode(payload)
@@ -86,6 +87,7 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
 
 async def ndjson_objects(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Newline-delimited JSON objects (Ollama's streams)."""
-    async for line in _lines(response):
-        if line.strip():
-            yield _decode(line)
+    async for lines in _lines(response):
+        for line in lines:
+            if line.strip():
+                yield _decode(line)
