@@ -397,7 +397,7 @@ class Balancer:
 
     def _dispatch(self, node: Node) -> bool:
         trial = node.dispatched(asyncio.get_running_loop().time())
-        self._metrics.requests.labels(node.name).inc()
+        self._metrics.node(node.name).requests.inc()
         self._publish(node)
         return trial
 
@@ -412,7 +412,7 @@ class Balancer:
     def _first_chunk(self, node: Node, started: float) -> float:
         now = asyncio.get_running_loop().time()
         node.ttft.observe((now - started) * 1000, now)
-        self._metrics.ttft.labels(node.name).observe(now - started)
+        self._metrics.node(node.name).ttft.observe(now - started)
         return now
 
     def _succeeded(self, node: Node, started: float, first_at: float, tokens: int | None) -> None:
@@ -428,7 +428,7 @@ class Balancer:
             # Decode speed, scaled both ways: the first chunk carries the first token, the
             # rest took (now - first_at), whatever the answer's length.
             node.decode.observe((now - first_at) * 1000 * REFERENCE_TOKENS / (tokens - 1), now)
-        self._metrics.latency.labels(node.name).observe(now - started)
+        self._metrics.node(node.name).latency.observe(now - started)
         self._transition(node, before)
 
     def _failed(self, node: Node, exc: Exception, started: float) -> LlmError:
@@ -444,7 +444,7 @@ class Balancer:
             now = asyncio.get_running_loop().time()
             before = node.state(now)
             if node.failed((now - started) * 1000, now, error.retry_after):
-                self._metrics.ejections.labels(node.name).inc()
+                self._metrics.node(node.name).ejections.inc()
             self._transition(node, before)
         return error
 
@@ -466,9 +466,10 @@ class Balancer:
             self._publish(node)
 
     def _publish(self, node: Node) -> None:
-        self._metrics.in_flight.labels(node.name).set(node.in_flight)
+        series = self._metrics.node(node.name)
+        series.in_flight.set(node.in_flight)
         up = not node.draining and node.usable(_now())
-        self._metrics.healthy.labels(node.name).set(1 if up else 0)
+        series.healthy.set(1 if up else 0)
 
     def _wake_waiters(self) -> None:
         # Every waiter wakes and looks again; the first in line takes the slot.

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # LLM requests take from milliseconds (a cached short answer) to minutes (a long stream).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True)
+class NodeSeries:
+    """One node's labelled series.  Looked up once per node, not per request:
+    `labels()` takes a lock and builds a key on every call, and a request touches
+    these series half a dozen times."""
+
+    in_flight: Gauge
+    healthy: Gauge
+    requests: Counter
+    latency: Histogram
+    ttft: Histogram
+    ejections: Counter
 
 
 class BalancerMetrics:
@@ -70,9 +85,24 @@ class BalancerMetrics:
         )
         # Two-label series seen so far; prometheus_client has no public way to list them.
         self._pairs: set[tuple[Counter, tuple[str, str]]] = set()
+        self._series: dict[str, NodeSeries] = {}
+
+    def node(self, name: str) -> NodeSeries:
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = NodeSeries(
+                in_flight=self.in_flight.labels(name),
+                healthy=self.healthy.labels(name),
+                requests=self.requests.labels(name),
+                latency=self.latency.labels(name),
+                ttft=self.ttft.labels(name),
+                ejections=self.ejections.labels(name),
+            )
+        return series
 
     def forget(self, node: str) -> None:
         """Drop a removed node's series so the scrape does not keep reporting it."""
+        self._series.pop(node, None)
         for metric in (
             self.in_flight,
             self.healthy,
