@@ -8,7 +8,7 @@ routes, its error bodies and how it renders a plan.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +17,8 @@ from starlette.routing import BaseRoute
 
 from .engine import Fault, Piece, Plan, Simulator
 from .wire import answer, json_response, stream
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class RequestError(Exception):
@@ -60,6 +62,18 @@ class Dialect:
         return self.error(503, "model is loading", "unavailable_error")
 
     # --- shared pipeline -------------------------------------------------------------
+
+    def endpoint(self, handler: Handler) -> Handler:
+        """Gate the request, and turn a refusal into the server's own answer."""
+
+        async def wrapped(request: Request) -> Response:
+            try:
+                self.gate(request)
+                return await handler(request)
+            except RequestError as refusal:
+                return refusal.response
+
+        return wrapped
 
     def gate(self, request: Request) -> None:
         """Refuse requests without the API key, or while the model is loading."""

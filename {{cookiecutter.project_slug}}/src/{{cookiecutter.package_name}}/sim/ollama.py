@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from .dialect import Dialect, RequestError, as_stop_list, text_of
 from .engine import Piece, Plan, count_tokens
-from .openai_compat import Handler, OpenAICompatible
+from .openai_compat import OpenAICompatible
 from .wire import dumps, json_response, read_json
 
 VERSION = "0.12.6"
@@ -73,16 +73,6 @@ class OllamaServer(Dialect):
             Route("/api/embed", self.endpoint(self.embed), methods=["POST"]),
         ]
         return native + OllamaOpenAI(self.sim).routes()
-
-    def endpoint(self, handler: Handler) -> Handler:
-        async def wrapped(request: Request) -> Response:
-            try:
-                self.gate(request)
-                return await handler(request)
-            except RequestError as refusal:
-                return refusal.response
-
-        return wrapped
 
     def gate(self, request: Request) -> None:
         # Ollama has no API key of its own; the simulator's stands for an auth proxy.

@@ -11,7 +11,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -24,8 +24,6 @@ from .dialect import Dialect, RequestError, as_stop_list, positive_int, text_of
 from .engine import Piece, Plan, count_tokens
 from .wire import dumps, json_response, read_json
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 @dataclass
 class Turn:
@@ -36,6 +34,17 @@ class Turn:
     model: str
     prompt_tokens: int
     include_usage: bool
+
+    @classmethod
+    def start(cls, id: str, model: str, prompt_tokens: int, body: dict[str, Any]) -> Turn:
+        streaming = body.get("stream") is True
+        return cls(
+            id=id,
+            created=int(time.time()),
+            model=model,
+            prompt_tokens=prompt_tokens,
+            include_usage=streaming and _include_usage(body),
+        )
 
 
 class OpenAICompatible(Dialect):
@@ -54,18 +63,6 @@ class OpenAICompatible(Dialect):
             Route("/v1/completions", self.endpoint(self.completions), methods=["POST"]),
             Route("/v1/embeddings", self.endpoint(self.embeddings), methods=["POST"]),
         ]
-
-    def endpoint(self, handler: Handler) -> Handler:
-        """Gate the request, and turn a refusal into the server's own answer."""
-
-        async def wrapped(request: Request) -> Response:
-            try:
-                self.gate(request)
-                return await handler(request)
-            except RequestError as refusal:
-                return refusal.response
-
-        return wrapped
 
     # --- errors ------------------------------------------------------------------
 
@@ -212,7 +209,7 @@ class OpenAICompatible(Dialect):
         except ValueError as error:
             raise self.bad_request(str(error)) from None
         limit = self.token_limit(prompt_tokens, requested)
-        seed = body.get("seed") if isinstance(body.get("seed"), int) else None
+        seed = _seed(body)
         plan = self.sim.plan(
             prompt=prompt,
             limit=limit,
@@ -221,20 +218,31 @@ class OpenAICompatible(Dialect):
             reasoning=self.wants_reasoning(body),
             tool=self.tool_for(body, messages[-1].get("role")),
         )
-        streaming = body.get("stream") is True
-        turn = Turn(
-            id=self.new_id("chatcmpl"),
-            created=int(time.time()),
-            model=model,
-            prompt_tokens=prompt_tokens,
-            include_usage=streaming and _include_usage(body),
+        return await self.answer(
+            request,
+            body,
+            Turn.start(self.new_id("chatcmpl"), model, prompt_tokens, body),
+            plan,
+            self.chat_stream,
+            self.chat_body,
         )
+
+    async def answer(
+        self,
+        request: Request,
+        body: dict[str, Any],
+        turn: Turn,
+        plan: Plan,
+        stream_body: Callable[[Turn, Plan, AsyncIterator[Piece]], AsyncGenerator[bytes, None]],
+        whole_body: Callable[[Turn, Plan], dict[str, Any]],
+    ) -> Response:
+        """Generate the plan, streamed when the request asks, in this turn's identity."""
         return await self.generate(
             request,
             plan=plan,
-            prompt_tokens=prompt_tokens,
-            stream_body=partial(self.chat_stream, turn) if streaming else None,
-            body=partial(self.chat_body, turn),
+            prompt_tokens=turn.prompt_tokens,
+            stream_body=partial(stream_body, turn) if body.get("stream") is True else None,
+            body=partial(whole_body, turn),
         )
 
     def chat_body(self, turn: Turn, plan: Plan) -> dict[str, Any]:
@@ -351,22 +359,15 @@ class OpenAICompatible(Dialect):
         if requested is None:
             requested = self.completion_default_max_tokens
         limit = self.token_limit(prompt_tokens, requested)
-        seed = body.get("seed") if isinstance(body.get("seed"), int) else None
+        seed = _seed(body)
         plan = self.sim.plan(prompt=prompt, limit=limit, stop=stop, seed=seed)
-        streaming = body.get("stream") is True
-        turn = Turn(
-            id=self.new_id("cmpl"),
-            created=int(time.time()),
-            model=model,
-            prompt_tokens=prompt_tokens,
-            include_usage=streaming and _include_usage(body),
-        )
-        return await self.generate(
+        return await self.answer(
             request,
-            plan=plan,
-            prompt_tokens=prompt_tokens,
-            stream_body=partial(self.completion_stream, turn) if streaming else None,
-            body=partial(self.completion_body, turn),
+            body,
+            Turn.start(self.new_id("cmpl"), model, prompt_tokens, body),
+            plan,
+            self.completion_stream,
+            self.completion_body,
         )
 
     def completion_body(self, turn: Turn, plan: Plan) -> dict[str, Any]:
@@ -448,6 +449,11 @@ class OpenAICompatible(Dialect):
 
     def decorate_embedding(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = body.get("seed")
+    return seed if isinstance(seed, int) else None
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
