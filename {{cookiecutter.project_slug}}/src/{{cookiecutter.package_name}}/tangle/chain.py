@@ -29,6 +29,7 @@ from web3.exceptions import (
 )
 from web3.types import FilterParams, LogReceipt, TxParams, TxReceipt, Wei
 
+from ..backoff import backoff_s
 from ..config import TangleSettings
 from .abi import Function, Revert, decode_revert
 
@@ -278,7 +279,7 @@ class Chain:
                     return Sent(tx_hash, receipt)
                 # Mined but reverted (a race since estimation): ask the chain why.
                 raise Reverted(function.name, await self._replay_revert(to, function, args))
-            await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
+            await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
         raise Unreachable(f"{function.name}: gave up after {attempts} attempts")
 
     async def _sign_and_send(

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from eth_abi.abi import encode
 
+from ..backoff import backoff_s
 from ..config import TangleSettings
 from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
 from .chain import Chain, ChainError, Reverted, RpcRefused
@@ -140,7 +141,7 @@ class Producer:
                 calls, to_block, at_head = await self.poll()
             except ChainError as error:
                 failures += 1
-                delay = min(0.25 * 2**failures, 30.0)
+                delay = backoff_s(failures, base_s=0.5, cap_s=30.0)
                 log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)
                 if stop.is_set():
                     return

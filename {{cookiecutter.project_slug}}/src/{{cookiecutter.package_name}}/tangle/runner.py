@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import uvicorn
 from eth_abi.abi import encode
 
+from ..backoff import backoff_s
 from ..config import ConfigError, Settings
 from ..context import Context
 from ..jobs import JobEnv, fleet_metrics, run_job
@@ -146,13 +147,13 @@ class JobRunner:
 
     async def _submit(self, call: JobCall, result: bytes) -> Outcome:
         """Submit, retrying while the chain is unreachable, until shutdown."""
-        delay = 1.0
+        failures = 0
         while True:
             outcome = await self.consumer.submit(call.call_id, result)
             if outcome is not Outcome.UNSENT or self.stopping.is_set():
                 return outcome
-            await pause(self.stopping, delay)
-            delay = min(delay * 2, 30.0)
+            failures += 1
+            await pause(self.stopping, backoff_s(failures, base_s=1.0, cap_s=30.0))
 
     # --- lifecycle -------------------------------------------------------------------
 
