@@ -9,19 +9,23 @@ Standard library only (see answers.py).
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .answers import BACKENDS
 
 SKIP_ENV = "OPENROUTER_BLUEPRINT_SKIP_TESTS"
-# Backends other clients build on: vllm and llamacpp extend it, custom is tested with it.
-ALWAYS_KEPT_BACKENDS = ("openai_compatible",)
+# Kept whatever the answer: vllm and llamacpp extend openai_compatible, and custom is the
+# skeleton for adding a server type, which every project may need.
+ALWAYS_KEPT_BACKENDS = ("openai_compatible", "custom")
 INSTALL_TIMEOUT_S = 1800
 TEST_TIMEOUT_S = 1800
 # pip's words for "the package index is unreachable" (its retry warnings); a package
@@ -89,15 +93,27 @@ def choose_license(project: Path, license_id: str) -> None:
     (project / keep).rename(project / "LICENSE")
 
 
+# Context keys that describe one machine or one run, not the project: left out of the
+# saved answers so they stay the same wherever and however the project is regenerated.
+UNRECORDED = ("_output_dir", "_repo_dir", "_commit", "_template", "_checkout")
+ANSWERS_FILE = ".cookiecutter.json"
+
+
 def write_answers(project: Path, answers: Mapping[str, Any]) -> None:
-    """Record the answers so the project can be regenerated or updated (cruft reads this)."""
+    """Save the answers as a replay file: `cookiecutter --replay-file .cookiecutter.json TEMPLATE`.
+
+    A replay takes the whole context from the file (template settings such as
+    `_extensions` included) and prompts only for options the template gained since.
+    run_generated_tests is saved false: regenerating should not reinstall and retest.
+    """
     recorded = {
         key: value
         for key, value in answers.items()
-        if not key.startswith("_") or key in ("_template", "_checkout")
+        if key not in UNRECORDED and not key.startswith("__")
     }
-    text = json.dumps(recorded, indent=2, ensure_ascii=False) + "\n"
-    (project / ".cookiecutter.json").write_text(text, encoding="utf-8")
+    recorded["run_generated_tests"] = False
+    text = json.dumps({"cookiecutter": recorded}, indent=2, ensure_ascii=False) + "\n"
+    (project / ANSWERS_FILE).write_text(text, encoding="utf-8")
 
 
 def prune(project: Path, answers: Mapping[str, Any]) -> None:
@@ -154,23 +170,68 @@ def summary_line(output: str) -> str | None:
     return found[-1] if found else None
 
 
+# A line every few seconds while a step is quiet, so a slow install never looks hung.
+HEARTBEAT_S = 5.0
+# pytest -q's progress lines ("....s..  [ 42%]"), shown as they come.
+_PYTEST_PROGRESS = re.compile(r"^[.sxXFE]+\s*\[\s*\d+%\]$")
+
+
+def _say(text: str) -> None:
+    # cookiecutter's output is often a pipe (CI): unflushed lines would arrive all at the end.
+    print(text, flush=True)
+
+
 def _run(
-    command: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float
+    command: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float, label: str = ""
 ) -> tuple[int, str]:
-    try:
-        done = subprocess.run(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout if isinstance(error.stdout, str) else ""
-        return -1, output + f"\n(timed out after {timeout:.0f} s)"
-    return done.returncode, done.stdout + done.stderr
+    """Run `command`, showing its progress, and return its status and whole output.
+
+    pytest's progress lines are shown as they come; otherwise, every HEARTBEAT_S of
+    silence, one line with the step's time and the command's latest line of output.
+    """
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    output: list[str] = []
+    started = last_said = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - started > timeout:
+            process.kill()
+            process.wait()
+            return -1, "".join(output) + f"\n(timed out after {timeout:.0f} s)"
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        output.append(line)
+        text = line.strip()
+        now = time.monotonic()
+        if _PYTEST_PROGRESS.match(text):
+            _say(f"  {text}")
+            last_said = now
+        elif now - last_said >= HEARTBEAT_S:
+            latest = next((old.strip() for old in reversed(output) if old.strip()), "")
+            _say(f"  {label} {now - started:.0f} s" + (f": {latest[:90]}" if latest else ""))
+            last_said = now
+    return process.wait(), "".join(output)
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -179,6 +240,10 @@ def _tail(text: str, lines: int = 40) -> str:
 
 INSTALL = ".venv/bin/python -m pip install -e '.[dev]'"
 TEST = ".venv/bin/python -m pytest"
+KEEP_HINT = (
+    "cookiecutter deletes a project whose post-generation step fails; to keep it for a "
+    "look, generate again with --keep-project-on-failure"
+)
 
 
 def later_command(project: Path, python_version: str) -> str:
@@ -186,58 +251,93 @@ def later_command(project: Path, python_version: str) -> str:
     return f"cd {project} && python{python_version} -m venv .venv && {INSTALL} && {TEST}"
 
 
-def run_generated_tests(project: Path, python_version: str, environ: Mapping[str, str]) -> bool:
+def next_steps(project: Path, slug: str, installed: bool) -> str:
+    """What to type after generation, from the shell cookiecutter ran in."""
+    steps = [f"cd {project}"]
+    if not installed:
+        steps.append("make setup                # or: make setup-uv")
+    steps += [
+        ". .venv/bin/activate",
+        f"{slug} demo                # simulated nodes behind the provider, no GPU needed",
+        "cp config.example.toml config.toml   # then list your nodes and models",
+        "export OPENROUTER_API_KEY=change-me",
+        f"{slug} serve --config config.toml",
+    ]
+    return "Next steps:\n" + "\n".join(f"  {step}" for step in steps)
+
+
+# What the post-generation run came to; only "failed" fails generation.
+Outcome = Literal["passed", "not run", "failed"]
+
+
+def run_generated_tests(project: Path, python_version: str, environ: Mapping[str, str]) -> Outcome:
     """Create .venv, install the project with its dev extras and run its tests.
 
-    True when the tests ran and passed. Anything else is said plainly with the command
-    to run by hand, and the project stays: deleting what was just generated from the
-    answers would throw away the user's work for a failure they can now inspect.
+    "not run" when this machine cannot (no such Python, no package index): the project
+    is fine, so generation succeeds. A failed install or test run is "failed". Either is
+    said plainly with the command to run by hand.
     """
     where, install, test = f"cd {project}", INSTALL, TEST
     later = later_command(project, python_version)
     python = find_python(python_version)
     if python is None:
-        print(
+        _say(
             f"Tests not run: this project needs Python {python_version} or newer, "
             f"and python{python_version} is not on PATH. To run them later:\n  {later}"
         )
-        return False
+        return "not run"
     env = child_env(environ)
-    print(f"Creating .venv with {python} and installing the project (this takes a minute)...")
-    status, output = _run([python, "-m", "venv", ".venv"], project, env, INSTALL_TIMEOUT_S)
+    _say(f"Creating .venv with {python} and installing the project and its dev tools...")
+    status, output = _run([python, "-m", "venv", ".venv"], project, env, INSTALL_TIMEOUT_S, "venv")
     if status != 0:
-        print(f"Creating .venv FAILED:\n{_tail(output)}\nTo retry:\n  {later}")
-        return False
+        _say(f"Creating .venv FAILED:\n{_tail(output)}\nTo retry:\n  {later}")
+        return "failed"
     venv_python = str(project / ".venv" / "bin" / "python")
-    pip = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[dev]"]
-    status, output = _run(pip, project, env, INSTALL_TIMEOUT_S)
+    pip = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]"]
+    status, output = _run(pip, project, env, INSTALL_TIMEOUT_S, "installing")
     if status != 0 and _OFFLINE.search(output):
-        print(
+        _say(
             "Tests not run: pip could not reach the package index to install the "
             f"dependencies. When online:\n  {where} && {install} && {test}"
         )
-        return False
+        return "not run"
     if status != 0:
-        print(f"Installing the project FAILED:\n{_tail(output)}\nTo retry:\n  {where} && {install}")
-        return False
+        _say(f"Installing the project FAILED:\n{_tail(output)}\nTo retry:\n  {where} && {install}")
+        _say(f"{KEEP_HINT}\nInstalling the project FAILED")
+        return "failed"
+    _say("Running the project's tests...")
     status, output = _run(
-        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env, TEST_TIMEOUT_S
+        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        project,
+        env,
+        TEST_TIMEOUT_S,
+        "tests",
     )
     summary = summary_line(output) or "no pytest summary line"
     if status != 0:
-        print(f"{_tail(output)}\nTo rerun:\n  {where} && {test}\nGenerated tests FAILED: {summary}")
-        return False
-    print(f"Generated tests: {summary}")
-    return True
+        _say(f"{_tail(output)}\nTo rerun:\n  {where} && {test}\n{KEEP_HINT}")
+        _say(f"Generated tests FAILED: {summary}")
+        return "failed"
+    _say(f"Generated tests: {summary}")
+    return "passed"
 
 
-def finish(project: Path, answers: Mapping[str, Any], environ: Mapping[str, str]) -> None:
-    """Everything post_gen_project does, in order."""
+def finish(project: Path, answers: Mapping[str, Any], environ: Mapping[str, str]) -> int:
+    """Everything post_gen_project does, in order; its exit status.
+
+    Non-zero only when the project's install or tests failed, so a CI job that bakes
+    each variant goes red. Regenerations (cruft update and diff, a replay of the saved
+    answers) carry run_generated_tests false and end right after pruning.
+    """
     prune(project, answers)
     if not answers["run_generated_tests"]:
-        return
+        return 0
     if environ.get(SKIP_ENV) == "1":
         later = later_command(project, answers["python_version"])
-        print(f"Tests not run: {SKIP_ENV}=1. To run them:\n  {later}")
-        return
-    run_generated_tests(project, answers["python_version"], environ)
+        _say(f"Tests not run: {SKIP_ENV}=1. To run them:\n  {later}")
+        return 0
+    outcome = run_generated_tests(project, answers["python_version"], environ)
+    if outcome == "failed":
+        return 1
+    _say(next_steps(project, answers["project_slug"], installed=outcome == "passed"))
+    return 0

@@ -1,4 +1,14 @@
-"""The `pystr` Jinja filter: a free-text answer as a Python string literal ruff accepts.
+"""Jinja additions: the `pystr` filter and the `template_root` global.
+
+`template_root` is the template's directory as this module was imported from it, made
+absolute. cookiecutter runs each hook as a rendered copy in a temporary directory, with
+the new project as its working directory, and says where the template is only as typed
+(`_template`: a relative path, `.`, or a URL) or not at all under cruft; but it imports
+this module, by `_extensions`, from the template itself however it was invoked (a path,
+a clone in ~/.cookiecutters, cruft's temporary clone). The hooks import their helpers
+from there.
+
+`pystr`: a free-text answer as a Python string literal ruff accepts.
 
 `tojson` gives a valid literal, but ruff format rewrites `"a \\"b\\""` to `'a "b"'`, so a
 project generated with a quote in an answer would fail `ruff format --check`. This
@@ -8,6 +18,7 @@ double than single quotes, and non-ASCII as escapes (no ambiguous-character lint
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment
@@ -42,3 +53,7 @@ class PythonStringExtension(Extension):
         super().__init__(environment)
         filters: dict[str, Any] = environment.filters
         filters["pystr"] = python_string
+        environment.globals["template_root"] = TEMPLATE_ROOT
+
+
+TEMPLATE_ROOT = str(Path(__file__).resolve().parents[1])

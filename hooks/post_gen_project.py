@@ -14,17 +14,22 @@ from pathlib import Path
 ANSWERS_JSON = r"""
 {{ cookiecutter | tojson }}
 """
+TEMPLATE_ROOT_JSON = r"""
+{{ template_root | tojson }}
+"""
+# The answers cruft saves in .cruft.json (after this hook, from the context this file is
+# rendered with) then say run_generated_tests false, so `cruft update` and `cruft diff`
+# regenerate without reinstalling and retesting. ANSWERS_JSON above keeps this run's value.
+# {% if cookiecutter.update({"run_generated_tests": false}) %}{% endif %}
 
 
 def main() -> int:
     answers = json.loads(ANSWERS_JSON)
-    sys.path.insert(0, answers.get("_repo_dir") or answers["_template"])
+    sys.path.insert(0, json.loads(TEMPLATE_ROOT_JSON))
     from hooks.finish import finish
 
-    # cookiecutter runs this hook inside the generated project. A failed test run is
-    # reported, not raised: cookiecutter would delete the project on a non-zero exit.
-    finish(Path.cwd(), answers, os.environ)
-    return 0
+    # cookiecutter runs this hook inside the generated project.
+    return finish(Path.cwd(), answers, os.environ)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,17 @@ import sys
 ANSWERS_JSON = r"""
 {{ cookiecutter | tojson }}
 """
+# Where the template is, however cookiecutter or cruft was invoked (see hooks/jinja_filters.py).
+TEMPLATE_ROOT_JSON = r"""
+{{ template_root | tojson }}
+"""
 
 
 def main() -> int:
     answers = json.loads(ANSWERS_JSON)
-    # The helpers live beside this hook in the template; cookiecutter runs a rendered
-    # copy from a temporary directory, so the template's path comes from the context.
-    sys.path.insert(0, answers.get("_repo_dir") or answers["_template"])
+    # cookiecutter runs a rendered copy of this file from a temporary directory: the
+    # helpers beside it in the template are imported from the template's own directory.
+    sys.path.insert(0, json.loads(TEMPLATE_ROOT_JSON))
     from hooks.answers import validate
 
     problems = validate(answers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tomllib
 from pathlib import Path
@@ -146,9 +145,23 @@ def test_recorded_answers_regenerate_the_same_project(tmp_path: Path) -> None:
         license="Apache-2.0",
         include_docker=False,
     )
-    recorded = json.loads((first / ".cookiecutter.json").read_text(encoding="utf-8"))
-    answers = {key: value for key, value in recorded.items() if not key.startswith("_")}
-    again = generate(tmp_path / "b", **answers)
+    # The saved answers are a replay file: the README's regeneration command, verbatim.
+    again_root = tmp_path / "b"
+    replayed = run(
+        [
+            *tool("cookiecutter"),
+            "--replay-file",
+            str(first / ".cookiecutter.json"),
+            str(REPO),
+            "-o",
+            str(again_root),
+        ],
+        tmp_path,
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    # Replays do not reinstall and retest: the saved answers say run_generated_tests false.
+    assert "Creating .venv" not in replayed.stdout
+    again = again_root / first.name
 
     def tree(root: Path) -> dict[str, str]:
         return {

@@ -91,12 +91,17 @@ def test_default_bake_has_every_scaffolding_file(variants: Variants) -> None:
         "config.example.toml",
         ".cookiecutter.json",
         "README.md",
+        "Makefile",
+        "docs/benchmarks.md",
+        "src/openrouter_provider/backends/custom.py",
     ):
         assert (project / name).is_file(), name
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
-    steps = " ".join(step.get("run", "") for step in workflow["jobs"]["check"]["steps"])
-    for command in ("ruff check", "ruff format --check", "mypy --strict src", "pytest"):
-        assert command in steps
+    steps = [step.get("run", "") for step in workflow["jobs"]["check"]["steps"]]
+    assert {"make setup PYTHON=python", "make lint", "make test"} <= set(steps)
+    makefile = (project / "Makefile").read_text(encoding="utf-8")
+    for command in ("ruff check .", "ruff format --check .", "mypy --strict src", "pytest"):
+        assert f"$(BIN)/python -m {command}" in makefile
     assert "${{ github.workflow }}" in workflow["concurrency"]["group"]
     hooks = yaml.safe_load((project / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
     ids = {hook["id"] for repo in hooks["repos"] for hook in repo["hooks"]}
@@ -106,6 +111,7 @@ def test_default_bake_has_every_scaffolding_file(variants: Variants) -> None:
     assert "\nUSER app\n" in dockerfile
     assert 'CMD ["serve"]' in dockerfile
     answers = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    answers = answers["cookiecutter"]  # the shape cookiecutter --replay-file reads
     assert answers["llm_backend"] == BACKENDS[0]
     assert answers["package_name"] == PACKAGE
     assert not any(key.startswith("__") or key in ("_repo_dir", "_output_dir") for key in answers)
@@ -151,8 +157,15 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + python_version.replace(".", "")
     assert f"FROM python:{python_version}-slim" in (project / "Dockerfile").read_text()
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    # CI tests every Python from the lowest supported one up to 3.13, reading nothing more.
+    versions = ["3.11", "3.12", "3.13"]
+    matrix = workflow["jobs"]["check"]["strategy"]["matrix"]["python-version"]
+    assert matrix == versions[versions.index(python_version) :]
+    assert workflow["permissions"] == {"contents": "read"}
     setup = workflow["jobs"]["check"]["steps"][1]
-    assert setup["with"]["python-version"] == python_version
+    assert setup["with"]["python-version"] == "${{ matrix.python-version }}"
+    makefile = (project / "Makefile").read_text(encoding="utf-8")
+    assert f"PYTHON ?= python{python_version}\n" in makefile
     # A newer target turns on more pyupgrade rules and typeshed branches: all must pass.
     for command in (
         [*tool("ruff"), "check", "."],

@@ -221,7 +221,9 @@ def make_project(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["vllm", "custom"])
-def test_prune_keeps_the_chosen_backend_and_openai_compatible(tmp_path: Path, backend: str) -> None:
+def test_prune_keeps_the_chosen_backend_openai_compatible_and_custom(
+    tmp_path: Path, backend: str
+) -> None:
     project = make_project(tmp_path)
     finish.prune(
         project,
@@ -234,7 +236,7 @@ def test_prune_keeps_the_chosen_backend_and_openai_compatible(tmp_path: Path, ba
         ),
     )
     kept = sorted(path.stem for path in (project / "src/pkg/backends").iterdir())
-    assert kept == sorted({backend, "openai_compatible"})
+    assert kept == sorted({backend, "openai_compatible", "custom"})
     assert sorted(path.stem for path in (project / "tests/backends").iterdir()) == [
         f"test_{name}" for name in kept
     ]
@@ -242,8 +244,10 @@ def test_prune_keeps_the_chosen_backend_and_openai_compatible(tmp_path: Path, ba
     assert not (project / ".github").exists()
     assert (project / "LICENSE").read_text() == "LICENSE-APACHE"
     assert not (project / "LICENSE-MIT").exists()
-    recorded = json.loads((project / ".cookiecutter.json").read_text())
+    recorded = json.loads((project / ".cookiecutter.json").read_text())["cookiecutter"]
     assert recorded["llm_backend"] == backend
+    # A replay of the saved answers regenerates without reinstalling and retesting.
+    assert recorded["run_generated_tests"] is False
 
 
 def test_child_env_drops_what_would_change_the_nested_run() -> None:
@@ -296,8 +300,9 @@ def test_hooks_are_plain_python_before_rendering() -> None:
     for hook in ("pre_gen_project.py", "post_gen_project.py"):
         source = (REPO / "hooks" / hook).read_text()
         compile(source, hook, "exec")
-        # Jinja appears only inside the one string literal parsed by main().
-        assert source.count("{{") == 1
+        # Jinja appears only inside the string literals parsed by main(): the answers and
+        # the template's directory.
+        assert source.count("{{") == 2
 
 
 # --- the pystr filter ------------------------------------------------------------------------
@@ -340,7 +345,7 @@ class FakeRun:
         self.envs: list[dict[str, str]] = []
 
     def __call__(
-        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float
+        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float, label: str = ""
     ) -> tuple[int, str]:
         self.commands.append(list(command))
         self.envs.append(dict(env))
@@ -352,7 +357,7 @@ def test_unreachable_index_is_said_plainly_and_does_not_fail(
 ) -> None:
     offline = "WARNING: Retrying ... NewConnectionError: Failed to establish a new connection"
     monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, offline)))
-    assert finish.run_generated_tests(tmp_path, "3.11", {}) is False
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) == "not run"
     out = capsys.readouterr().out
     assert "could not reach the package index" in out
     assert "pip install -e '.[dev]'" in out
@@ -365,7 +370,7 @@ def test_failing_tests_say_what_failed_and_how_to_rerun(
         (0, ""), (0, ""), (1, "FAILED tests/test_x.py::test_y\n1 failed, 9 passed in 1.2s\n")
     )
     monkeypatch.setattr(finish, "_run", fake)
-    assert finish.run_generated_tests(tmp_path, "3.11", {"PYTEST_ADDOPTS": "-x"}) is False
+    assert finish.run_generated_tests(tmp_path, "3.11", {"PYTEST_ADDOPTS": "-x"}) == "failed"
     out = capsys.readouterr().out
     assert "FAILED tests/test_x.py::test_y" in out
     assert out.splitlines()[-1] == "Generated tests FAILED: 1 failed, 9 passed in 1.2s"
@@ -378,7 +383,7 @@ def test_passing_tests_print_one_summary_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "== 9 passed in 1.2s ==\n")))
-    assert finish.run_generated_tests(tmp_path, "3.11", {}) is True
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) == "passed"
     assert capsys.readouterr().out.splitlines()[-1] == "Generated tests: 9 passed in 1.2s"
 
 
@@ -386,7 +391,7 @@ def test_missing_interpreter_says_how_to_run_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(finish, "find_python", lambda version: None)
-    assert finish.run_generated_tests(tmp_path, "3.13", {}) is False
+    assert finish.run_generated_tests(tmp_path, "3.13", {}) == "not run"
     out = capsys.readouterr().out
     assert "python3.13 is not on PATH" in out
     assert "python3.13 -m venv .venv" in out
@@ -397,7 +402,51 @@ def test_a_missing_package_is_an_install_failure_not_offline(
 ) -> None:
     missing = "ERROR: No matching distribution found for no-such-package>=1"
     monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, missing)))
-    assert finish.run_generated_tests(tmp_path, "3.11", {}) is False
+    assert finish.run_generated_tests(tmp_path, "3.11", {}) == "failed"
     out = capsys.readouterr().out
     assert "Installing the project FAILED" in out
     assert "no-such-package" in out
+
+
+def test_a_failed_run_fails_generation_and_a_passed_one_ends_with_next_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = default_answers(package_name="pkg")
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (1, "1 failed in 0.1s\n")))
+    assert finish.finish(make_project(tmp_path / "a"), answers, {}) == 1
+    assert "--keep-project-on-failure" in capsys.readouterr().out
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, "No matching distribution")))
+    assert finish.finish(make_project(tmp_path / "b"), answers, {}) == 1
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "9 passed in 0.1s\n")))
+    assert finish.finish(make_project(tmp_path / "c"), answers, {}) == 0
+    out = capsys.readouterr().out
+    steps = out[out.index("Next steps:") :]
+    assert ". .venv/bin/activate" in steps
+    assert "openrouter-provider serve --config config.toml" in steps
+
+
+def test_a_quiet_step_shows_a_line_every_few_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(finish, "HEARTBEAT_S", 0.2)
+    script = (
+        "import time\n"
+        "for step in ('Collecting httpx', 'Collecting web3'):\n"
+        "    print(step, flush=True); time.sleep(0.7)\n"
+        "print('..s.  [100%]', flush=True)\n"
+        "print('2 passed in 1.4s')\n"
+    )
+    status, output = finish._run([sys.executable, "-c", script], tmp_path, {}, 60, "installing")
+    assert status == 0
+    assert output.splitlines()[-1] == "2 passed in 1.4s"
+    shown = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("  installing ") and "Collecting" in line for line in shown)
+    assert "  ..s.  [100%]" in shown
+
+
+def test_a_step_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    status, output = finish._run(
+        [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {}, 1, "tests"
+    )
+    assert status == -1
+    assert "timed out after 1 s" in output

@@ -30,7 +30,10 @@ def test_defaults_generate_install_and_pass_their_tests(
         result = cookies.bake()
     out = capfd.readouterr().out
     assert result.exception is None, f"{result.exception}\n{out[-4000:]}"
-    # The hook reports a failed run without failing generation; its last line says which.
-    last = out.strip().splitlines()[-1]
-    assert re.fullmatch(r"Generated tests: \d+ passed.* in [\d.]+s.*", last), out[-4000:]
+    # Progress while it runs (pytest's progress lines), then the summary and what to do next.
+    lines = out.strip().splitlines()
+    assert any(re.fullmatch(r"  [.sxX]+\s*\[\s*\d+%\]", line) for line in lines), out[-4000:]
+    summary = lines.index("Next steps:") - 1
+    assert re.fullmatch(r"Generated tests: \d+ passed.* in [\d.]+s.*", lines[summary]), out[-4000:]
+    assert "  . .venv/bin/activate" in lines[summary:]
     assert (Path(result.project_path) / ".venv" / "bin" / "python").exists()

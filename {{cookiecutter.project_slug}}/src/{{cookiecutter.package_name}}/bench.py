@@ -1,12 +1,20 @@
 """`bench <name>`: the benchmarks, each printing a Markdown table.
 
-Each benchmark lives beside the code it measures; this module only routes.
+Each benchmark lives beside the code it measures; this module only routes, and turns
+what stops a benchmark from outside (a missing or broken tool, a process that would not
+start, a machine too busy for a node to answer) into one line and exit status 1.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
+
+from .llm.errors import LlmError
+
+# What a benchmark's surroundings raise; a bug in the benchmark still shows its traceback.
+_STOPPED_BY = (OSError, RuntimeError, subprocess.SubprocessError, LlmError)
 
 BENCHMARKS = {
     "transport": "httpx's default transport against httpx over aiohttp, through one client",
@@ -35,4 +43,9 @@ def main(argv: list[str]) -> int:
         for name, text in BENCHMARKS.items():
             print(f"  {name:10} {text}", file=sys.stderr)
         return 2
-    return _load(argv[0])(argv[1:])
+    try:
+        return _load(argv[0])(argv[1:])
+    except _STOPPED_BY as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"bench {argv[0]}: stopped: {reason}", file=sys.stderr)
+        return 1

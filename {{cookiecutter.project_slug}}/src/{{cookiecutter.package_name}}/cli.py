@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(port=args.port)
     try:
         settings = load_settings(args.config)
+        from .backends import check_node_types
+
+        check_node_types(settings.nodes)
     except ConfigError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2

@@ -417,6 +417,7 @@ def run(duration: float, litellm: str | None) -> int:
             _wait_until_up(f"http://127.0.0.1:{port}/v1/models", process, 15)
             targets.append(Target("nginx (1 worker)", f"http://127.0.0.1:{port}", UPSTREAM, {}))
 
+        explicit = litellm is not None
         litellm = litellm or _litellm_binary()
         if litellm is None:
             notes.append("LiteLLM row skipped: not installed (pip install 'litellm[proxy]')")
@@ -447,6 +448,8 @@ def run(duration: float, litellm: str | None) -> int:
                     Target("LiteLLM proxy (1 worker)", f"http://127.0.0.1:{port}", LISTED, auth)
                 )
             except RuntimeError as error:
+                if explicit:
+                    raise RuntimeError(f"LiteLLM ({litellm}) did not start: {error}") from None
                 notes.append(
                     f"LiteLLM row skipped: it did not start ({error}); its proxy needs "
                     "pip install 'litellm[proxy]' (point --litellm at that install's litellm)"
@@ -479,4 +482,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.load:
         return _load_main(args.load)
+    if args.litellm and not os.access(args.litellm, os.X_OK):
+        print(f"bench overhead: --litellm {args.litellm}: not an executable file", file=sys.stderr)
+        return 2
     return run(args.duration, args.litellm)
