@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 NodeType = Literal["ollama", "vllm", "llamacpp", "tgi", "openai_compatible", "custom"]
@@ -73,6 +74,14 @@ class ConfigError(Exception):
     """An invalid setting; the message names the key and the reason."""
 
 
+def mask_url(text: str) -> str:
+    """`scheme://user:password@host` with the user and password masked."""
+    return _USERINFO.sub(r"\1**********@", text)
+
+
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,18 +96,42 @@ def _camel_to_snake(value: str) -> str:
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
-    auth_enabled: bool = True
+    auth_enabled: bool = Field(
+        default=True, description="Every endpoint but /health and /ready asks for a key."
+    )
     api_keys: list[SecretStr] = Field(default_factory=list)
     metrics_key: SecretStr | None = Field(
-        default=None, description="When set, /metrics asks for this Bearer key."
+        default=None, description="When set, /metrics asks for this Bearer key (else an API key)."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Request line and headers; larger: 431."
+    )
+    max_header_count: int = Field(default=100, ge=8, description="Header lines; more: 431.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="From connection or previous answer to the end of the headers; then closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="From the headers to the end of the body; then 408."
+    )
+    keepalive_timeout_s: float = Field(
+        default=5.0, gt=0, description="An idle connection between requests is closed after this."
+    )
     request_timeout_s: float = Field(default=600.0, gt=0, description="Deadline for one request.")
-    keepalive_interval_s: float = Field(default=5.0, gt=0)
+    keepalive_interval_s: float = Field(
+        default=5.0, gt=0, description="A silent stream gets a `: keep-alive` comment this often."
+    )
     always_include_usage: bool = Field(
         default=False, description="Send the usage chunk even when stream_options does not ask."
     )
     listing_format: Literal["flat", "v2"] = "flat"
+    private_media_urls: bool = Field(
+        default=False,
+        description="Let image and file URLs name private, loopback or link-local hosts "
+        "(the node fetches them).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -214,12 +247,20 @@ class NodeSettings(Section):
     weight: float = Field(default=1.0, gt=0)
     max_concurrency: int = Field(default=8, ge=1)
     api_key: SecretStr | None = None
+    extra_fields: list[str] = Field(
+        default_factory=list,
+        description="Request fields beyond OpenAI's and OpenRouter's that this node is sent "
+        "(e.g. vLLM's chat_template_kwargs); other unknown fields are dropped.",
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {mask_url(value)!r}")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # Credentials in a URL end up in tables, logs and error messages.
+            raise ValueError("credentials in a node URL are not accepted; set the node's api_key")
         return value.rstrip("/")
 
     @field_validator("models", mode="before")
@@ -518,12 +559,37 @@ class Settings(BaseSettings):
         return self
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as JSON data, secrets shown as '**********'."""
-        return self.model_dump(mode="json")
+        """The effective settings as JSON data, secrets and URL passwords shown as '**********'."""
+        masked: dict[str, Any] = _mask_urls(self.model_dump(mode="json"))
+        return masked
+
+
+def _mask_urls(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _mask_urls(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_mask_urls(value) for value in data]
+    return mask_url(data) if isinstance(data, str) else data
 
 
 # Values under these keys never appear in error messages.
 SECRET_KEYS = {"api_keys", "metrics_key", "api_key", "keystore_password", "operator_private_key"}
+
+
+def _shown(item: ErrorDetails) -> str:
+    """The rejected value, only when it is one plain value under no secret key.
+
+    A model-level validator's input is the whole document (every key in it),
+    so containers are never shown.
+    """
+    value = item["input"]
+    if item["type"] == "missing" or SECRET_KEYS & {str(part) for part in item["loc"]}:
+        return ""
+    if isinstance(value, bool | int | float):
+        return f" (got {value!r})"
+    if isinstance(value, str):
+        return f" (got {mask_url(value)[:200]!r})"
+    return ""
 
 
 def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
@@ -533,10 +599,7 @@ def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         origin = by_path.get(key)
         where = f"{key} (from ${origin})" if origin else key
-        shown = ""
-        if not SECRET_KEYS & {str(part) for part in item["loc"]} and item["type"] != "missing":
-            shown = f" (got {item['input']!r})"
-        lines.append(f"{where}: {item['msg']}{shown}")
+        lines.append(f"{where}: {mask_url(item['msg'])}{_shown(item)}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -14,6 +14,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from {{ cookiecutter.package_name }}.api.app import create_app
+from {{ cookiecutter.package_name }}.api.server import server_config
 from {{ cookiecutter.package_name }}.balancer import ListedModel
 from {{ cookiecutter.package_name }}.config import ModelSettings, Settings
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
@@ -36,11 +37,12 @@ KEY = "sk-test-key-one"
 MODEL = "acme/test-model"
 
 
-def make_settings(**api: Any) -> Settings:
+def make_settings(load_balancer: dict[str, Any] | None = None, **api: Any) -> Settings:
     """Settings with one model on one (unused) node; `api` overrides [api] keys."""
     return Settings.model_validate(
         {
             "api": {"api_keys": [KEY], **api},
+            "load_balancer": load_balancer or {},
             "nodes": [
                 {
                     "name": "n1",
@@ -141,8 +143,10 @@ class FakeContext:
 
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    """Serve `app` as `serve` does (uvicorn with the [api] limits) on a free 127.0.0.1 port."""
+    config = server_config(
+        app, app.state.api.settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns them
     task = asyncio.create_task(server.serve())

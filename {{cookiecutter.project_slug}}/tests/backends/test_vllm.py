@@ -92,7 +92,7 @@ async def test_metrics_scrape_against_the_simulator(make_client: ClientFactory) 
         ({"reasoning": {"effort": "none"}}, {"enable_thinking": False}, None),
         (
             {"reasoning": {"enabled": False}, "chat_template_kwargs": {"enable_thinking": True}},
-            {"enable_thinking": True},  # the caller's own setting wins
+            {"enable_thinking": True},  # the caller's own setting wins (the node allows it)
             None,
         ),
         ({}, None, None),
@@ -102,6 +102,7 @@ async def test_reasoning_switch_goes_to_the_chat_template(
     fields: dict[str, Any], kwargs: dict[str, bool] | None, effort: str | None
 ) -> None:
     client = client_for("vllm", "http://127.0.0.1:9", ["m"])
+    client.node.extra_fields.append("chat_template_kwargs")
     try:
         request = ChatCompletionRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}

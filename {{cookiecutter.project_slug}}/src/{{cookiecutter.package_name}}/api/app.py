@@ -1,8 +1,10 @@
 """The ASGI app: OpenAI-compatible endpoints, the provider listing, health, readiness, metrics.
 
-Handlers take the raw request and parse the body themselves (one pydantic
-call on the bytes) so the hot path skips FastAPI's dependency machinery;
-FastAPI still routes and documents every endpoint at /docs.
+Plain Starlette routes whose endpoints are ASGI apps taking the raw request:
+each handler parses its body itself (one pydantic call on the bytes) and turns
+its own failures into OpenAI error bodies.  The OpenAPI document is generated
+from the models (openapi.py) and served behind the key like everything but
+/health and /ready.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import to_json
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .. import __version__
 from ..config import ConfigError, Settings
 from ..llm.errors import (
     InvalidRequestError,
@@ -32,26 +35,31 @@ from ..llm.errors import (
     UpstreamTimeoutError,
 )
 from ..llm.models import (
+    MAX_MODEL_ID,
     ChatCompletionRequest,
-    ChatCompletionResponse,
     EmbeddingRequest,
-    EmbeddingResponse,
     SamplingParams,
     TextCompletionRequest,
-    TextCompletionResponse,
 )
 from .auth import KeyRing
-from .body import read_body
+from .body import disconnected, read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
 from .listing import build_listing, unready
+from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
+from .openapi import build_document
 from .sse import Chunk, SseResponse, close_iterator, first_chunk
+
+TITLE = "OpenRouter provider"
+# The status a request gets when its client left before the answer (nginx's 499).
+CLIENT_GONE = 499
 
 if TYPE_CHECKING:
     from ..context import Context
 
 OpenContext = Callable[[Settings], AbstractAsyncContextManager["Context"]]
 Req = TypeVar("Req", bound=BaseModel)
+T = TypeVar("T")
 
 
 def check_auth(settings: Settings) -> None:
@@ -77,6 +85,7 @@ class Api:
         self.started = int(time.time())
         self._context: Context | None = None
         self.metrics: HttpMetrics | None = None
+        self._openapi: bytes | None = None
 
     def attach(self, context: Context) -> None:
         self._context = context
@@ -110,9 +119,13 @@ class Api:
         self._authorize(request)
         body = await read_body(request, self.settings.api.max_body_bytes)
         try:
-            return model.model_validate_json(body)
+            # Strict: "5" and true are not a max_tokens of 5 and 1.
+            parsed = model.model_validate_json(body, strict=True)
         except ValidationError as error:
             raise invalid_body(error) from None
+        if isinstance(parsed, ChatCompletionRequest) and not self.settings.api.private_media_urls:
+            check_media(parsed)
+        return parsed
 
     def _cap(self, request: SamplingParams) -> None:
         """Enforce the model's max_tokens cap, and apply it when the request sets none."""
@@ -141,7 +154,9 @@ class Api:
         async def run() -> Response:
             parsed = await self._parse(request, EmbeddingRequest)
             async with asyncio.timeout(self.settings.api.request_timeout_s):
-                result = await self.context.balancer.embeddings(parsed)
+                result = await _unless_gone(
+                    request.receive, self.context.balancer.embeddings(parsed)
+                )
             return _json(result.wire())
 
         return await self._guard(run())
@@ -159,8 +174,16 @@ class Api:
                 iterator = balancer.stream_chat_completion(parsed)
             else:
                 iterator = balancer.stream_text_completion(parsed)
-            wait = min(api.keepalive_interval_s, api.request_timeout_s)
-            first, done = await first_chunk(iterator, wait)
+            # Headers wait out the node selection (so a stream that finds no room gets a
+            # real 429 with Retry-After) plus one keep-alive interval for the first chunk.
+            placement = self.settings.load_balancer.selection_timeout_s
+            wait = min(placement + api.keepalive_interval_s, api.request_timeout_s)
+            started = time.monotonic()
+            try:
+                first, done = await _unless_gone(request.receive, first_chunk(iterator, wait))
+            except BaseException:
+                await close_iterator(iterator)
+                raise
             if done and first.exception() is not None:
                 await close_iterator(iterator)
                 first.result()  # raises the failure with its own status
@@ -169,14 +192,16 @@ class Api:
                 first,
                 include_usage=api.always_include_usage or parsed.wants_usage_chunk(),
                 keepalive_s=api.keepalive_interval_s,
-                deadline_s=api.request_timeout_s - wait,
+                deadline_s=api.request_timeout_s - (time.monotonic() - started),
                 scrub=self.scrub,
             )
         async with asyncio.timeout(api.request_timeout_s):
+            work: Coroutine[Any, Any, BaseModel]
             if isinstance(parsed, ChatCompletionRequest):
-                result: BaseModel = await balancer.chat_completion(parsed)
+                work = balancer.chat_completion(parsed)
             else:
-                result = await balancer.text_completion(parsed)
+                work = balancer.text_completion(parsed)
+            result = await _unless_gone(request.receive, work)
         # The same body as wire(), serialised by pydantic-core in one step.
         return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
@@ -186,6 +211,9 @@ class Api:
             return await work
         except LlmError as error:
             return error_response(error, self.scrub)
+        except ClientDisconnect:
+            # Counted apart from failures (anyone can leave mid-upload), and not logged.
+            return Response(status_code=CLIENT_GONE)
         except TimeoutError:
             return error_response(UpstreamTimeoutError("the request deadline passed"), self.scrub)
         except Exception as error:  # never a stack trace to the client
@@ -207,7 +235,7 @@ class Api:
     async def model(self, request: Request) -> Response:
         async def run() -> Response:
             self._authorize(request)
-            model_id = request.path_params["model_id"]
+            model_id = request.path_params["model_id"][: MAX_MODEL_ID + 1]
             for document in self.listing()["data"]:
                 if document["id"] == model_id:
                     return _json(document)
@@ -225,48 +253,50 @@ class Api:
         return _json({"status": "ready"})
 
     async def prometheus(self, request: Request) -> Response:
-        if len(self.metrics_keys):
-            try:
+        """With a metrics_key only that key; else the API keys, as every endpoint."""
+        try:
+            if len(self.metrics_keys):
                 self.metrics_keys.check(request.headers.get("authorization"))
-            except LlmError as error:
-                return error_response(error, self.scrub)
+            else:
+                self._authorize(request)
+        except LlmError as error:
+            return error_response(error, self.scrub)
         return Response(
             generate_latest(self.context.metrics_registry), media_type=CONTENT_TYPE_LATEST
         )
 
+    async def openapi(self, request: Request) -> Response:
+        async def run() -> Response:
+            self._authorize(request)
+            if self._openapi is None:
+                self._openapi = to_json(build_document(TITLE, __version__))
+            return Response(self._openapi, media_type="application/json")
 
-class RawRoute(APIRoute):
-    """A documented route whose endpoint takes the bare Request.
+        return await self._guard(run())
 
-    FastAPI's own handler resolves dependencies and validates parameters on
-    every call, and its request wrapper opens exit stacks for dependencies and
-    maps exceptions per route; these endpoints have none of those (each turns
-    its own failures into error responses), so the route's ASGI app calls the
-    endpoint directly.  The OpenAPI schema still comes from the declarations,
-    and the app-level exception middleware still answers anything unforeseen.
+
+class Endpoint:
+    """A route's ASGI app calling a handler with the bare Request.
+
+    Starlette serves an endpoint that is not a function as a plain ASGI app:
+    no per-route wrapper, since every handler answers its own failures, and
+    the app-level exception middleware still answers anything unforeseen.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await endpoint(Request(scope, receive, send))
-            await response(scope, receive, send)
-
-        self.app = app
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return endpoint
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
-def create_app(settings: Settings, *, open_context: OpenContext | None = None) -> FastAPI:
+def create_app(settings: Settings, *, open_context: OpenContext | None = None) -> Starlette:
     """The app; its lifespan opens the shared context (or `open_context`, for tests)."""
     api = Api(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opener = open_context
         if opener is None:
             from ..context import Context
@@ -276,74 +306,70 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
             api.attach(context)
             yield
 
-    app = FastAPI(
-        title="OpenRouter provider",
-        summary="OpenAI-compatible completions and OpenRouter's provider model listing.",
-        lifespan=lifespan,
+    routes = [
+        Route("/v1/chat/completions", Endpoint(api.chat), methods=["POST"]),
+        Route("/v1/completions", Endpoint(api.completions), methods=["POST"]),
+        Route("/v1/embeddings", Endpoint(api.embeddings), methods=["POST"]),
+        Route("/v1/models", Endpoint(api.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", Endpoint(api.model), methods=["GET"]),
+        Route("/health", Endpoint(api.health), methods=["GET"]),
+        Route("/ready", Endpoint(api.ready), methods=["GET"]),
+        Route("/metrics", Endpoint(api.prometheus), methods=["GET"]),
+        Route("/openapi.json", Endpoint(api.openapi), methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=lambda: api.metrics)],
         exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
     )
     app.state.api = api
-    app.router.route_class = RawRoute
-    documented: list[tuple[str, Callable[[Request], Any], type[BaseModel], type[BaseModel]]] = [
-        ("/v1/chat/completions", api.chat, ChatCompletionRequest, ChatCompletionResponse),
-        ("/v1/completions", api.completions, TextCompletionRequest, TextCompletionResponse),
-        ("/v1/embeddings", api.embeddings, EmbeddingRequest, EmbeddingResponse),
-    ]
-    for path, endpoint, body, answer in documented:
-        app.add_api_route(
-            path,
-            endpoint,
-            methods=["POST"],
-            responses={200: {"model": answer}},
-            openapi_extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": _ref(body)}}},
-                }
-            },
-        )
-    app.add_api_route("/v1/models", api.models, methods=["GET"], summary="The provider listing")
-    app.add_api_route("/v1/models/{model_id:path}", api.model, methods=["GET"], summary="One model")
-    app.add_api_route("/health", api.health, methods=["GET"], summary="The process is up")
-    app.add_api_route(
-        "/ready", api.ready, methods=["GET"], summary="Every model has a healthy node"
-    )
-    app.add_api_route("/metrics", api.prometheus, methods=["GET"], summary="Prometheus metrics")
-    app.add_middleware(MetricsMiddleware, metrics=lambda: api.metrics)
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for _, _, body, _ in documented:
-                definition = body.model_json_schema(ref_template="#/components/schemas/{model}")
-                for name, sub in definition.pop("$defs", {}).items():
-                    components.setdefault(name, sub)
-                components[body.__name__] = definition
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`, cancelling it the moment the client disconnects.
+
+    The node's slot is freed at once (closing the upstream request stops the
+    generation) instead of when an answer nobody reads is complete.  The work
+    runs in the request's own task; one watcher task cancels it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    waiting = True
+
+    def leave(watcher: asyncio.Future[None]) -> None:
+        if waiting and not watcher.cancelled():
+            task.cancel()
+
+    gone = asyncio.ensure_future(disconnected(receive))
+    gone.add_done_callback(leave)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        # Ours alone (not a deadline's or a shutdown's too): the client left.
+        if gone.done() and not gone.cancelled() and task.uncancel() == 0:
+            raise ClientDisconnect from None
+        raise
+    finally:
+        waiting = False
+        gone.cancel()
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(to_json(data), status_code=status, media_type="application/json")
 
 
-def _ref(model: type[BaseModel]) -> str:
-    return f"#/components/schemas/{model.__name__}"
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer in the OpenAI error shape too."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = exc.headers if isinstance(exc, HTTPException) else None
     kind = "not_found" if status == 404 else "invalid_request_error"
-    message = f"no route {request.method} {request.url.path}"
+    message = f"no route {request.method} {request.url.path[:200]}"
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}, status
+        {"error": {"message": message, "type": kind, "param": None, "code": str(status)}},
+        status,
+        headers=headers,
     )
 
 

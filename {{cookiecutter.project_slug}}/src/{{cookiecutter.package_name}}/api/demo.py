@@ -14,13 +14,11 @@ import secrets
 import shlex
 import sys
 
-import uvicorn
-
 from ..config import DEFAULT_MODEL, DEFAULT_NODE_TYPE, Settings
 from ..sim import SimConfig, SimHandle
 from ..sim.config import Dialect
 from .app import create_app
-from .server import Server, run_on_uvloop
+from .server import Server, run_on_uvloop, server_config
 
 NODES = 3
 # The simulator's dialect for each node type; the others get OpenAI's dialect.
@@ -73,7 +71,9 @@ async def _demo(port: int) -> None:
         }
     )
     server = Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        server_config(
+            create_app(settings), settings, host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     task = asyncio.create_task(server.run_until_signal())
     try:

@@ -18,13 +18,22 @@ from ..llm.errors import InvalidRequestError, LlmError
 
 log = logging.getLogger(__name__)
 
+# Linear in the text: messages echo client input, so a pattern that backtracks
+# over a long run (the scheme of a URL that never comes) would stall the event
+# loop for everyone.  Each alternative starts only where a run starts (the
+# lookbehind) and never gives characters back (possessive `*+`, Python 3.11+).
 _ADDRESS = re.compile(
-    r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+"  # any URL
-    r"|\[[0-9a-f:]*:[0-9a-f:]*\](?::\d+)?"  # [IPv6]:port
-    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"  # IPv4:port
-    r"|\blocalhost:\d+\b",
+    r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^\s'\"<>]++"  # any URL
+    r"|\[(?=[0-9a-f]*+:)[0-9a-f:]++\](?::\d++)?"  # [IPv6]:port
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d++)?\b"  # IPv4:port
+    r"|\blocalhost:\d++\b",
     re.IGNORECASE,
 )
+# Longest message a client is sent or a log line carries.  Longer text is cut to
+# SCRUBBED characters before scrubbing (a bound on the work), and then loses its
+# last `margin` characters, where a secret or an address cut in two could sit.
+MAX_MESSAGE = 2000
+SCRUBBED = 16 * 1024
 
 
 class Scrubber:
@@ -35,11 +44,18 @@ class Scrubber:
             {word for word in (*secrets, *hosts) if len(word) >= 4}, key=len, reverse=True
         )
         self._words = re.compile("|".join(map(re.escape, words))) if words else None
+        self._margin = max((len(word) for word in words), default=0) + 64
 
     def __call__(self, text: str) -> str:
+        cut = len(text) > SCRUBBED
+        if cut:
+            text = text[:SCRUBBED]
         if self._words is not None:
             text = self._words.sub("[redacted]", text)
-        return _ADDRESS.sub("[node]", text)
+        text = _ADDRESS.sub("[node]", text)
+        if cut:
+            text = text[: -self._margin]
+        return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " [...]"
 
 
 def error_response(error: LlmError, scrub: Scrubber) -> Response:
@@ -70,7 +86,12 @@ def invalid_body(error: ValidationError) -> InvalidRequestError:
         return InvalidRequestError(f"malformed JSON body: {first['msg']}")
     if first["type"] == "model_type" and not first["loc"]:
         return InvalidRequestError("the body must be a JSON object")
-    field = ".".join(str(part) for part in first["loc"])
+    # A location may be a client's own key (logit_bias): bounded before it reaches any text.
+    field = ".".join(_short(str(part)) for part in first["loc"])
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return InvalidRequestError(f"invalid field {field!r}: {first['msg']}{suffix}", param=field)
+
+
+def _short(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

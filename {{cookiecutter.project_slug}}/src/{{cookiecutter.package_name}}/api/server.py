@@ -1,4 +1,4 @@
-"""`serve`: the app on uvicorn (uvloop, httptools), with key rotation on SIGHUP.
+"""`serve`: the app on uvicorn (uvloop, httptools with limits), with key rotation on SIGHUP.
 
 SIGHUP re-reads the config file and the environment; new `api.api_keys` and
 `api.metrics_key` apply to the next request.  A config that fails validation
@@ -18,9 +18,11 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from starlette.types import ASGIApp
 
 from ..config import ConfigError, Settings, load_settings
 from .app import Api, create_app
+from .protocol import Limits, limited_protocol
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,32 @@ def serve(
         print(f"serve: {error}", file=sys.stderr)
         return 2
     api: Api = app.state.api
-    config = uvicorn.Config(
+    config = server_config(
         app,
+        settings,
         host=host or settings.api.host,
         port=settings.api.port if port is None else port,
-        http="httptools",
-        access_log=False,
         log_level="info",
-        timeout_graceful_shutdown=5,
     )
     run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path)))
     return 0
+
+
+def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for the app: httptools with the [api] connection limits."""
+    api = settings.api
+    limits = Limits(
+        max_header_bytes=api.max_header_bytes,
+        max_header_count=api.max_header_count,
+        header_timeout_s=api.header_timeout_s,
+        body_timeout_s=api.body_timeout_s,
+    )
+    defaults: dict[str, Any] = {
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": api.keepalive_timeout_s,
+    }
+    return uvicorn.Config(app, http=limited_protocol(limits), **(defaults | options))
 
 
 def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..llm.errors import LlmError, UpstreamError, UpstreamTimeoutError
 from ..llm.models import Usage
+from .body import disconnected
 from .errors import Scrubber, unexpected
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -99,7 +100,7 @@ class SseResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         self._last_write = loop.time()
         relay = asyncio.ensure_future(self._relay(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         try:
             while True:
                 now = loop.time()
@@ -199,11 +200,6 @@ class SseResponse(Response):
             self._last_write = asyncio.get_running_loop().time()
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def first_chunk(
     iterator: AsyncIterator[Chunk], wait_s: float
 ) -> tuple[asyncio.Future[Chunk], bool]:
@@ -214,7 +210,13 @@ async def first_chunk(
     Returns the pending-or-done future and whether it is done.
     """
     future: asyncio.Future[Chunk] = asyncio.ensure_future(_next(iterator))
-    done, _ = await asyncio.wait((future,), timeout=wait_s)
+    try:
+        done, _ = await asyncio.wait((future,), timeout=wait_s)
+    except asyncio.CancelledError:
+        # The caller is going: stop reading, so the iterator can be closed.
+        future.cancel()
+        await asyncio.gather(future, return_exceptions=True)
+        raise
     return future, bool(done)
 
 

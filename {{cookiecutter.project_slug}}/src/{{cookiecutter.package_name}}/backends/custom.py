@@ -9,7 +9,8 @@ Walkthrough:
 
 1. Requests.  Each method gets an OpenAI-shaped request (llm/models.py) whose
    `model` is already your server's own name for the model.  Build your
-   server's body from it (`request.wire()` gives the OpenAI JSON).  Send a
+   server's body from it (`request.wire(self.node.extra_fields)` gives the OpenAI
+   JSON a node may be sent: unknown fields stay out).  Send a
    whole request with `self.fetch(...)` inside `async with self.tracked() as
    sample:`, so the balancer sees in-flight requests, latency and errors; send
    a stream with `async with self.streaming(path, body, streams.sse_events) as

@@ -109,7 +109,7 @@ class OpenAICompatibleClient(HttpClient):
     # --- requests ------------------------------------------------------------------
 
     def chat_body(self, request: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
-        body = request.wire()
+        body = request.wire(self.node.extra_fields)
         effort = (request.reasoning or {}).get("effort")
         if effort is not None:
             # OpenRouter's `reasoning` object; OpenAI servers read `reasoning_effort`.
@@ -118,7 +118,7 @@ class OpenAICompatibleClient(HttpClient):
         return self._streaming(body, stream)
 
     def text_body(self, request: TextCompletionRequest, *, stream: bool) -> dict[str, Any]:
-        return self._streaming(request.wire(), stream)
+        return self._streaming(request.wire(self.node.extra_fields), stream)
 
     @staticmethod
     def _streaming(body: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -157,7 +157,9 @@ class OpenAICompatibleClient(HttpClient):
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         async with self.tracked():
-            data, _ = await self.fetch("POST", self.embeddings_path, body=request.wire())
+            data, _ = await self.fetch(
+                "POST", self.embeddings_path, body=request.wire(self.node.extra_fields)
+            )
             return validate(EmbeddingResponse, data)
 
     # --- streams ---------------------------------------------------------------------

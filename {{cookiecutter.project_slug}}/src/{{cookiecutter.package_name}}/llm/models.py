@@ -1,15 +1,19 @@
 """OpenAI-shaped data: requests, responses, stream chunks, and node descriptions.
 
-Requests keep unknown fields (`extra="allow"`) so a parameter we do not model
-still reaches servers that accept it.  Responses are built by backends from
-the server's own answer and dumped with `wire()`.
+Requests keep unknown fields (`extra="allow"`) but `wire()` sends a node only
+the fields of OpenAI's and OpenRouter's APIs: server-specific fields such as
+vLLM's `chat_template` or `logits_processors` reach a node only when its
+`extra_fields` allow them, since several have been remote-code-execution or
+SSRF vectors in inference servers.  Responses are built by backends from the
+server's own answer and dumped with `wire()`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Collection
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,13 +110,52 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
+# Request fields of OpenAI's and OpenRouter's APIs that the models below do not spell out:
+# a node is sent these besides the modelled ones (OpenAI's CreateChatCompletionRequest,
+# OpenRouter's parameter list).  Any other field is dropped unless the node allows it.
+STANDARD_EXTRA_FIELDS = frozenset(
+    {
+        "audio",
+        "metadata",
+        "modalities",
+        "prediction",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "structured_outputs",
+        "top_a",
+        "verbosity",
+        "web_search_options",
+    }
+)
+
+
+class RequestModel(OpenAIModel):
+    """A request body: unknown fields are kept for the API's checks but not sent on."""
+
+    def wire(self, extra_fields: Collection[str] = ()) -> dict[str, Any]:
+        """The body for a node: modelled and standard fields, plus `extra_fields` it allows."""
+        body = self.model_dump(mode="json", exclude_none=True)
+        if self.__pydantic_extra__:
+            for name in self.__pydantic_extra__:
+                if name not in STANDARD_EXTRA_FIELDS and name not in extra_fields:
+                    body.pop(name, None)
+        return body
+
+
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call", "error"]
 
 
-class SamplingParams(OpenAIModel):
+# Longest model id a request may name: ids are short, and error messages quote them.
+MAX_MODEL_ID = 256
+
+
+class SamplingParams(RequestModel):
     """Parameters shared by chat and text completions."""
 
-    model: str
+    model: str = Field(max_length=MAX_MODEL_ID)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -236,7 +279,9 @@ class ChatCompletionChunk(OpenAIModel):
 
 
 class TextCompletionRequest(SamplingParams):
-    prompt: str | list[str] = Field(description="Token-id prompts are not accepted.")
+    prompt: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="Token-id prompts are not accepted."
+    )
     suffix: str | None = None
     echo: bool | None = None
     best_of: int | None = None
@@ -283,9 +328,11 @@ class TextCompletionChunk(OpenAIModel):
 # --- embeddings ----------------------------------------------------------------
 
 
-class EmbeddingRequest(OpenAIModel):
-    model: str
-    input: str | list[str] = Field(description="Token-id inputs are not accepted.")
+class EmbeddingRequest(RequestModel):
+    model: str = Field(max_length=MAX_MODEL_ID)
+    input: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="Token-id inputs are not accepted."
+    )
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None

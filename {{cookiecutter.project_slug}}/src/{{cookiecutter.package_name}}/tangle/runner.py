@@ -220,6 +220,7 @@ def _api_server(context: Context) -> uvicorn.Server | None:
     """The HTTP API beside the jobs, on the same context, when this project can serve it."""
     try:
         from ..api.app import create_app
+        from ..api.server import server_config
     except ImportError as error:
         log.warning("HTTP API not available (%s); running the job loop alone", error)
         return None
@@ -235,14 +236,7 @@ def _api_server(context: Context) -> uvicorn.Server | None:
         log.warning("HTTP API not served: %s", error)
         return None
     api = context.settings.api
-    config = uvicorn.Config(
-        app,
-        host=api.host,
-        port=api.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    config = server_config(app, context.settings, host=api.host, port=api.port, log_config=None)
     return _Server(config)
 
 

@@ -1,0 +1,149 @@
+"""HTTP/1.1 connection limits uvicorn's httptools protocol does not set.
+
+uvicorn with httptools accepts headers of any size and count, and waits for
+ever on a connection that sends nothing, half a header set or half a body.
+This subclass of its protocol class (uvicorn's `Config(http=...)` takes one)
+bounds each, as nginx does with large_client_header_buffers,
+client_header_timeout and client_body_timeout:
+
+- the request line and headers: at most `max_header_bytes` and
+  `max_header_count` lines, else 431 and the connection is closed, counted
+  before the parser sees the bytes (httptools would keep copying a growing
+  header value);
+- from the connection's start, or the previous answer, to the end of the
+  headers: `header_timeout_s`, then the connection is closed;
+- from the headers to the end of the body: `body_timeout_s`, then 408 (if no
+  answer has started) and the connection is closed.
+
+The per-request cost is a few attribute writes and one clock read: each
+connection has one timer that wakes at its current deadline (or once per
+timeout while a request is being answered) and re-arms itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_HEAD, _BODY, _APP = 0, 1, 2  # reading headers, reading the body, answering
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int
+    max_header_count: int
+    header_timeout_s: float
+    body_timeout_s: float
+
+
+def limited_protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with `limits` applied."""
+    return type("LimitedHttpToolsProtocol", (LimitedProtocol,), {"limits": limits})
+
+
+class LimitedProtocol(HttpToolsProtocol):
+    limits: Limits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase = _HEAD
+        self._since = 0.0
+        self._head_bytes = 0
+        self._head_lines = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._since = self.loop.time()
+        self._arm(self.limits.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _HEAD:
+            end = data.find(b"\r\n\r\n")
+            size = len(data) if end < 0 else end
+            self._head_bytes += size
+            self._head_lines += data.count(b"\n", 0, size)
+            limits = self.limits
+            if self._head_bytes > limits.max_header_bytes:
+                self._refuse(431, f"request headers exceed {limits.max_header_bytes} bytes")
+                return
+            if self._head_lines > limits.max_header_count:
+                self._refuse(431, f"more than {limits.max_header_count} header lines")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self._head_bytes = self._head_lines = 0
+        self._since = self.loop.time()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # A body still arriving after its answer (a 413) is read and dropped, so the client
+        # can read the answer (nginx's lingering close); the next request starts here.
+        answered = self.cycle is not None and self.cycle.response_complete
+        self._phase = _HEAD if answered else _APP
+        if answered:
+            self._since = self.loop.time()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._phase == _APP:
+            self._phase = _HEAD
+            self._since = self.loop.time()
+        super().on_response_complete()
+
+    # --- the timer -------------------------------------------------------------------
+
+    def _arm(self, delay: float) -> None:
+        self._timer = self.loop.call_later(max(delay, 0.01), self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        limits = self.limits
+        elapsed = self.loop.time() - self._since
+        if self._phase == _HEAD:
+            if elapsed >= limits.header_timeout_s:
+                self.transport.close()
+                return
+            self._arm(limits.header_timeout_s - elapsed)
+        elif self._phase == _BODY:
+            if elapsed >= limits.body_timeout_s:
+                started = self.cycle is not None and self.cycle.response_started
+                self._refuse(None if started else 408, "the request body did not arrive in time")
+                return
+            self._arm(limits.body_timeout_s - elapsed)
+        else:
+            self._arm(min(limits.header_timeout_s, limits.body_timeout_s))
+
+    def _refuse(self, status: int | None, message: str) -> None:
+        """Answer `status` with an OpenAI error body (unless an answer started) and close."""
+        if status is not None:
+            reason = {408: "Request Timeout", 431: "Request Header Fields Too Large"}[status]
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": str(status),
+                    }
+                }
+            ).encode()
+            self.transport.write(
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+        self.transport.close()
