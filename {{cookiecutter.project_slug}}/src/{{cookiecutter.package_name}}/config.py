@@ -401,7 +401,25 @@ class TangleSettings(Section):
         default=120.0, ge=0, description="Seconds between heartbeats; 0 turns them off."
     )
     shutdown_grace_s: float = Field(
-        default=30.0, ge=0, description="How long shutdown waits for jobs in flight."
+        default=30.0, ge=0, description="How long shutdown waits for jobs and results in flight."
+    )
+    rpc_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds one JSON-RPC call may take before it fails."
+    )
+    max_fee_gwei: float = Field(
+        default=100.0,
+        gt=0,
+        description="Most a transaction pays per gas (maxFeePerGas); above it, results wait.",
+    )
+    priority_fee_gwei: float | None = Field(
+        default=None,
+        ge=0,
+        description="Tip per gas; default: the node's eth_maxPriorityFeePerGas, within the cap.",
+    )
+    replace_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A transaction pending this long is sent again, same nonce, higher fee.",
     )
 
     @property

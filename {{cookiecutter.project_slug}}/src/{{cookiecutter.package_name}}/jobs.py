@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from eth_abi.abi import decode, encode
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from .context import Context
-from .llm.errors import InvalidRequestError, LlmError, UpstreamTimeoutError
+from .llm.errors import (
+    InvalidRequestError,
+    LlmError,
+    PayloadTooLargeError,
+    UpstreamTimeoutError,
+)
 from .llm.models import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -63,6 +71,11 @@ class JobEnv:
     # Posts this operator's metrics to OperatorStatusRegistry; returns the tx hash
     # (None in --dry-run).  Injected by the runner so jobs need no chain code.
     heartbeat: Callable[[], Awaitable[str | None]]
+    # Wraps the (synchronous) decoding of the input, so that the runner can tell
+    # which call was being read if that kills the process (see tangle/poison.py).
+    reading_input: Callable[[], AbstractContextManager[None]] = field(
+        default=contextlib.nullcontext
+    )
 
 
 def error_result(error: LlmError) -> dict[str, Any]:
@@ -70,7 +83,15 @@ def error_result(error: LlmError) -> dict[str, Any]:
     return {"type": "error", **error.to_openai()}
 
 
-def _abi_string(data: bytes, what: str) -> str:
+def error_output(error: LlmError) -> bytes:
+    """An error result as the `(string)` every job of this blueprint answers with."""
+    return encode(["string"], [json.dumps(error_result(error))])
+
+
+def _abi_string(data: bytes, what: str, limit: int) -> str:
+    # The ABI head and length word add 64 bytes to the text; beyond that, refuse before decoding.
+    if len(data) > limit + 64:
+        raise PayloadTooLargeError(f"{what} exceeds the limit of {limit} bytes")
     try:
         (text,) = decode(["string"], data)
     except Exception:  # eth-abi raises several unrelated types on bad input
@@ -88,12 +109,20 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_llm_request(text: str) -> LlmRequest:
-    """An LlmRequest JSON (`type` plus the OpenAI body) as a typed request."""
+def parse_llm_request(text: str, *, limit: int) -> LlmRequest:
+    """An LlmRequest JSON (`type` plus the OpenAI body) as a typed request.
+
+    The text comes from anyone who can submit a job: it is bounded in size and
+    parsed by pydantic-core, which is linear and refuses deep nesting with
+    ValueError.  (json.loads is not safe here: web3's dependency py_ecc raises the
+    recursion limit, and the C decoder then overflows the stack on deep input.)
+    """
+    if len(text) > limit:
+        raise PayloadTooLargeError(f"request exceeds the limit of {limit} bytes")
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidRequestError(f"request is not JSON: {error.msg} at {error.pos}") from None
+        body = from_json(text)
+    except ValueError as error:
+        raise InvalidRequestError(f"request is not JSON: {error}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request must be a JSON object")
     kind = body.pop("type", None)
@@ -126,8 +155,12 @@ class Job(abc.ABC, Generic[In, Out]):
     result: ClassVar[tuple[str, ...]]  # the output's Solidity ABI types
 
     @abc.abstractmethod
-    def decode(self, inputs: bytes) -> In:
-        """The job's input; raise InvalidRequestError naming what is wrong."""
+    def decode(self, inputs: bytes, *, max_bytes: int) -> In:
+        """The job's input; raise InvalidRequestError naming what is wrong.
+
+        The input is untrusted: refuse more than `max_bytes` (the HTTP API's body
+        limit) and parse JSON with `pydantic_core.from_json`, never `json.loads`.
+        """
 
     @abc.abstractmethod
     def encode(self, output: Out) -> bytes:
@@ -138,11 +171,12 @@ class Job(abc.ABC, Generic[In, Out]):
         """Do the work; LlmError subclasses become error results."""
 
     def encode_error(self, error: LlmError) -> bytes:
-        return encode(["string"], [json.dumps(error_result(error))])
+        return error_output(error)
 
     async def run(self, env: JobEnv, inputs: bytes, *, timeout_s: float) -> bytes:
         try:
-            request = self.decode(inputs)
+            with env.reading_input():
+                request = self.decode(inputs, max_bytes=env.context.settings.api.max_body_bytes)
             async with asyncio.timeout(timeout_s):
                 output = await self.handle(env, request)
             return self.encode(output)
@@ -165,8 +199,9 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
     params = ("string",)
     result = ("string",)
 
-    def decode(self, inputs: bytes) -> LlmRequest:
-        return parse_llm_request(_abi_string(inputs, "job input"))
+    def decode(self, inputs: bytes, *, max_bytes: int) -> LlmRequest:
+        text = _abi_string(inputs, "job input", max_bytes)
+        return parse_llm_request(text, limit=max_bytes)
 
     def encode(self, output: LlmResponse) -> bytes:
         return encode(["string"], [json.dumps(tag_response(output))])
@@ -208,7 +243,7 @@ class ReportMetrics(Job[None, MetricsReport]):
     params = ()
     result = ("string",)
 
-    def decode(self, inputs: bytes) -> None:
+    def decode(self, inputs: bytes, *, max_bytes: int) -> None:
         # The job takes no input; whatever the caller sent is ignored.
         return None
 
@@ -232,5 +267,5 @@ async def run_job(env: JobEnv, job_index: int, inputs: bytes, *, timeout_s: floa
             f"unknown job index {job_index}; this blueprint has jobs {sorted(JOBS)}",
             code="unknown_job",
         )
-        return encode(["string"], [json.dumps(error_result(error))])
+        return error_output(error)
     return await job.run(env, inputs, timeout_s=timeout_s)

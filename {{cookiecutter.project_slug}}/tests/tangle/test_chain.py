@@ -67,12 +67,17 @@ async def test_results_already_on_chain_count_as_done(customer: Chain, operator:
     consumer = Consumer(operator, 0, batch_max=16)
     sender = asyncio.create_task(consumer.run())
     try:
-        assert await consumer.submit(calls[0], b"first") is Outcome.SUBMITTED
+        first = await consumer.submit(calls[0], b"first")
+        assert first.outcome is Outcome.SUBMITTED
+        assert first.block is not None and first.block_hash == await operator.block_hash(
+            first.block
+        )
         # All three are queued before the sender wakes: one submitResults for them,
         # refused because of calls[0], then sent again without it.
-        outcomes = await asyncio.gather(*(consumer.submit(call, b"again") for call in calls))
+        answers = await asyncio.gather(*(consumer.submit(call, b"again") for call in calls))
     finally:
         sender.cancel()
+    outcomes = [answer.outcome for answer in answers]
     assert outcomes == [Outcome.ALREADY_DONE, Outcome.SUBMITTED, Outcome.SUBMITTED]
     assert consumer.transactions == 2
     assert all([await completed(operator, call) for call in calls])

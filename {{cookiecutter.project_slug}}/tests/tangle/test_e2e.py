@@ -10,155 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from eth_abi.abi import decode, encode
-from eth_keys.datatypes import PrivateKey
 
-import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.tangle.abi import GET_JOB_CALL, IS_ONLINE, JOB_RESULT_SUBMITTED
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.cli import submit_job, wait_for_result
 
-from .conftest import (
-    MODEL,
-    OPERATOR,
-    OPERATOR_KEY,
-    STAKING,
-    STATUS_REGISTRY,
-    TANGLE,
-    SimFactory,
-)
-
-PACKAGE = "{{ cookiecutter.package_name }}"
-# Where the package is imported from, so the subprocess runs the same code.
-SOURCE = str(Path({{ cookiecutter.package_name }}.__file__).resolve().parent.parent)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Operator:
-    """One `run` process; its stderr goes to a file the test can read."""
-
-    def __init__(self, process: asyncio.subprocess.Process, log: Path, api_port: int) -> None:
-        self.process = process
-        self.log = log
-        self.api_port = api_port
-
-    async def stop(self) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), timeout=30)
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    async def wait_for_log(self, text: str, timeout_s: float = 30.0) -> None:
-        for _ in range(int(timeout_s / 0.1)):
-            if text in self.output():
-                return
-            if self.process.returncode is not None:
-                break
-            await asyncio.sleep(0.1)
-        pytest.fail(f"`run` never logged {text!r}:\n{self.output()}")
-
-
-OperatorFactory = Callable[..., Awaitable[Operator]]
-
-
-@pytest.fixture
-async def start_operator(
-    rpc_url: str, sim_server: SimFactory, tmp_path: Path
-) -> AsyncIterator[OperatorFactory]:
-    """Start `run` (again) with the blueprint manager's environment and one DATA_DIR."""
-    sim = await sim_server(dialect="openai", models=[MODEL], output_tokens=6)
-    keystore = tmp_path / "keystore"
-    (keystore / "Ecdsa").mkdir(parents=True)
-    secret = bytes.fromhex(OPERATOR_KEY[2:])
-    public = PrivateKey(secret).public_key.to_compressed_bytes()
-    (keystore / "Ecdsa" / public.hex()).write_text(json.dumps([list(public), list(secret)]))
-    api_port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[api]
-port = {api_port}
-auth_enabled = false
-
-[[nodes]]
-name = "sim"
-url = "{sim.url}"
-type = "openai_compatible"
-models = ["{MODEL}"]
-
-[[models]]
-id = "{MODEL}"
-
-[tangle]
-poll_interval_s = 0.2
-heartbeat_interval_s = 300
-"""
-    )
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("OPERATOR_PRIVATE_KEY", "OPENROUTER_CONFIG")
-    }
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([SOURCE, env.get("PYTHONPATH", "")]),
-            "OPENROUTER_CONFIG": str(config),
-            "HTTP_RPC_URL": rpc_url,
-            "WS_RPC_URL": rpc_url.replace("http", "ws", 1),
-            "KEYSTORE_URI": f"file://{keystore}",
-            "DATA_DIR": str(tmp_path / "data"),
-            "CHAIN": "local_testnet",
-            "PROTOCOL": "tangle",
-            "BLUEPRINT_ID": "0",
-            "SERVICE_ID": "0",
-            "TANGLE_CONTRACT": TANGLE,
-            "STAKING_CONTRACT": STAKING,
-            "STATUS_REGISTRY_CONTRACT": STATUS_REGISTRY,
-        }
-    )
-    operators: list[Operator] = []
-
-    async def start(*options: str) -> Operator:
-        log = tmp_path / f"run-{len(operators)}.log"
-        with log.open("w") as stderr:  # the child keeps its own copy of the descriptor
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                PACKAGE,
-                "run",
-                "--pretty",
-                *options,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        operator = Operator(process, log, api_port)
-        operators.append(operator)
-        return operator
-
-    yield start
-    for operator in operators:
-        if operator.process.returncode is None:
-            operator.process.kill()
-            await operator.process.wait()
+from .conftest import MODEL, OPERATOR, OperatorFactory
 
 
 def job_input(body: dict[str, Any]) -> bytes:

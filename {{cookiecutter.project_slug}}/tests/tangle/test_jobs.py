@@ -94,7 +94,9 @@ async def test_a_streamed_request_is_answered_whole(context: Context) -> None:
 
 
 def test_decode_is_typed() -> None:
-    request = ProcessLlmRequest().decode(job_input({**CHAT, "temperature": 0.5, "seed": 7}))
+    request = ProcessLlmRequest().decode(
+        job_input({**CHAT, "temperature": 0.5, "seed": 7}), max_bytes=1 << 20
+    )
     assert isinstance(request, ChatCompletionRequest)
     assert (request.temperature, request.seed) == (0.5, 7)
 
@@ -115,6 +117,32 @@ async def test_bad_requests_get_an_error_result(context: Context, body: Any, mes
     assert result["type"] == "error"
     assert result["error"]["type"] == "invalid_request_error"
     assert message in result["error"]["message"]
+
+
+# Nested deep enough to overflow the C stack in json.loads once web3 is imported.
+DEEP = '{"type": "chat.completion", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+async def test_deeply_nested_input_is_an_error_result(context: Context) -> None:
+    import web3  # noqa: F401  (py_ecc, which web3 imports, raises the recursion limit)
+
+    result = await answer(context, DEEP)
+    assert result["type"] == "error"
+    assert result["error"]["type"] == "invalid_request_error"
+    assert "recursion limit" in result["error"]["message"]
+    assert (await answer(context, CHAT))["type"] == "chat.completion"
+
+
+async def test_input_over_the_body_limit_is_refused_before_parsing(sim_server: SimFactory) -> None:
+    sim = await sim_server(dialect="openai", models=[MODEL])
+    settings = fleet_settings(sim.url)
+    settings.api.max_body_bytes = 4096
+    body = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
+    async with Context.open(settings) as context:
+        result = await answer(context, body)
+        assert result["error"]["code"] == "payload_too_large"
+        assert "4096 bytes" in result["error"]["message"]
+        assert (await answer(context, CHAT))["type"] == "chat.completion"
 
 
 async def test_input_that_is_not_abi_string(context: Context) -> None:

@@ -86,3 +86,51 @@ def test_environment_key_wins_and_is_never_echoed(tmp_path: Path) -> None:
 def test_without_env_key_the_keystore_is_used(tmp_path: Path) -> None:
     write_keystore(str(tmp_path), SECRET)
     assert operator_account(TangleSettings(keystore_uri=str(tmp_path))).address == ADDRESS
+
+
+def test_an_unreadable_key_file_is_not_called_malformed(tmp_path: Path) -> None:
+    (tmp_path / "Ecdsa").mkdir()
+    # A link to nothing cannot be read, whoever runs the test (root reads any mode).
+    (tmp_path / "Ecdsa" / "k").symlink_to(tmp_path / "gone")
+    with pytest.raises(OperatorKeyError, match=r"Ecdsa/k: cannot read the key file \(No such"):
+        read_keystore(str(tmp_path))
+
+
+def test_a_key_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_keystore(str(tmp_path), SECRET)
+    read_keystore(str(tmp_path))
+    assert "readable by other users" not in caplog.text
+    path.chmod(0o644)
+    assert read_keystore(str(tmp_path)).address == ADDRESS
+    assert f"{path}: the key file is readable by other users; chmod 600 it" in caplog.text
+
+
+def encrypted_keystore(root: Path, password: str) -> Path:
+    from eth_account import Account
+
+    directory = root / "Ecdsa"
+    directory.mkdir(parents=True)
+    path = directory / "UTC--operator"
+    # pbkdf2 with few rounds: the format eth-account and geth read, quick to open in a test.
+    path.write_text(json.dumps(Account.encrypt(SECRET, password, kdf="pbkdf2", iterations=2)))
+    path.chmod(0o600)
+    return path
+
+
+def test_keystore_password_opens_an_encrypted_keystore(tmp_path: Path) -> None:
+    path = encrypted_keystore(tmp_path, "correct horse")
+    settings = TangleSettings(
+        keystore_uri=str(tmp_path), keystore_password=SecretStr("correct horse")
+    )
+    assert operator_account(settings).address == ADDRESS
+
+    wrong = TangleSettings(keystore_uri=str(tmp_path), keystore_password=SecretStr("battery"))
+    with pytest.raises(OperatorKeyError) as caught:
+        operator_account(wrong)
+    assert str(caught.value) == f"{path}: KEYSTORE_PASSWORD does not open this encrypted keystore"
+    assert "battery" not in str(caught.value)
+
+    with pytest.raises(OperatorKeyError, match="set KEYSTORE_PASSWORD"):
+        operator_account(TangleSettings(keystore_uri=str(tmp_path)))

@@ -1,8 +1,11 @@
 """JSON-RPC to the chain: calls, logs, and signed transactions with managed nonces.
 
 web3 does the transport, gas estimation and receipts; this module adds what a
-job runner needs on top: one nonce sequence shared by concurrent senders,
-reverts named by their custom error, and retries of transient failures only.
+job runner needs on top: one nonce sequence shared by concurrent senders, fees
+under the operator's cap, a stuck transaction replaced with the same nonce,
+transactions a reorg dropped sent again, reverts named by their custom error,
+a deadline on every call, and one log line when the endpoint stops answering
+and one when it is back.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
@@ -25,13 +29,15 @@ from web3.exceptions import (
     ProviderConnectionError,
     TimeExhausted,
     TooManyRequests,
+    TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import FilterParams, LogReceipt, TxParams, TxReceipt, Wei
+from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxParams, TxReceipt, Wei
 
 from ..backoff import backoff_s
 from ..config import TangleSettings
 from .abi import Function, Revert, decode_revert
+from .fees import FeePolicy, Fees
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,41 @@ def _is_nonce_error(error: Web3RPCError) -> bool:
     return "nonce" in text and ("too low" in text or "already" in text or "used" in text)
 
 
+def _is_known(error: Exception) -> bool:
+    """The node already holds this very transaction: sending it again did no harm."""
+    text = str(error).lower()
+    return "already known" in text or "already imported" in text
+
+
+def public_url(url: str) -> str:
+    """Scheme, host and port only: hosted RPC URLs carry their API key in the path."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class Outage:
+    """Logs once when the endpoint stops answering (with why) and once when it is back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.since: float | None = None
+
+    def failed(self, what: str, error: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "chain RPC %s stopped answering: %s: %s", self.url, what, type(error).__name__
+            )
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "chain RPC %s answers again after %.1f s", self.url, time.monotonic() - self.since
+            )
+            self.since = None
+
+
 class NonceManager:
     """Hands out consecutive nonces to concurrent senders.
 
@@ -119,6 +160,32 @@ class Sent:
     receipt: TxReceipt
 
 
+@dataclass
+class _Attempt:
+    tx_hash: str
+    raw: bytes
+    fees: Fees
+
+
+@dataclass
+class _Slot:
+    """One nonce of ours and every transaction signed for it, newest last."""
+
+    nonce: int
+    fields: dict[str, Any]  # the transaction without its fees
+    attempts: list[_Attempt] = field(default_factory=list)
+    sent_at: float = field(default_factory=time.monotonic)
+    mined: bool = False  # seen in a receipt; a reorg can undo it
+
+    @property
+    def last(self) -> _Attempt:
+        return self.attempts[-1]
+
+
+class _NonceTaken(Exception):
+    """Another transaction (not one of ours for this slot) used the nonce."""
+
+
 class Chain:
     """One RPC endpoint, the Tangle contract addresses, and (optionally) a signing key."""
 
@@ -131,8 +198,14 @@ class Chain:
     ) -> None:
         self.settings = settings
         self.account = account
+        # No retries inside web3: a hung endpoint fails after rpc_timeout_s, and the
+        # loops above decide when to try again.
         self.w3: AsyncWeb3[Any] = w3 or AsyncWeb3(
-            AsyncHTTPProvider(settings.http_rpc_url, request_kwargs={"timeout": 30})
+            AsyncHTTPProvider(
+                settings.http_rpc_url,
+                request_kwargs={"timeout": aiohttp.ClientTimeout(total=settings.rpc_timeout_s)},
+                exception_retry_configuration=None,
+            )
         )
         self.tangle = self._address(settings.tangle_contract, "tangle_contract")
         self.staking = self._address(settings.staking_contract, "staking_contract")
@@ -140,8 +213,15 @@ class Chain:
             settings.status_registry_contract, "status_registry_contract"
         )
         self.nonces = NonceManager(self._pending_count)
+        self.fee_policy = FeePolicy(settings)
+        self.outage = Outage(public_url(settings.http_rpc_url))
         self._chain_id: int | None = None
-        self._gas_price: tuple[float, int] | None = None
+        self._fees: tuple[float, Fees | None] | None = None
+        self._slots: dict[int, _Slot] = {}
+        self._mined_count: int | None = None
+        # For metrics: sends waiting for the base fee to fall, wei paid in fees.
+        self.waiting_for_fee = 0
+        self.fees_paid_wei = 0
 
     @staticmethod
     def _address(value: str, key: str) -> ChecksumAddress:
@@ -160,6 +240,11 @@ class Chain:
             raise ChainError("no key loaded")
         return to_checksum_address(self.account.address)
 
+    @property
+    def pending_transactions(self) -> int:
+        """Our transactions not yet final (mined, or waiting to be)."""
+        return len(self._slots)
+
     async def aclose(self) -> None:
         provider = self.w3.provider
         if isinstance(provider, AsyncHTTPProvider):
@@ -168,18 +253,35 @@ class Chain:
     # --- reads ------------------------------------------------------------------
 
     async def _read(self, what: str, request: Awaitable[T]) -> T:
-        """Await a read, turning transport and RPC failures into ChainError subclasses."""
+        """Await one RPC call within rpc_timeout_s, as ChainError subclasses on failure."""
         try:
-            return await request
+            async with asyncio.timeout(self.settings.rpc_timeout_s):
+                result = await request
+        except TransactionNotFound:
+            self.outage.answered()
+            raise
         except Web3RPCError as error:
+            self.outage.answered()
             raise RpcRefused(f"{what}: {error.message or error}") from None
         except TRANSIENT as error:
+            self.outage.failed(what, error)
             raise Unreachable(
-                f"{what}: no answer from {self.settings.http_rpc_url} ({type(error).__name__})"
+                f"{what}: no answer from {self.outage.url} ({type(error).__name__})"
             ) from None
+        self.outage.answered()
+        return result
 
     async def block_number(self) -> int:
         return int(await self._read("eth_blockNumber", self.w3.eth.block_number))
+
+    async def block_hash(self, number: int) -> str | None:
+        """The hash of block `number` on the chain as the node sees it now."""
+        try:
+            block = await self._read("eth_getBlockByNumber", self.w3.eth.get_block(number))
+        except RpcRefused:
+            return None
+        value = block.get("hash")
+        return None if value is None else "0x" + bytes(value).hex()
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
@@ -198,30 +300,85 @@ class Chain:
         return list(await self._read("eth_getLogs", self.w3.eth.get_logs(params)))
 
     async def call(
-        self, to: str, function: Function, *args: Any, sender: str | None = None
+        self,
+        to: str,
+        function: Function,
+        *args: Any,
+        sender: str | None = None,
+        block: BlockIdentifier = "latest",
     ) -> tuple[Any, ...]:
-        """eth_call; a revert raises Reverted with the decoded error."""
+        """eth_call at `block` (e.g. "pending"); a revert raises Reverted, its error decoded."""
         self._require(to, function)
         params: TxParams = {"to": to_checksum_address(to), "data": function.calldata(*args)}
         if sender is not None:
             params["from"] = to_checksum_address(sender)
         try:
-            data = await self._read(function.name, self.w3.eth.call(params))
+            data = await self._read(function.name, self.w3.eth.call(params, block))
         except ContractLogicError as error:
             raise Reverted(function.name, decode_revert(_revert_data(error))) from None
         return function.decode_output(bytes(data))
 
+    async def transaction_count(self, block: BlockIdentifier = "latest") -> int:
+        """Transactions the signer has sent, as of `block` ("pending" counts the mempool)."""
+        return int(
+            await self._read(
+                "eth_getTransactionCount", self.w3.eth.get_transaction_count(self.address, block)
+            )
+        )
+
+    # --- fees -------------------------------------------------------------------
+
+    async def fees(self) -> Fees | None:
+        """Fees for a transaction now, or None while the base fee is above max_fee_gwei.
+
+        Read at most once a second: results sent in a burst share one quote.
+        """
+        now = time.monotonic()
+        if self._fees is not None and now - self._fees[0] < 1.0:
+            return self._fees[1]
+        block = await self._read("eth_getBlockByNumber", self.w3.eth.get_block("pending"))
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is None:
+            price = int(await self._read("eth_gasPrice", self.w3.eth.gas_price))
+            quote = self.fee_policy.quote(None, price)
+        else:
+            tip = self.fee_policy.tip
+            if tip is None:
+                tip = int(
+                    await self._read("eth_maxPriorityFeePerGas", self.w3.eth.max_priority_fee)
+                )
+            quote = self.fee_policy.quote(int(base_fee), tip)
+        self._fees = (now, quote)
+        return quote
+
+    async def _affordable_fees(self, what: str) -> Fees:
+        """The current fees, waiting (logged once) while the base fee is above the cap."""
+        fees = await self.fees()
+        if fees is not None:
+            return fees
+        log.warning(
+            "%s waits: the base fee is above max_fee_gwei (%g)", what, self.settings.max_fee_gwei
+        )
+        self.waiting_for_fee += 1
+        waited = time.monotonic()
+        try:
+            while fees is None:
+                await asyncio.sleep(1.0)
+                try:
+                    fees = await self.fees()
+                except Unreachable:
+                    continue
+        finally:
+            self.waiting_for_fee -= 1
+        log.warning(
+            "%s: the base fee is under the cap again after %.0f s", what, time.monotonic() - waited
+        )
+        return fees
+
     # --- transactions -------------------------------------------------------------
 
     async def _pending_count(self) -> int:
-        return int(await self.w3.eth.get_transaction_count(self.address, "pending"))
-
-    async def _current_gas_price(self) -> int:
-        # One gas price read per few seconds is plenty; results sent in a burst share it.
-        now = time.monotonic()
-        if self._gas_price is None or now - self._gas_price[0] > 3.0:
-            self._gas_price = (now, int(await self.w3.eth.gas_price))
-        return self._gas_price[1]
+        return await self.transaction_count("pending")
 
     async def estimate(self, to: str, function: Function, *args: Any, value: int = 0) -> int:
         """Gas for the call from the operator; a revert raises Reverted (nothing is sent)."""
@@ -233,74 +390,192 @@ class Chain:
             "value": Wei(value),
         }
         try:
-            return int(await self.w3.eth.estimate_gas(params))
+            return int(await self._read("eth_estimateGas", self.w3.eth.estimate_gas(params)))
         except ContractLogicError as error:
             raise Reverted(function.name, decode_revert(_revert_data(error))) from None
 
-    async def send(
-        self,
-        to: str,
-        function: Function,
-        *args: Any,
-        value: int = 0,
-        attempts: int = 5,
-        receipt_timeout_s: float = 120.0,
-    ) -> Sent:
-        """Estimate, sign with the loaded key, send, and wait for the receipt.
+    async def send(self, to: str, function: Function, *args: Any, value: int = 0) -> Sent:
+        """Estimate, sign with the loaded key, send, and wait until it is mined.
 
-        Transient failures are retried with backoff; a revert (at estimation or
-        in the mined receipt) raises Reverted at once.
+        A revert (at estimation or in the mined receipt) raises Reverted; an
+        unreachable endpoint before the transaction is out raises Unreachable.
+        Once it is out, this waits for it: a transaction pending longer than
+        `replace_after_s` is replaced (same nonce, higher fee, within the cap).
         """
         if self.account is None:
             raise ChainError("no key loaded to sign with")
-        for attempt in range(1, attempts + 1):
-            try:
-                gas = await self.estimate(to, function, *args, value=value)
-                tx_hash = await self._sign_and_send(to, function, args, value, gas)
-                receipt = await self.w3.eth.wait_for_transaction_receipt(
-                    cast(HexStr, tx_hash), timeout=receipt_timeout_s, poll_latency=0.1
-                )
-            except Reverted:
-                raise
-            except Web3RPCError as error:
-                if _is_nonce_error(error):
-                    log.warning("nonce out of step (%s); re-reading it", function.name)
-                    await self.nonces.resync()
-                elif attempt == attempts:
-                    raise RpcRefused(f"{function.name}: {error.message or error}") from None
-                else:
-                    log.warning("%s: RPC error, retrying: %s", function.name, error.message)
-            except TRANSIENT as error:
-                if attempt == attempts:
-                    raise Unreachable(f"{function.name}: {type(error).__name__}") from None
-                log.warning("%s: %s, retrying", function.name, type(error).__name__)
-            else:
-                if receipt["status"] == 1:
-                    return Sent(tx_hash, receipt)
-                # Mined but reverted (a race since estimation): ask the chain why.
-                raise Reverted(function.name, await self._replay_revert(to, function, args))
-            await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
-        raise Unreachable(f"{function.name}: gave up after {attempts} attempts")
-
-    async def _sign_and_send(
-        self, to: str, function: Function, args: tuple[Any, ...], value: int, gas: int
-    ) -> str:
-        assert self.account is not None
-        chain_id = await self.chain_id()
-        gas_price = await self._current_gas_price()
-        async with self.nonces.reserve() as nonce:
-            tx: dict[str, Any] = {
+        self._require(to, function)
+        while True:
+            gas = await self.estimate(to, function, *args, value=value)
+            fees = await self._affordable_fees(function.name)
+            fields = {
                 "to": to_checksum_address(to),
                 "data": function.calldata(*args),
                 "value": value,
                 "gas": gas * 12 // 10 + 10_000,
-                "gasPrice": gas_price,
-                "nonce": nonce,
-                "chainId": chain_id,
+                "chainId": await self.chain_id(),
             }
-            signed = self.account.sign_transaction(tx)
-            tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        return "0x" + bytes(tx_hash).hex()
+            slot = await self._send_new(fields, fees)
+            try:
+                tx_hash, receipt = await self._until_mined(slot, function.name)
+            except _NonceTaken:
+                log.warning(
+                    "%s: nonce %d was used by another transaction; sending again",
+                    function.name,
+                    slot.nonce,
+                )
+                continue
+            if receipt["status"] == 1:
+                return Sent(tx_hash, receipt)
+            # Mined but reverted (a race since estimation): ask the chain why.
+            raise Reverted(function.name, await self._replay_revert(to, function, args))
+
+    def _sign(self, fields: dict[str, Any], nonce: int, fees: Fees) -> _Attempt:
+        assert self.account is not None
+        signed = self.account.sign_transaction({**fields, **fees.fields(), "nonce": nonce})
+        return _Attempt("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), fees)
+
+    async def _broadcast(self, attempt: _Attempt) -> None:
+        try:
+            await self._read(
+                "eth_sendRawTransaction", self.w3.eth.send_raw_transaction(attempt.raw)
+            )
+        except RpcRefused as error:
+            if not _is_known(error):
+                raise
+
+    async def _send_new(self, fields: dict[str, Any], fees: Fees) -> _Slot:
+        """Take the next nonce, sign and broadcast; nonce clashes re-read the count."""
+        while True:
+            try:
+                async with self.nonces.reserve() as nonce:
+                    attempt = self._sign(fields, nonce, fees)
+                    slot = _Slot(nonce, fields, [attempt])
+                    try:
+                        await self._broadcast(attempt)
+                    except Unreachable:
+                        # It may have reached the node: keep the nonce; waiting re-sends it.
+                        log.warning("nonce %d: sending got no answer; will send it again", nonce)
+                    self._slots[nonce] = slot
+                    return slot
+            except RpcRefused as error:
+                text = str(error).lower()
+                if "nonce" in text or "underpriced" in text:
+                    log.warning("nonce out of step (%s); re-reading it", error)
+                    await self.nonces.resync()
+                    continue
+                raise
+
+    async def _receipt(self, slot: _Slot) -> tuple[str, TxReceipt] | None:
+        for attempt in reversed(slot.attempts):
+            try:
+                receipt = await self._read(
+                    "eth_getTransactionReceipt",
+                    self.w3.eth.get_transaction_receipt(cast(HexStr, attempt.tx_hash)),
+                )
+            except TransactionNotFound:
+                continue
+            return attempt.tx_hash, receipt
+        return None
+
+    async def _until_mined(self, slot: _Slot, what: str) -> tuple[str, TxReceipt]:
+        failures = 0
+        while True:
+            try:
+                found = await self._receipt(slot)
+                if found is not None:
+                    slot.mined = True
+                    receipt = found[1]
+                    self.fees_paid_wei += int(receipt["gasUsed"]) * int(
+                        receipt.get("effectiveGasPrice", 0)
+                    )
+                    return found
+                if time.monotonic() - slot.sent_at >= self.settings.replace_after_s:
+                    await self._unstick(slot, what)
+            except Unreachable:
+                # Logged by the outage tracker; the transaction is out there: keep asking.
+                failures += 1
+                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=5.0))
+                continue
+            except RpcRefused as error:
+                log.warning("%s: nonce %d: %s", what, slot.nonce, error)
+            failures = 0
+            await asyncio.sleep(0.1)
+
+    async def _unstick(self, slot: _Slot, what: str) -> None:
+        """Replace a transaction pending past its deadline: same nonce, higher fee."""
+        slot.sent_at = time.monotonic()
+        if await self.transaction_count("latest") > slot.nonce:
+            if await self._receipt(slot) is None:
+                self._slots.pop(slot.nonce, None)
+                await self.nonces.resync()
+                raise _NonceTaken
+            return
+        fees = self.fee_policy.replacement(slot.last.fees, await self.fees())
+        if fees is None:
+            # Replacing would pass the cap: keep the transaction out there and wait.
+            log.warning(
+                "%s: transaction %s (nonce %d) pending for over %g s; a higher fee would pass "
+                "max_fee_gwei, so it is sent again as it is",
+                what,
+                slot.last.tx_hash,
+                slot.nonce,
+                self.settings.replace_after_s,
+            )
+            await self._broadcast(slot.last)
+            return
+        attempt = self._sign(slot.fields, slot.nonce, fees)
+        try:
+            await self._broadcast(attempt)
+        except RpcRefused as error:
+            if "underpriced" not in str(error).lower():
+                raise
+            # The pool holds a dearer one (ours, sent before a restart?); bid above it next time.
+            slot.attempts.append(_Attempt(slot.last.tx_hash, slot.last.raw, fees))
+            return
+        log.warning(
+            "%s: transaction %s (nonce %d) pending for over %g s; replaced by %s (%s)",
+            what,
+            slot.last.tx_hash,
+            slot.nonce,
+            self.settings.replace_after_s,
+            attempt.tx_hash,
+            fees,
+        )
+        slot.attempts.append(attempt)
+
+    async def keep_transactions(self, final_block: int) -> None:
+        """Forget transactions final at `final_block`; send again those a reorg dropped.
+
+        A reorg takes transactions out of blocks, and a node need not return them to
+        its pool (anvil does not): the nonce count falls below ours and everything we
+        send after waits in the queue.  Each dropped one is sent again as it was signed,
+        so the nonce sequence has no gap and the results come back.
+        """
+        if self.account is None:
+            return
+        mined = await self.transaction_count("latest")
+        if self._slots:
+            final = await self.transaction_count(final_block)
+            for nonce in [nonce for nonce in self._slots if nonce < final]:
+                del self._slots[nonce]
+        moved_back = self._mined_count is not None and mined < self._mined_count
+        self._mined_count = mined
+        if not moved_back:
+            return
+        lost = sorted(nonce for nonce, slot in self._slots.items() if nonce >= mined and slot.mined)
+        log.warning(
+            "the chain moved back: %d of our transactions left their blocks; sending them again",
+            len(lost),
+        )
+        for nonce in lost:
+            slot = self._slots[nonce]
+            slot.mined = False
+            await self._broadcast(slot.last)
+        expected = set(range(mined, max(self._slots, default=mined - 1) + 1))
+        if not expected <= set(self._slots):
+            # A nonce we no longer hold the transaction for: count from the chain again.
+            await self.nonces.resync()
 
     async def _replay_revert(self, to: str, function: Function, args: tuple[Any, ...]) -> Revert:
         try:

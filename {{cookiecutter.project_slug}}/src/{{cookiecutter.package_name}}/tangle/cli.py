@@ -26,6 +26,7 @@ from eth_abi.abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from pydantic_core import from_json
 
 from ..config import ConfigError, Settings, load_settings
 from .abi import (
@@ -197,10 +198,14 @@ async def wait_for_result(
 
 
 def decode_string_result(output: bytes) -> str:
-    """Pretty JSON for a `(string)` result; hex for anything else."""
+    """Pretty JSON for a `(string)` result; hex for anything else.
+
+    Any operator can post a result: pydantic-core parses it, since a deeply nested
+    one would crash json.loads in a process that imports web3 (see jobs.py).
+    """
     try:
         (text,) = decode(["string"], output)
-        return json.dumps(json.loads(text), indent=2)
+        return json.dumps(from_json(text), indent=2)
     except Exception:  # not a (string) or not JSON: show what it is
         return "0x" + output.hex()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .abi import DONE_ERRORS, SUBMIT_RESULT, SUBMIT_RESULTS
-from .chain import Chain, ChainError, Reverted
+from .chain import Chain, ChainError, Reverted, Sent
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,32 @@ class Outcome(Enum):
     UNSENT = "unsent"  # the chain could not be reached; try again later
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A result's fate; for one we sent, the block it was mined in (a reorg may undo it)."""
+
+    outcome: Outcome
+    block: int | None = None
+    block_hash: str | None = None
+
+
 @dataclass
 class Pending:
     call_id: int
     result: bytes
-    done: asyncio.Future[Outcome] = field(
+    done: asyncio.Future[Answer] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
-    def resolve(self, outcome: Outcome) -> None:
-        if not self.done.done():
-            self.done.set_result(outcome)
+    def resolve(self, outcome: Outcome, sent: Sent | None = None) -> None:
+        if self.done.done():
+            return
+        if sent is None:
+            self.done.set_result(Answer(outcome))
+        else:
+            receipt = sent.receipt
+            block_hash = "0x" + bytes(receipt["blockHash"]).hex()
+            self.done.set_result(Answer(outcome, int(receipt["blockNumber"]), block_hash))
 
 
 class Consumer:
@@ -63,13 +78,13 @@ class Consumer:
         self.stats: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.transactions = 0
 
-    async def submit(self, call_id: int, result: bytes) -> Outcome:
+    async def submit(self, call_id: int, result: bytes) -> Answer:
         """Queue one result and wait until it is on chain (or known not to be needed)."""
         pending = Pending(call_id, result)
         await self._queue.put(pending)
-        outcome = await asyncio.shield(pending.done)
-        self.stats[outcome] += 1
-        return outcome
+        answer = await asyncio.shield(pending.done)
+        self.stats[answer.outcome] += 1
+        return answer
 
     async def run(self) -> None:
         """Send batches until cancelled; in-flight transactions finish in `drain`."""
@@ -92,12 +107,24 @@ class Consumer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Wait for the transactions already handed to the sender."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout_s: float) -> int:
+        """Wait for the transactions already handed to the sender, up to `timeout_s`.
+
+        Those still unsent or unmined then are abandoned (a restart finds what got
+        out in the pending state); returns how many.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - loop.time())
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        return len(late)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
+        everything = list(batch)
         try:
             while batch:
                 if len(batch) == 1:
@@ -108,9 +135,10 @@ class Consumer:
             # A bug must not leave callers waiting forever; the calls stay unanswered.
             log.error("sending results failed: %s", type(error).__name__)
             log.debug("sending results failed", exc_info=True)
-            for item in batch:
-                item.resolve(Outcome.UNSENT)
         finally:
+            # Also when abandoned at shutdown: nobody waits forever.
+            for item in everything:
+                item.resolve(Outcome.UNSENT)
             self._tx_slots.release()
 
     async def _try_batch(self, batch: list[Pending]) -> list[Pending]:
@@ -148,7 +176,7 @@ class Consumer:
         self.transactions += 1
         log.info("results for calls %s submitted in %s", call_ids, sent.tx_hash)
         for item in batch:
-            item.resolve(Outcome.SUBMITTED)
+            item.resolve(Outcome.SUBMITTED, sent)
         return []
 
     async def _send_one(self, item: Pending) -> None:
@@ -170,4 +198,4 @@ class Consumer:
             return
         self.transactions += 1
         log.info("result for call %d submitted in %s", item.call_id, sent.tx_hash)
-        item.resolve(Outcome.SUBMITTED)
+        item.resolve(Outcome.SUBMITTED, sent)

@@ -1,21 +1,34 @@
 """The operator's ECDSA key: from the Tangle SDK keystore, or OPERATOR_PRIVATE_KEY.
 
 Keystore layout (blueprint SDK `crates/keystore/src/storage/fs.rs`):
-`<KEYSTORE_URI>/Ecdsa/<hex name>`, each file JSON `[[public key bytes], [secret key bytes]]`.
-The environment variable is for local development; whatever the source, the
-key never appears in a log line or an error message.
+`<KEYSTORE_URI>/Ecdsa/<hex name>`, each file JSON `[[public key bytes], [secret key bytes]]`,
+or a standard encrypted Ethereum keystore (Web3 Secret Storage, "V3") that
+KEYSTORE_PASSWORD opens.  The environment variable is for local development;
+whatever the source, the key never appears in a log line or an error message.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_keys.datatypes import PrivateKey
+from pydantic import SecretStr
+from pydantic_core import from_json
 
 from ..config import TangleSettings
+
+log = logging.getLogger(__name__)
+
+# A key file is small; anything larger is not one (and is not read whole).
+_MAX_KEY_FILE_BYTES = 64 * 1024
+_EXPECTED = "expected JSON [[public key bytes], [secret key bytes]] or an encrypted (V3) keystore"
 
 
 class OperatorKeyError(Exception):
@@ -39,22 +52,57 @@ def _account_from_secret(secret: bytes, where: str) -> LocalAccount:
     return account
 
 
-def read_keystore(uri: str) -> LocalAccount:
+def _read_key_file(path: Path) -> Any:
+    try:
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            raw = file.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as error:
+        raise OperatorKeyError(f"{path}: cannot read the key file ({error.strerror})") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s: the key file is readable by other users; chmod 600 it", path)
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise OperatorKeyError(f"{path}: larger than any key file ({_MAX_KEY_FILE_BYTES} bytes)")
+    try:
+        return from_json(raw)
+    except ValueError:
+        raise OperatorKeyError(f"{path}: not JSON; {_EXPECTED}") from None
+
+
+def _decrypt(path: Path, content: dict[str, Any], password: SecretStr | None) -> bytes:
+    if password is None:
+        raise OperatorKeyError(f"{path}: an encrypted keystore; set KEYSTORE_PASSWORD to open it")
+    try:
+        return bytes(Account.decrypt(content, password.get_secret_value()))
+    except (ValueError, KeyError, TypeError):
+        # eth-account says "MAC mismatch" for a wrong password; a broken file fails the same way.
+        raise OperatorKeyError(
+            f"{path}: KEYSTORE_PASSWORD does not open this encrypted keystore"
+        ) from None
+
+
+def read_keystore(uri: str, password: SecretStr | None = None) -> LocalAccount:
     """The first ECDSA key in the keystore (files sorted by name)."""
     directory = keystore_dir(uri) / "Ecdsa"
-    files = sorted(path for path in directory.glob("*") if path.is_file())
+    try:
+        # A link to a missing file is listed, so that it is reported rather than skipped.
+        files = sorted(path for path in directory.glob("*") if path.is_file() or path.is_symlink())
+    except OSError as error:
+        raise OperatorKeyError(
+            f"{directory}: cannot list the keystore ({error.strerror})"
+        ) from None
     if not files:
         raise OperatorKeyError(
             f"no ECDSA key in {directory} (expected files under <KEYSTORE_URI>/Ecdsa/)"
         )
     path = files[0]
+    content = _read_key_file(path)
+    if isinstance(content, dict) and ("crypto" in content or "Crypto" in content):
+        return _account_from_secret(_decrypt(path, content, password), str(path))
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
         public, secret = (bytes(part) for part in content)
-    except (OSError, ValueError, TypeError):
-        raise OperatorKeyError(
-            f"{path}: expected JSON [[public key bytes], [secret key bytes]]"
-        ) from None
+    except (ValueError, TypeError):
+        raise OperatorKeyError(f"{path}: {_EXPECTED}") from None
     account = _account_from_secret(secret, str(path))
     derived = PrivateKey(secret).public_key
     if public and public not in (
@@ -87,7 +135,7 @@ def operator_account(settings: TangleSettings) -> LocalAccount:
         except ValueError:
             raise OperatorKeyError("OPERATOR_PRIVATE_KEY: expected 64 hex digits") from None
         return _account_from_secret(secret, "OPERATOR_PRIVATE_KEY")
-    return read_keystore(settings.keystore_uri)
+    return read_keystore(settings.keystore_uri, settings.keystore_password)
 
 
 def uncompressed_public_key(account: LocalAccount) -> bytes:

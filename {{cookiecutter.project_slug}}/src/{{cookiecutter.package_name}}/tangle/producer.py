@@ -14,15 +14,19 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from eth_abi.abi import encode
+from web3.types import BlockIdentifier
 
 from ..backoff import backoff_s
 from ..config import TangleSettings
 from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
-from .chain import Chain, ChainError, Reverted, RpcRefused
+from .chain import Chain, ChainError, Reverted, RpcRefused, Unreachable
 from .checkpoint import Checkpoint
 from .events import JobCall, LogDecodeError, decode_job_log
 
 log = logging.getLogger(__name__)
+
+# Short enough that a chain back from an outage is noticed within seconds.
+_MAX_RETRY_S = 5.0
 
 
 def _topic(value: int) -> str:
@@ -99,11 +103,17 @@ class Producer:
         self.checkpoint.scanned(to_block)
         self.checkpoint.save()
 
-    async def needs_answer(self, call: JobCall) -> bool:
-        """False when the call is completed or already carries this operator's result."""
+    async def needs_answer(self, call: JobCall, block: BlockIdentifier = "pending") -> bool:
+        """False when the call is completed or already carries this operator's result.
+
+        By default as of the pending state: a result of ours still in the mempool
+        (sent before a restart, or sent again after a reorg) counts as given.
+        """
         (
             (_index, _caller, _created, result_count, completed, _rfq, _payment),
-        ) = await self.chain.call(self.chain.tangle, GET_JOB_CALL, self.service_id, call.call_id)
+        ) = await self.chain.call(
+            self.chain.tangle, GET_JOB_CALL, self.service_id, call.call_id, block=block
+        )
         if completed:
             return False
         if result_count == 0 or self.chain.account is None:
@@ -117,6 +127,7 @@ class Producer:
                 call.call_id,
                 b"",
                 sender=self.chain.address,
+                block=block,
             )
         except Reverted as reverted:
             return reverted.revert.name not in DONE_ERRORS
@@ -141,8 +152,10 @@ class Producer:
                 calls, to_block, at_head = await self.poll()
             except ChainError as error:
                 failures += 1
-                delay = backoff_s(failures, base_s=0.5, cap_s=30.0)
-                log.warning("polling the chain failed (%s); retrying in %.1f s", error, delay)
+                delay = backoff_s(failures, base_s=0.5, cap_s=_MAX_RETRY_S)
+                # An unreachable endpoint is logged once per outage by the chain itself.
+                level = logging.DEBUG if isinstance(error, Unreachable) else logging.WARNING
+                log.log(level, "polling the chain failed (%s); retrying in %.1f s", error, delay)
                 if stop.is_set():
                     return
                 await pause(stop, delay)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from eth_abi.abi import encode
@@ -22,7 +25,8 @@ from eth_abi.abi import encode
 from ..backoff import backoff_s
 from ..config import ConfigError, Settings
 from ..context import Context
-from ..jobs import JobEnv, fleet_metrics, run_job
+from ..jobs import JobEnv, error_output, fleet_metrics, run_job
+from ..llm.errors import InvalidRequestError
 from .abi import (
     IS_SERVICE_OPERATOR,
     METRIC_PAIRS,
@@ -31,16 +35,34 @@ from .abi import (
 )
 from .chain import Chain, ChainError
 from .checkpoint import Checkpoint
-from .consumer import Consumer, Outcome
+from .consumer import Answer, Consumer, Outcome
 from .events import JobCall
 from .keys import OperatorKeyError, operator_account
+from .metrics import RunnerCollector
+from .poison import PoisonGuard
 from .producer import Producer, pause
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Unconfirmed:
+    """An answered call whose result is not final yet (fewer than `confirmations` blocks)."""
+
+    call: JobCall
+    result: bytes | None  # None: answered before this process saw it (or by others)
+    block: int | None = None
+    block_hash: str | None = None
+
+
 class JobRunner:
-    """Producer -> jobs -> consumer, with bounded concurrency and a checkpoint."""
+    """Producer -> jobs -> consumer, with bounded concurrency and a checkpoint.
+
+    Tasks: the producer's poll loop (in `run`), one task per call in flight, the
+    consumer's sender, heartbeats, and a watcher that makes answers final: a
+    result counts once it is `confirmations` blocks deep; if a reorg dropped it,
+    the call is answered again.  The checkpoint moves past a call only then.
+    """
 
     def __init__(
         self,
@@ -64,11 +86,15 @@ class JobRunner:
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
         )
+        self.poison = PoisonGuard(Path(settings.data_dir))
         self.stopping = stopping or asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._jobs: set[asyncio.Task[None]] = set()
+        self._unconfirmed: dict[int, _Unconfirmed] = {}
         self.answered = 0
         self.progress = asyncio.Event()  # set whenever a call is answered
+        self.head: int | None = None  # the chain's head as last seen by the watcher
+        RunnerCollector.register(self, context.metrics_registry)
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -116,58 +142,138 @@ class JobRunner:
             log.warning("could not check call %d (%s); answering it", call.call_id, error)
             return True
 
-    async def _process(self, call: JobCall) -> None:
+    async def _process(self, call: JobCall, result: bytes | None = None) -> None:
+        """Answer one call (or send `result` again); the slot is released at the end."""
         try:
-            if not await self._needs_answer(call):
-                log.debug("call %d already answered; skipping", call.call_id)
-                self.checkpoint.finished(call.call_id)
-                self.checkpoint.save()
-                return
-            env = JobEnv(
-                context=self.context,
-                service_id=call.service_id,
-                call_id=call.call_id,
-                caller=call.caller,
-                heartbeat=self.heartbeat,
-            )
-            result = await run_job(
-                env,
-                call.job_index,
-                call.inputs,
-                timeout_s=self.context.settings.api.request_timeout_s,
-            )
-            outcome = await self._submit(call, result)
-            if outcome is not Outcome.UNSENT:
-                self.answered += 1
-                self.progress.set()
-                self.checkpoint.finished(call.call_id)
-                self.checkpoint.save()
+            if result is None:
+                if not await self._needs_answer(call):
+                    log.debug("call %d already answered; skipping", call.call_id)
+                    self._unconfirmed[call.call_id] = _Unconfirmed(call, None)
+                    return
+                result = await self._compute(call)
+            answer = await self._submit(call, result)
+            if answer.outcome is Outcome.UNSENT:
+                return  # only at shutdown: the call stays above the checkpoint
+            self.answered += 1
+            self.progress.set()
+            if answer.outcome in (Outcome.SUBMITTED, Outcome.ALREADY_DONE):
+                self._unconfirmed[call.call_id] = _Unconfirmed(
+                    call, result, answer.block, answer.block_hash
+                )
+            else:
+                self._finished([call.call_id])
         finally:
             self._slots.release()
 
-    async def _submit(self, call: JobCall, result: bytes) -> Outcome:
+    async def _compute(self, call: JobCall) -> bytes:
+        if self.poison.poisoned(call.call_id):
+            log.error("call %d stopped the runner twice; answering it with an error", call.call_id)
+            return error_output(
+                InvalidRequestError(
+                    "this job's input stopped the operator twice; it was not processed",
+                    code="poison_job",
+                )
+            )
+        env = JobEnv(
+            context=self.context,
+            service_id=call.service_id,
+            call_id=call.call_id,
+            caller=call.caller,
+            heartbeat=self.heartbeat,
+            reading_input=functools.partial(self.poison.reading, call.call_id),
+        )
+        return await run_job(
+            env,
+            call.job_index,
+            call.inputs,
+            timeout_s=self.context.settings.api.request_timeout_s,
+        )
+
+    async def _submit(self, call: JobCall, result: bytes) -> Answer:
         """Submit, retrying while the chain is unreachable, until shutdown."""
         failures = 0
         while True:
-            outcome = await self.consumer.submit(call.call_id, result)
-            if outcome is not Outcome.UNSENT or self.stopping.is_set():
-                return outcome
+            answer = await self.consumer.submit(call.call_id, result)
+            if answer.outcome is not Outcome.UNSENT or self.stopping.is_set():
+                return answer
             failures += 1
-            await pause(self.stopping, backoff_s(failures, base_s=1.0, cap_s=30.0))
+            await pause(self.stopping, backoff_s(failures, base_s=1.0, cap_s=5.0))
+
+    def _finished(self, call_ids: list[int]) -> None:
+        for call_id in call_ids:
+            self.checkpoint.finished(call_id)
+            self.poison.forget(call_id)
+        self.checkpoint.save()
+
+    # --- finality -------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Every poll interval: make answers final, and repair what a reorg undid."""
+        while not self.stopping.is_set():
+            try:
+                await self.confirm()
+            except ChainError as error:
+                log.debug("confirming results failed: %s", error)
+            await pause(self.stopping, self.settings.poll_interval_s)
+
+    async def confirm(self) -> None:
+        """One pass: results `confirmations` deep in an unchanged block are final."""
+        self.head = head = await self.chain.block_number()
+        final_block = head - self.settings.confirmation_depth
+        if not self.dry_run:
+            await self.chain.keep_transactions(max(final_block, 0))
+        hashes: dict[int, str | None] = {}
+        final: list[int] = []
+        for call_id, item in list(self._unconfirmed.items()):
+            if item.block is not None:
+                if item.block > final_block:
+                    continue
+                if item.block not in hashes:
+                    hashes[item.block] = await self.chain.block_hash(item.block)
+                if hashes[item.block] == item.block_hash:
+                    final.append(call_id)
+                    continue
+            # No block of ours to check, or that block was replaced: ask the contract.
+            if not await self.producer.needs_answer(item.call, "latest"):
+                final.append(call_id)
+            elif await self.producer.needs_answer(item.call, "pending"):
+                log.warning(
+                    "call %d: its result is no longer on chain (reorg?); answering it again",
+                    call_id,
+                )
+                del self._unconfirmed[call_id]
+                await self._slots.acquire()
+                task = asyncio.create_task(self._process(item.call, item.result))
+                self._jobs.add(task)
+                task.add_done_callback(self._jobs.discard)
+            # else: an answer of ours is in the mempool; look again next time.
+        for call_id in final:
+            del self._unconfirmed[call_id]
+        if final:
+            self._finished(final)
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until `stopping` is set; then finish the calls in flight."""
+        """Until `stopping` is set; then finish the calls in flight within the grace."""
+        self.poison.load()
         consumer = asyncio.create_task(self.consumer.run())
-        heartbeats = asyncio.create_task(self._heartbeats())
+        helpers = [
+            consumer,
+            asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self._watch()),
+        ]
         try:
             await self.producer.run(self.dispatch, self.stopping)
             await self._finish_in_flight()
         finally:
-            consumer.cancel()
-            heartbeats.cancel()
-            await asyncio.gather(consumer, heartbeats, return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             self.checkpoint.save()
             outcomes = ", ".join(
                 f"{count} {outcome.value}"
@@ -187,11 +293,12 @@ class JobRunner:
             task.cancel()
 
     async def _finish_in_flight(self) -> None:
+        """Jobs, then their transactions, all within `shutdown_grace_s` together."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
         if self._jobs:
             log.info("finishing %d calls in flight", len(self._jobs))
-            _done, late = await asyncio.wait(
-                list(self._jobs), timeout=self.settings.shutdown_grace_s
-            )
+            _done, late = await asyncio.wait(list(self._jobs), timeout=deadline - loop.time())
             for task in late:
                 task.cancel()
             if late:
@@ -200,7 +307,13 @@ class JobRunner:
                     "%d calls unfinished at shutdown; they will be answered on restart", len(late)
                 )
                 await asyncio.gather(*late, return_exceptions=True)
-        await self.consumer.drain()
+        unsent = await self.consumer.drain(max(deadline - loop.time(), 0.0))
+        if unsent:
+            log.warning(
+                "%d transactions still unmined at the end of the grace; the next start checks "
+                "the pending state before answering their calls again",
+                unsent,
+            )
 
 
 def _configure_logging(pretty: bool, verbosity: int) -> None:
@@ -302,6 +415,33 @@ class _Signals:
                 loop.remove_signal_handler(sig)
 
 
+def _data_dir_problem(data_dir: str) -> str | None:
+    """Why DATA_DIR cannot hold the checkpoint, or None; checked before any work."""
+    path = Path(data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return f"DATA_DIR {path}: not writable ({error.strerror or type(error).__name__})"
+    return None
+
+
+async def _report_pending(chain: Chain) -> None:
+    """Say so when an earlier run left transactions in the mempool."""
+    mined = await chain.transaction_count("latest")
+    pending = await chain.transaction_count("pending")
+    if pending > mined:
+        log.warning(
+            "%d transactions from an earlier run are pending (nonces %d-%d); calls they answer "
+            "are not answered again",
+            pending - mined,
+            mined,
+            pending - 1,
+        )
+
+
 async def serve_jobs(
     settings: Settings,
     *,
@@ -311,12 +451,17 @@ async def serve_jobs(
 ) -> int:
     """Open the context and chain, run jobs (and the API) until a signal; the exit status.
 
+    Start-up errors are one line naming the setting, path or node, and exit 2.
     Signals are caught from the start, so a stop during start-up still saves
     the position the next start resumes from.
     """
     service_id = settings.tangle.service_id
     if service_id is None:
         log.error("SERVICE_ID (tangle.service_id) is required to take jobs")
+        return 2
+    problem = _data_dir_problem(settings.tangle.data_dir)
+    if problem is not None:
+        log.error("%s", problem)
         return 2
     try:
         account = operator_account(settings.tangle)
@@ -327,14 +472,28 @@ async def serve_jobs(
         log.warning("dry run without an operator key: %s", error)
         account = None
     signals = _Signals()
-    chain = Chain(settings.tangle, account)
+    try:
+        chain = Chain(settings.tangle, account)
+    except ChainError as error:
+        log.error("%s", error)
+        return 2
     try:
         with signals.installed() if install_signals else contextlib.nullcontext():
-            chain_id = await chain.chain_id()
-            if account is not None:
-                log.info("operator %s on chain %d", chain.address, chain_id)
-                await _check_operator(chain, service_id)
-            async with Context.open(settings) as context:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    context = await stack.enter_async_context(Context.open(settings))
+                except ConfigError as error:  # e.g. a node type this project was made without
+                    log.error("%s", error)
+                    return 2
+                try:
+                    chain_id = await chain.chain_id()
+                    if account is not None:
+                        log.info("operator %s on chain %d", chain.address, chain_id)
+                        await _check_operator(chain, service_id)
+                        await _report_pending(chain)
+                except ChainError as error:
+                    log.error("HTTP_RPC_URL (tangle.http_rpc_url): %s", error)
+                    return 2
                 runner = JobRunner(
                     context, chain, chain_id=chain_id, dry_run=dry_run, stopping=signals.stopping
                 )
