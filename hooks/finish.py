@@ -172,6 +172,11 @@ def summary_line(output: str) -> str | None:
 
 # A line every few seconds while a step is quiet, so a slow install never looks hung.
 HEARTBEAT_S = 5.0
+# pip's lines that say what it is doing (not its warnings or progress bars), for heartbeats.
+_STEP = re.compile(
+    r"(Collecting|Downloading|Using cached|Building|Installing|Successfully|Obtaining|Preparing"
+    r"|Running|Creating|[.sxXFE]+\s*\[)"
+)
 # pytest -q's progress lines ("....s..  [ 42%]"), shown as they come.
 _PYTEST_PROGRESS = re.compile(r"^[.sxXFE]+\s*\[\s*\d+%\]$")
 
@@ -228,7 +233,7 @@ def _run(
             _say(f"  {text}")
             last_said = now
         elif now - last_said >= HEARTBEAT_S:
-            latest = next((old.strip() for old in reversed(output) if old.strip()), "")
+            latest = next((old.strip() for old in reversed(output) if _STEP.match(old)), "")
             _say(f"  {label} {now - started:.0f} s" + (f": {latest[:90]}" if latest else ""))
             last_said = now
     return process.wait(), "".join(output)
