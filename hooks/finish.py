@@ -175,7 +175,7 @@ HEARTBEAT_S = 5.0
 # pip's lines that say what it is doing (not its warnings or progress bars), for heartbeats.
 _STEP = re.compile(
     r"(Collecting|Downloading|Using cached|Building|Installing|Successfully|Obtaining|Preparing"
-    r"|Running|Creating|[.sxXFE]+\s*\[)"
+    r"|Running|Creating)"
 )
 # pytest -q's progress lines ("....s..  [ 42%]"), shown as they come.
 _PYTEST_PROGRESS = re.compile(r"^[.sxXFE]+\s*\[\s*\d+%\]$")
@@ -214,6 +214,7 @@ def _run(
     threading.Thread(target=read, daemon=True).start()
     output: list[str] = []
     started = last_said = time.monotonic()
+    shown = ""
     while True:
         now = time.monotonic()
         if now - started > timeout:
@@ -231,11 +232,12 @@ def _run(
         now = time.monotonic()
         if _PYTEST_PROGRESS.match(text):
             _say(f"  {text}")
-            last_said = now
+            last_said, shown = now, text
         elif now - last_said >= HEARTBEAT_S:
             latest = next((old.strip() for old in reversed(output) if _STEP.match(old)), "")
-            _say(f"  {label} {now - started:.0f} s" + (f": {latest[:90]}" if latest else ""))
-            last_said = now
+            news = f": {latest[:90]}" if latest and latest != shown else ""
+            _say(f"  {label} {now - started:.0f} s{news}")
+            last_said, shown = now, latest or shown
     return process.wait(), "".join(output)
 
 

@@ -254,7 +254,8 @@ def test_a_failing_generated_test_fails_generation_and_shows_why(tmp_path: Path)
     text = re.sub(r"(?ms)^dev = \[.*?^\]", 'dev = ["pytest>=8"]', text)
     pyproject.write_text(text, encoding="utf-8")
 
-    env = environment(tmp_path / "home")
+    # The caller's HOME, unlike the other tests: pip may find its index through it.
+    env = environment(Path.home())
     out = tmp_path / "out"
     done = cookiecutter(
         ["--no-input", "--keep-project-on-failure", str(template), "-o", str(out)], tmp_path, env
