@@ -128,3 +128,25 @@ def test_readme_commands_name_real_subcommands(variants: Variants) -> None:
     # The manual links its benchmark tables, which live in docs/.
     assert "(docs/benchmarks.md)" in readme
     assert "## Transport" in (project / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+
+
+def test_readme_custom_server_example_is_a_working_config(
+    variants: Variants, tmp_path: Path
+) -> None:
+    """The "Adding a server type" config, as printed, starts and reaches the skeleton."""
+    project = default_project(variants)
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Adding a server type") :]
+    example = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert example is not None
+    config = tmp_path / "config.toml"
+    config.write_text(re.sub(r"(?m)^   ", "", example.group(1)), encoding="utf-8")
+    done = run(
+        [sys.executable, "-m", PACKAGE, "nodes", "--config", str(config)],
+        tmp_path,
+        project_env(project),
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # no node reachable yet
+    assert "| my-server-1 | custom |" in done.stdout
+    assert "health check failed: NotImplementedError" in done.stdout
