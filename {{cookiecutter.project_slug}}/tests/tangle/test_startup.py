@@ -41,8 +41,13 @@ def run(tmp_path: Path, node_type: str = "openai_compatible", **env: str) -> tup
 
 
 def one_error(stderr: str) -> str:
+    """The one error line: logged by `run`, or printed by the CLI before logging starts."""
     assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    errors = [
+        line
+        for line in stderr.splitlines()
+        if " ERROR " in line or (line.strip() and not line[:4].isdigit())
+    ]
     assert len(errors) == 1, stderr
     return errors[0]
 
