@@ -248,8 +248,8 @@ def _tail(text: str, lines: int = 40) -> str:
 INSTALL = ".venv/bin/python -m pip install -e '.[dev]'"
 TEST = ".venv/bin/python -m pytest"
 KEEP_HINT = (
-    "cookiecutter deletes a project whose post-generation step fails; to keep it for a "
-    "look, generate again with --keep-project-on-failure"
+    "Unless generation was started with --keep-project-on-failure, cookiecutter now deletes "
+    "the project, as it does whenever a hook fails."
 )
 
 
