@@ -20,6 +20,7 @@ BENCHMARKS = {
     "transport": "httpx's default transport against httpx over aiohttp, through one client",
     "balancer": "balancing quality of every strategy on a simulated heterogeneous fleet",
     "overhead": "latency and throughput the provider adds over a node, beside nginx and LiteLLM",
+    "queue": "completions per second with 0, 256 and 1,024 requests waiting for a slot",
 }
 
 
@@ -32,6 +33,10 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from .balancer.bench import main as balancer
 
         return balancer
+    if name == "queue":
+        from .balancer.bench_queue import main as queue
+
+        return queue
     from .api.bench import main as overhead
 
     return overhead

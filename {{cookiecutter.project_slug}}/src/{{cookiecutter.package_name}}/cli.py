@@ -19,7 +19,7 @@ PROG = "{{ cookiecutter.project_slug }}"
 # Subcommands with options of their own: the rest of the command line is theirs.
 PASS_THROUGH = {
     "sim": "run a simulated LLM server (ollama, vllm, llamacpp, tgi or openai dialect)",
-    "bench": "benchmarks: transport, balancer, overhead",
+    "bench": "benchmarks: transport, balancer, overhead, queue",
     "tangle": "operator tools: register, submit-job, status",
 }
 

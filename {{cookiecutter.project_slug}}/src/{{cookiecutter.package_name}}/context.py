@@ -20,9 +20,13 @@ from .config import Settings
 
 @dataclass
 class Context:
-    settings: Settings
     balancer: Balancer
     metrics_registry: CollectorRegistry
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force, as the balancer holds them: one object for every reader."""
+        return self.balancer.settings
 
     @classmethod
     @asynccontextmanager
@@ -34,11 +38,13 @@ class Context:
             balancer.add_node(node, create_client(node, settings.load_balancer))
         await balancer.start()
         try:
-            yield cls(settings=settings, balancer=balancer, metrics_registry=metrics_registry)
+            yield cls(balancer=balancer, metrics_registry=metrics_registry)
         finally:
             await balancer.aclose()
 
     def reload(self, settings: Settings) -> None:
-        """Take re-read settings without a restart: nodes, weights and models change live."""
+        """Take re-read settings without a restart: nodes, weights and models change live.
+
+        All or nothing: a ConfigError (saying why) leaves everything as it was.
+        """
         self.balancer.apply_settings(settings, create_client)
-        self.settings = settings

@@ -72,7 +72,12 @@ async def test_registry_errors_name_the_node() -> None:
 
 async def test_apply_settings_adds_removes_replaces_and_updates_in_place() -> None:
     first = Settings(
-        nodes=[node_settings("keep"), node_settings("gone"), node_settings("moved")],
+        nodes=[
+            node_settings("keep"),
+            node_settings("gone"),
+            node_settings("moved"),
+            node_settings("resized", max_concurrency=2),
+        ],
         models=[ModelSettings(id=MODEL)],
         load_balancer=lb_settings(strategy="round_robin"),
     )
@@ -88,8 +93,9 @@ async def test_apply_settings_adds_removes_replaces_and_updates_in_place() -> No
     originals = dict(created)
     second = Settings(
         nodes=[
-            node_settings("keep", weight=5, max_concurrency=3),
+            node_settings("keep", weight=5),
             node_settings("moved", url="http://127.0.0.1:10/moved"),
+            node_settings("resized", max_concurrency=12),
             node_settings("new"),
         ],
         models=[ModelSettings(id=MODEL)],
@@ -97,16 +103,19 @@ async def test_apply_settings_adds_removes_replaces_and_updates_in_place() -> No
     )
     instance.apply_settings(second, factory)
     states = {state.name: state for state in instance.node_states()}
-    assert sorted(states) == ["keep", "moved", "new"]
-    assert states["keep"].weight == 5 and states["keep"].max_concurrency == 3
+    assert list(states) == ["keep", "moved", "resized", "new"]  # the configured order
+    assert states["keep"].weight == 5
     assert states["moved"].url == "http://127.0.0.1:10/moved"
+    assert states["resized"].max_concurrency == 12
     assert created["keep"] is originals["keep"]  # unchanged connection: same client
+    # A new URL, or a pool sized for another max_concurrency: a new client.
     assert created["moved"] is not originals["moved"]
+    assert created["resized"] is not originals["resized"]
     await asyncio.sleep(0)
-    assert originals["gone"].closed and originals["moved"].closed
+    assert originals["gone"].closed and originals["moved"].closed and originals["resized"].closed
     assert not originals["keep"].closed
     assert instance.lb.strategy == "least_loaded"
-    assert await answered_by(instance) in {"keep", "moved", "new"}
+    assert await answered_by(instance) in {"keep", "moved", "resized", "new"}
 
 
 async def test_start_checks_health_discovers_models_and_keeps_checking() -> None:
@@ -200,3 +209,71 @@ async def test_node_states_show_server_gauges_and_their_age() -> None:
     assert state.server_signals_age_s == 2.5
     assert state.requests_total == 1 and state.latency_ms is not None
     assert state.url == "http://127.0.0.1:9/a" and state.weight == 2
+
+
+async def test_a_refused_reload_changes_nothing_and_says_why() -> None:
+    first = Settings(
+        nodes=[node_settings("a"), node_settings("b")],
+        models=[ModelSettings(id=MODEL)],
+        load_balancer=lb_settings(strategy="round_robin"),
+    )
+    instance = Balancer(first)
+    clients = {name: FakeClient(name) for name in ("a", "b")}
+    for node in first.nodes:
+        instance.add_node(node, clients[node.name])
+    built: list[FakeClient] = []
+
+    def factory(node: NodeSettings, _lb: object) -> FakeClient:
+        if node.type == "tgi":
+            raise ConfigError(f"node {node.name!r} has type 'tgi', but no tgi client")
+        built.append(FakeClient(node.name))
+        return built[-1]
+
+    second = Settings(
+        nodes=[node_settings("new"), node_settings("b", type="tgi")],
+        models=[ModelSettings(id=MODEL)],
+        load_balancer=lb_settings(strategy="least_loaded"),
+    )
+    with pytest.raises(ConfigError, match=r"reload refused, nothing changed: node 'b'.*tgi"):
+        instance.apply_settings(second, factory)
+    assert [state.name for state in instance.node_states()] == ["a", "b"]
+    assert instance.settings is first and instance.lb.strategy == "round_robin"
+    assert {await answered_by(instance) for _ in range(4)} == {"a", "b"}
+    await asyncio.sleep(0)
+    assert built and all(client.closed for client in built)  # what was built is closed
+    assert not clients["a"].closed and not clients["b"].closed
+
+    def broken(node: NodeSettings, _lb: object) -> FakeClient:
+        raise ValueError("bad pool size")
+
+    with pytest.raises(ConfigError, match=r"node 'new'.*ValueError: bad pool size"):
+        instance.apply_settings(second, broken)
+    assert [state.name for state in instance.node_states()] == ["a", "b"]
+
+
+async def test_health_checks_go_on_after_discovery_raises_something_unexpected() -> None:
+    instance = Balancer(settings(health_check_interval_s=0.01, discovery_interval_s=0.01))
+    client = FakeClient("a")
+    calls = 0
+
+    async def broken_discovery() -> list[ModelInfo]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug in the client")
+
+    client.discover_models = broken_discovery  # type: ignore[method-assign]
+    instance.add_node(node_settings("a"), client)
+    await instance.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert calls >= 2 and instance.health_checks_running
+        client.up = False  # the node dies later: the monitor still notices
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not instance.node_states()[0].healthy:
+                break
+        assert not instance.node_states()[0].healthy
+        assert instance.health_checks_running
+    finally:
+        await instance.aclose()
+    assert not instance.health_checks_running

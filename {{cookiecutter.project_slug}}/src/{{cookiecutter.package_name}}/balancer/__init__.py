@@ -1,6 +1,8 @@
-"""Balancing requests across nodes: registry, strategies, health, failover and metrics."""
+"""Balancing requests across nodes: registry, admission, accounting, strategies, health."""
 
-from .balancer import Balancer, ClientFactory
+from .balancer import Balancer
+from .registry import ClientFactory
+from .shared import SharedState
 from .state import ListedModel, NodeState
 
-__all__ = ["Balancer", "ClientFactory", "ListedModel", "NodeState"]
+__all__ = ["Balancer", "ClientFactory", "ListedModel", "NodeState", "SharedState"]

@@ -1,11 +1,13 @@
-"""The balancer: the node registry, the filters, the strategy, failover and backpressure.
+"""The balancer: one object the API and the job runner call, and the request path.
 
-A request names a listed model.  The balancer keeps the nodes that serve it,
-are healthy and not ejected, and whose context fits the prompt; waits in a
-bounded queue while they are all full; lets the strategy pick one; and retries
-a retryable failure on another node until the first streamed chunk.  A request
-is never in flight on two nodes at once: an attempt is finished (or closed)
-before the next one starts.
+A request names a listed model.  Admission keeps the nodes that serve it, are
+healthy and not ejected, and whose context fits the prompt; queues it while they
+are all full; and lets the strategy pick one.  The attempt runs there, and a
+retryable failure is tried again on another node until the first streamed chunk.
+A request is never in flight on two nodes at once: an attempt is finished (or
+closed) before the next one starts.  The parts live beside this module:
+`registry` (nodes, reload), `admission` (filters, strategy, queue), `accounting`
+(what an outcome does to its node) and `health` (active checks).
 """
 
 from __future__ import annotations
@@ -21,15 +23,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from ..config import ConfigError, LoadBalancerSettings, NodeSettings, Settings
-from ..llm.errors import (
-    ContextLengthExceededError,
-    LlmError,
-    ModelNotFoundError,
-    OverloadedError,
-    UpstreamError,
-    UpstreamUnavailableError,
-)
+from ..config import LoadBalancerSettings, NodeSettings, Settings
+from ..llm.errors import LlmError, ModelNotFoundError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import (
     ChatCompletionChunk,
@@ -42,20 +37,21 @@ from ..llm.models import (
     TextCompletionResponse,
     Usage,
 )
+from .accounting import Accounting
+from .admission import Admission
 from .health import HealthMonitor
 from .metrics import BalancerMetrics
 from .node import Node
-from .state import ListedModel, NodeState, describe
-from .strategies import Chooser, RequestFacts, create_chooser
+from .registry import ClientFactory, Registry
+from .shared import SharedState
+from .state import ListedModel, NodeState
+from .strategies import Chooser, RequestFacts
 
 log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", ChatCompletionRequest, TextCompletionRequest, EmbeddingRequest)
 AnswerT = TypeVar("AnswerT", ChatCompletionResponse, TextCompletionResponse, EmbeddingResponse)
 ChunkT = TypeVar("ChunkT", ChatCompletionChunk, TextCompletionChunk)
-# Answers longer than this count as this long in latency samples.
-REFERENCE_TOKENS = 100
-ClientFactory = Callable[[NodeSettings, LoadBalancerSettings], StreamingLlmClient]
 
 
 class Balancer:
@@ -68,95 +64,63 @@ class Balancer:
         metrics_registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
         chooser: Chooser | None = None,
+        shared: SharedState | None = None,
     ) -> None:
-        self.settings = settings
-        self._rng = rng or random.Random()
-        self._fixed_chooser = chooser is not None
-        self._chooser = chooser or create_chooser(settings.load_balancer, self._rng)
-        self._nodes: dict[str, Node] = {}
         self._metrics = BalancerMetrics(metrics_registry or CollectorRegistry())
-        self._health = HealthMonitor(settings.load_balancer, self._nodes.values, self._checked)
-        self._room = asyncio.Event()
-        self._queued = 0
+        self._registry = Registry(settings, self._metrics, rng or random.Random(), chooser, _now)
+        self._admission = Admission(self._registry, self._metrics, shared, _now)
+        self._accounting = Accounting(self._metrics, shared, self._registry.holds, _now)
+        self._health = HealthMonitor(
+            settings.load_balancer, lambda: self._registry.nodes.values(), self._checked
+        )
         self._monitor: asyncio.Task[None] | None = None
-        self._retired: list[Node] = []
-        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force: the API, the listing and the fleet all read this one."""
+        return self._registry.settings
 
     @property
     def lb(self) -> LoadBalancerSettings:
-        return self.settings.load_balancer
+        return self._registry.lb
 
-    # --- registry --------------------------------------------------------------
+    # --- the fleet -------------------------------------------------------------------
 
     def add_node(self, node: NodeSettings, client: StreamingLlmClient) -> None:
         """Register a node; it takes traffic at once and is health-checked on the next round."""
-        if node.name in self._nodes:
-            raise ConfigError(f"a node named {node.name!r} is already registered")
-        entry = Node(node, client, self.lb)
-        entry.refresh_served(self._listed_context())
-        self._nodes[node.name] = entry
-        self._chooser.nodes_changed(list(self._nodes.values()))
-        self._publish(entry)
+        self._registry.add(node, client)
         self._health.wake()
-        self._wake_waiters()
+        self._admission.fleet_changed()
 
     def remove_node(self, name: str) -> None:
         """Stop routing to the node now; its client closes once its requests finish."""
-        node = self._take(name)
-        self._chooser.nodes_changed(list(self._nodes.values()))
-        self._metrics.forget(name)
-        self._retired.append(node)
-        self._close_retired()
+        self._registry.remove(name)
 
     def drain_node(self, name: str) -> None:
         """Send the node no new requests; those in flight finish."""
-        if name not in self._nodes:
-            raise ConfigError(f"no node named {name!r}")
-        self._nodes[name].draining = True
-        self._publish(self._nodes[name])
+        self._registry.drain(name)
 
     def apply_settings(self, settings: Settings, client_factory: ClientFactory) -> None:
-        """Reload without restart: diff the nodes, keep the ones whose connection is unchanged.
+        """Reload without restart, all or nothing.
 
-        Removed nodes finish their requests; a node whose URL, type or key changed
-        is replaced by a new client; weight, concurrency and models change in place.
+        Every client the new settings need is built first; if any cannot be, this
+        raises a ConfigError saying why and nothing changes.  Then the fleet swaps in
+        one step: removed nodes finish their requests; a node whose URL, type, key or
+        max_concurrency changed gets a new client (its pool is sized by it); weight
+        and models change in place.
         """
-        old_strategy = self.lb.strategy
-        self.settings = settings
+        plan = self._registry.plan(settings, client_factory)
+        added = self._registry.swap(plan)
         self._health.lb = settings.load_balancer
-        if not self._fixed_chooser and settings.load_balancer.strategy != old_strategy:
-            self._chooser = create_chooser(settings.load_balancer, self._rng)
-        self._chooser.lb = settings.load_balancer
-        wanted = {node.name: node for node in settings.nodes}
-        for name in [name for name in self._nodes if name not in wanted]:
-            self.remove_node(name)
-        for name, node_settings in wanted.items():
-            current = self._nodes.get(name)
-            if current is not None and _same_connection(current.settings, node_settings):
-                # A drain stays: it is an operator's decision, not configuration.
-                current.settings = node_settings
-                current.lb = settings.load_balancer
-                continue
-            if current is not None:
-                self.remove_node(name)
-            self.add_node(node_settings, client_factory(node_settings, settings.load_balancer))
-        listed = self._listed_context()
-        for node in self._nodes.values():
-            node.refresh_served(listed)
-            self._publish(node)
-        self._chooser.nodes_changed(list(self._nodes.values()))
-        self._wake_waiters()
+        if added:
+            self._health.wake()
+        self._admission.fleet_changed()
 
-    def _take(self, name: str) -> Node:
-        try:
-            return self._nodes.pop(name)
-        except KeyError:
-            raise ConfigError(f"no node named {name!r}") from None
+    def fleet_changed(self) -> None:
+        """Room may have opened (told by a shared-state backend): queued requests look again."""
+        self._admission.fleet_changed()
 
-    def _listed_context(self) -> dict[str, int | None]:
-        return {model.id: model.context_length for model in self.settings.models}
-
-    # --- lifecycle -------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------
 
     async def refresh(self) -> None:
         """One health check and discovery round for every node, now."""
@@ -167,30 +131,26 @@ class Balancer:
         await self.refresh()
         self._monitor = asyncio.create_task(self._health.run(), name="balancer-health")
 
+    @property
+    def health_checks_running(self) -> bool:
+        """False when the background health checks have stopped (or never started)."""
+        return self._monitor is not None and not self._monitor.done()
+
     async def aclose(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
             self._monitor = None
-        nodes = [*self._nodes.values(), *self._retired]
-        self._nodes.clear()
-        self._retired.clear()
-        await asyncio.gather(*self._closing, return_exceptions=True)
-        await asyncio.gather(*(node.client.aclose() for node in nodes), return_exceptions=True)
+        await self._registry.aclose()
 
-    def _close_retired(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop yet: aclose() closes them
-        for node in [node for node in self._retired if node.in_flight == 0]:
-            self._retired.remove(node)
-            task = loop.create_task(node.client.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+    def _checked(self, node: Node, before: str) -> None:
+        node.refresh_served(self._registry.listed_context())
+        self._accounting.transition(node, before)
+        if node.state(_now()) != before:
+            self._admission.fleet_changed()
 
-    # --- requests --------------------------------------------------------------
+    # --- requests --------------------------------------------------------------------
 
     async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         facts = self._facts(request.model, request.prompt_text(), request.token_limit())
@@ -230,8 +190,9 @@ class Balancer:
         """The request as strategies see it; the token count is estimated (chars / 4)."""
         if not any(listed.id == model for listed in self.settings.models):
             raise ModelNotFoundError(f"the model {model!r} is not served here", param="model")
-        needed = math.ceil(len(prompt) / self.lb.chars_per_token) + (max_tokens or 0)
-        return RequestFacts(model, needed, prompt[: self.lb.prefix_chars])
+        lb = self.lb
+        needed = math.ceil(len(prompt) / lb.chars_per_token) + (max_tokens or 0)
+        return RequestFacts(model, needed, prompt[: lb.prefix_chars])
 
     async def _call(
         self,
@@ -239,27 +200,27 @@ class Balancer:
         facts: RequestFacts,
         send: Callable[[StreamingLlmClient, RequestT], Awaitable[AnswerT]],
     ) -> AnswerT:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lb.failover_deadline_s
+        """Attempts until one answers or no retry is left."""
+        deadline = _now() + self.lb.failover_deadline_s
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._select(facts, tried, last_error)
+            node = await self._admission.select(facts, tried, last_error)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
-            trial = self._dispatch(node)
-            started = loop.time()
+            trial = self._accounting.dispatched(node)
+            started = _now()
             try:
                 answer = await send(node.client, upstream)
             except Exception as exc:
-                error = self._failed(node, exc, started)
+                error = self._accounting.failed(node, exc, started)
                 if not self._may_retry(error, attempt, deadline):
                     raise error from (None if error is exc else exc)
                 last_error = error
                 continue
             finally:
                 self._release(node, trial)
-            self._succeeded(node, started, started, _completion_tokens(answer))
+            self._accounting.succeeded(node, started, started, _completion_tokens(answer))
             answer.model = facts.model
             return answer
         raise AssertionError("the loop returns or raises")
@@ -270,30 +231,30 @@ class Balancer:
         facts: RequestFacts,
         open_stream: Callable[[StreamingLlmClient, RequestT], AsyncIterator[ChunkT]],
     ) -> AsyncIterator[ChunkT]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lb.failover_deadline_s
+        """Attempts until one streams its first chunk; after that, no retry."""
+        deadline = _now() + self.lb.failover_deadline_s
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._select(facts, tried, last_error)
+            node = await self._admission.select(facts, tried, last_error)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
-            trial = self._dispatch(node)
-            started = loop.time()
+            trial = self._accounting.dispatched(node)
+            started = _now()
             stream = open_stream(node.client, upstream)
             try:
                 try:
                     first = await anext(stream)
                 except StopAsyncIteration:
-                    self._succeeded(node, started, started, None)
+                    self._accounting.succeeded(node, started, started, None)
                     return
                 except Exception as exc:
-                    error = self._failed(node, exc, started)
+                    error = self._accounting.failed(node, exc, started)
                     if not self._may_retry(error, attempt, deadline):
                         raise error from (None if error is exc else exc)
                     last_error = error
                     continue
-                first_at = self._first_chunk(node, started)
+                first_at = self._accounting.first_chunk(node, started)
                 first.model = facts.model
                 tokens = _StreamTokens()
                 tokens.count(first)
@@ -305,208 +266,47 @@ class Balancer:
                         tokens.count(chunk)
                         yield chunk
                 except Exception as exc:
-                    error = self._failed(node, exc, started)
+                    error = self._accounting.failed(node, exc, started)
                     raise error from (None if error is exc else exc)
-                self._succeeded(node, started, first_at, tokens.total())
+                self._accounting.succeeded(node, started, first_at, tokens.total())
                 return
             finally:
                 await _aclose(stream)
                 self._release(node, trial)
         raise AssertionError("the loop returns or raises")
 
+    def _release(self, node: Node, trial: bool) -> None:
+        """The attempt's slot is free: a queued request takes it, or a retired client closes."""
+        self._accounting.released(node, trial)
+        if self._registry.holds(node):
+            self._admission.slot_freed(node)
+        else:
+            self._registry.close_retired()
+
     def _may_retry(self, error: LlmError, attempt: int, deadline: float) -> bool:
-        if not error.retryable or attempt >= self.lb.max_retries:
-            return False
-        if asyncio.get_running_loop().time() >= deadline:
+        if not error.retryable or attempt >= self.lb.max_retries or _now() >= deadline:
             return False
         self._metrics.retries.inc()
         return True
 
-    # --- selection -------------------------------------------------------------
-
-    async def _select(
-        self, facts: RequestFacts, tried: set[str], last_error: LlmError | None
-    ) -> Node:
-        """A node for this attempt, waiting in the bounded queue while all are full."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.lb.selection_timeout_s
-        queued = False
-        try:
-            while True:
-                fresh = [node for node in self._eligible(facts) if node.name not in tried]
-                if not fresh:
-                    raise last_error or UpstreamUnavailableError(
-                        f"no node serving {facts.model!r} is available"
-                    )
-                room = [node for node in fresh if not node.saturated()]
-                if room:
-                    node = self._chooser.choose(room, facts)
-                    self._metrics.selected(node.name, self.lb.strategy)
-                    return node
-                if not queued:
-                    if self._queued >= self.lb.max_queue:
-                        raise self._overloaded(facts, fresh)
-                    queued = True
-                    self._queued += 1
-                    self._metrics.queued.set(self._queued)
-                remaining = give_up - loop.time()
-                if remaining <= 0:
-                    raise self._overloaded(facts, fresh)
-                # Woken when a slot frees; the timeout also catches time-driven changes
-                # (a backoff ending) and server gauges we are not told about.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), min(remaining, 1.0))
-        finally:
-            if queued:
-                self._queued -= 1
-                self._metrics.queued.set(self._queued)
-
-    def _eligible(self, facts: RequestFacts) -> list[Node]:
-        """Nodes that serve the model, fit the prompt and are up (or all of them, in panic)."""
-        now = asyncio.get_running_loop().time()
-        serving = [
-            node
-            for node in self._nodes.values()
-            if not node.draining and facts.model in node.served
-        ]
-        if not serving:
-            raise UpstreamUnavailableError(f"no node serves {facts.model!r} at the moment")
-        fitting = [node for node in serving if _fits(node, facts)]
-        if not fitting:
-            largest = max(node.served[facts.model].context_length or 0 for node in serving)
-            raise ContextLengthExceededError(
-                f"the prompt and max_tokens need about {facts.needed_tokens} tokens "
-                f"(estimated at {self.lb.chars_per_token:g} characters a token); "
-                f"the largest context length serving {facts.model!r} is {largest}",
-                param="messages",
-            )
-        usable = [node for node in fitting if node.usable(now)]
-        # Panic mode (as Envoy): when every node is down, trying them beats refusing.
-        return usable or fitting
-
-    def _overloaded(self, facts: RequestFacts, nodes: list[Node]) -> OverloadedError:
-        self._metrics.overloaded.inc()
-        # Roughly when the quickest node starts answering again.
-        quickest = min((node.ttft.value_ms or 1000.0) for node in nodes) / 1000
-        return OverloadedError(
-            f"every node serving {facts.model!r} is busy; try again shortly",
-            retry_after=float(min(max(math.ceil(quickest), 1), 60)),
-        )
-
-    # --- outcomes --------------------------------------------------------------
-
-    def _dispatch(self, node: Node) -> bool:
-        trial = node.dispatched(asyncio.get_running_loop().time())
-        self._metrics.node(node.name).requests.inc()
-        self._publish(node)
-        return trial
-
-    def _release(self, node: Node, trial: bool) -> None:
-        node.finished(trial)
-        if node in self._retired:
-            self._close_retired()
-        else:
-            self._publish(node)
-        self._wake_waiters()
-
-    def _first_chunk(self, node: Node, started: float) -> float:
-        now = asyncio.get_running_loop().time()
-        node.ttft.observe((now - started) * 1000, now)
-        self._metrics.node(node.name).ttft.observe(now - started)
-        return now
-
-    def _succeeded(self, node: Node, started: float, first_at: float, tokens: int | None) -> None:
-        """Record a whole answer.  The latency sample is the time to the first chunk plus
-        the generation time scaled to a reference answer length: a long answer must not
-        make a node look slow (LiteLLM #1393), and a short answer that queued must not make
-        it look fast."""
-        now = asyncio.get_running_loop().time()
-        before = node.state(now)
-        scale = REFERENCE_TOKENS / max(tokens or 0, REFERENCE_TOKENS)
-        node.succeeded(((first_at - started) + (now - first_at) * scale) * 1000, now)
-        if tokens and tokens > 1 and first_at > started:
-            # Decode speed, scaled both ways: the first chunk carries the first token, the
-            # rest took (now - first_at), whatever the answer's length.
-            node.decode.observe((now - first_at) * 1000 * REFERENCE_TOKENS / (tokens - 1), now)
-        self._metrics.node(node.name).latency.observe(now - started)
-        self._transition(node, before)
-
-    def _failed(self, node: Node, exc: Exception, started: float) -> LlmError:
-        """Count the failure against the node when it is the node's fault; return it as an
-        LlmError (a client bug becomes a retryable upstream error that names only the node)."""
-        if isinstance(exc, LlmError):
-            error = exc
-        else:
-            log.error("node %s: client raised %s", node.name, type(exc).__name__, exc_info=exc)
-            error = UpstreamError(f"node {node.name} failed")
-        self._metrics.error(node.name, error.code or error.error_type)
-        if error.retryable:
-            now = asyncio.get_running_loop().time()
-            before = node.state(now)
-            if node.failed((now - started) * 1000, now, error.retry_after):
-                self._metrics.node(node.name).ejections.inc()
-            self._transition(node, before)
-        return error
-
-    def _checked(self, node: Node, before: str) -> None:
-        node.refresh_served(self._listed_context())
-        self._transition(node, before)
-        self._wake_waiters()
-
-    def _transition(self, node: Node, before: str) -> None:
-        after = node.state(asyncio.get_running_loop().time())
-        if after != before:
-            if after == "ejected":
-                log.warning(
-                    "node %s ejected for %.0f s after failures", node.name, node.backoff_s()
-                )
-            else:
-                log.info("node %s: %s -> %s", node.name, before, after)
-        if node.name in self._nodes and self._nodes[node.name] is node:
-            self._publish(node)
-
-    def _publish(self, node: Node) -> None:
-        series = self._metrics.node(node.name)
-        series.in_flight.set(node.in_flight)
-        up = not node.draining and node.usable(_now())
-        series.healthy.set(1 if up else 0)
-
-    def _wake_waiters(self) -> None:
-        # Every waiter wakes and looks again; the first in line takes the slot.
-        self._room.set()
-        self._room = asyncio.Event()
-
-    # --- descriptions ----------------------------------------------------------
+    # --- descriptions ----------------------------------------------------------------
 
     def listed_models(self) -> list[ListedModel]:
         """Per listed model: its settings, the nodes serving it, their smallest context, and
         whether any of them takes traffic now."""
-        now = _now()
-        listed = []
-        for model in self.settings.models:
-            nodes = [node for node in self._nodes.values() if model.id in node.served]
-            contexts = [
-                context
-                for node in nodes
-                if (context := node.served[model.id].context_length) is not None
-            ]
-            listed.append(
-                ListedModel(
-                    settings=model,
-                    nodes=[node.name for node in nodes],
-                    context_length=min(contexts) if contexts else model.context_length,
-                    healthy=any(not node.draining and node.usable(now) for node in nodes),
-                )
-            )
-        return listed
+        return self._registry.listed_models()
 
     def node_states(self) -> list[NodeState]:
-        now = _now()
-        return [describe(node, now) for node in self._nodes.values()]
+        return self._registry.node_states()
 
     def nodes(self) -> Iterable[Node]:
         """The live registry, for tools and tests that look inside."""
-        return self._nodes.values()
+        return self._registry.nodes.values()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a free slot now."""
+        return self._admission.waiting
 
 
 def _completion_tokens(answer: AnswerT) -> int | None:
@@ -529,15 +329,6 @@ class _StreamTokens:
 
     def total(self) -> int:
         return self.reported if self.reported is not None else self.chunks
-
-
-def _fits(node: Node, facts: RequestFacts) -> bool:
-    context = node.served[facts.model].context_length
-    return context is None or facts.needed_tokens <= context
-
-
-def _same_connection(old: NodeSettings, new: NodeSettings) -> bool:
-    return old.url == new.url and old.type == new.type and old.api_key == new.api_key
 
 
 def _now() -> float:

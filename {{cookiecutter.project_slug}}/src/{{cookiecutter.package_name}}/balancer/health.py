@@ -4,6 +4,10 @@ Each node is checked every `health_check_interval_s` (or its server type's
 override); a node whose ejection backoff has ended is checked at once, and a
 passing check readmits it (the half-open probe).  A check also refreshes the
 server's load gauges, since clients scrape them in `check_health()`.
+
+The loop must outlive anything a client or a callback raises: a monitor that
+stopped would leave a node that dies later marked healthy.  A failure is logged
+when it first happens (or changes) on a node, not on every round.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class HealthMonitor:
         self._nodes = nodes
         self._checked = checked  # told the node and its state before the check
         self._wake = asyncio.Event()
+        self._reported: dict[str, str] = {}  # node -> the unexpected failure last logged
 
     def wake(self) -> None:
         """Run a round now (a node was added)."""
@@ -67,16 +72,20 @@ class HealthMonitor:
                 loop.time(),
             )
         except Exception as error:  # a client bug must not stop the monitor
-            log.exception("health check of node %s failed unexpectedly", node.name)
+            self._unexpected(node, "health check", error)
             node.health_failed(f"health check failed: {type(error).__name__}", loop.time())
         else:
             node.health_ok(loop.time())
+            self._reported.pop(node.name, None)
         if node.healthy and (
             node.discovered_at is None
             or loop.time() - node.discovered_at >= self.lb.discovery_interval_s
         ):
             await self._discover(node)
-        self._checked(node, before)
+        try:
+            self._checked(node, before)
+        except Exception as error:
+            self._unexpected(node, "recording the health check", error)
 
     async def _discover(self, node: Node) -> None:
         loop = asyncio.get_running_loop()
@@ -88,18 +97,42 @@ class HealthMonitor:
         except (LlmError, TimeoutError) as error:
             # Configured models still route; the next round asks again.
             log.info("node %s: model discovery failed (%s)", node.name, type(error).__name__)
+        except Exception as error:
+            self._unexpected(node, "model discovery", error)
+
+    def _unexpected(self, node: Node, what: str, error: Exception) -> None:
+        """Log a failure nobody foresaw once per node and kind, with its traceback."""
+        key = f"{what}: {type(error).__name__}"
+        if self._reported.get(node.name) != key:
+            self._reported[node.name] = key
+            log.error("node %s: %s failed unexpectedly", node.name, what, exc_info=error)
 
     async def run(self) -> None:
+        """Check nodes as they fall due, until cancelled; nothing raised stops it."""
         loop = asyncio.get_running_loop()
+        failing = False
         while True:
-            now = loop.time()
-            due = [node for node in self._nodes() if self.due_at(node) <= now]
-            if due:
-                await asyncio.gather(*(self.check(node) for node in due))
-            self._wake.clear()
-            upcoming = min(
-                (self.due_at(node) for node in self._nodes()),
-                default=loop.time() + self.lb.health_check_interval_s,
-            )
+            try:
+                upcoming = await self._round(loop)
+                failing = False
+            except Exception:
+                if not failing:
+                    log.exception("health check round failed; checking again next interval")
+                failing = True
+                upcoming = loop.time() + self.lb.health_check_interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, upcoming - loop.time()))
+
+    async def _round(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Check the nodes that are due; return when the next one is."""
+        now = loop.time()
+        due = [node for node in self._nodes() if self.due_at(node) <= now]
+        if due:
+            # return_exceptions: one check that escapes its own handling must
+            # neither stop the round nor leave the others unawaited.
+            await asyncio.gather(*(self.check(node) for node in due), return_exceptions=True)
+        self._wake.clear()
+        return min(
+            (self.due_at(node) for node in self._nodes()),
+            default=loop.time() + self.lb.health_check_interval_s,
+        )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .node import Node
+
 # LLM requests take from milliseconds (a cached short answer) to minutes (a long stream).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -99,6 +101,12 @@ class BalancerMetrics:
                 ejections=self.ejections.labels(name),
             )
         return series
+
+    def publish(self, node: Node, now: float) -> None:
+        """Set the node's gauges from its state."""
+        series = self.node(node.name)
+        series.in_flight.set(node.in_flight)
+        series.healthy.set(1 if not node.draining and node.usable(now) else 0)
 
     def forget(self, node: str) -> None:
         """Drop a removed node's series so the scrape does not keep reporting it."""

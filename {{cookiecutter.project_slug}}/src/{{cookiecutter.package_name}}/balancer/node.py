@@ -60,6 +60,7 @@ class Node:
     served: dict[str, ServedModel] = field(default_factory=dict)
     discovered: list[ModelInfo] = field(default_factory=list)
     in_flight: int = 0
+    reserved: int = 0  # free slots handed to queued requests that have not started yet
     requests_total: int = 0
     errors_total: int = 0
     draining: bool = False
@@ -158,7 +159,7 @@ class Node:
 
     def saturated(self) -> bool:
         """No room: our own count at max_concurrency, or fresh server gauges say full."""
-        if self.in_flight >= self.max_concurrency:
+        if self.in_flight + self.reserved >= self.max_concurrency:
             return True
         metrics = self.server_metrics()
         if not self.signals_fresh(metrics):

@@ -1,0 +1,228 @@
+"""Admission: which nodes may take a request, the strategy's pick, and the FIFO queue.
+
+A request that finds every candidate full waits in one bounded queue, first in
+first out.  A slot that frees is handed to the first waiter that can use it and
+reserved for it, so a request arriving meanwhile cannot take it: one waiter
+wakes per completion, not all of them (the cost of a completion no longer grows
+with the queue).  Changes that may open several slots at once (a node added,
+readmitted or reloaded) wake every waiter to look again, and each waiter also
+looks again every second for changes nobody announces (a backoff ending, a
+server's own gauges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+
+from ..llm.errors import (
+    ContextLengthExceededError,
+    LlmError,
+    OverloadedError,
+    UpstreamUnavailableError,
+)
+from .metrics import BalancerMetrics
+from .node import Node
+from .registry import Registry
+from .shared import SharedState
+from .strategies import RequestFacts
+
+# How often a waiter looks again without being woken.
+RECHECK_S = 1.0
+
+
+class _Waiter:
+    __slots__ = ("facts", "gone", "tried", "woken")
+
+    def __init__(self, facts: RequestFacts, tried: set[str], woken: asyncio.Future[Node | None]):
+        self.facts = facts
+        self.tried = tried
+        # Resolved with a node whose slot is reserved for this waiter, or None: look again.
+        self.woken = woken
+        self.gone = False  # left the queue (served, timed out or cancelled)
+
+    def can_use(self, node: Node) -> bool:
+        served = node.served.get(self.facts.model)
+        return (
+            served is not None
+            and node.name not in self.tried
+            and (served.context_length is None or self.facts.needed_tokens <= served.context_length)
+        )
+
+
+class Admission:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: BalancerMetrics,
+        shared: SharedState | None,
+        now: Callable[[], float],
+    ) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._shared = shared
+        self._now = now
+        self._queue: deque[_Waiter] = deque()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def select(
+        self, facts: RequestFacts, tried: set[str], last_error: LlmError | None
+    ) -> Node:
+        """A node with a free slot for this attempt, waiting in the queue while all are full."""
+        candidates = self._candidates(facts, tried, last_error)
+        node = self._choose(candidates, facts)
+        if node is not None:
+            return node
+        if self._waiting >= self._registry.lb.max_queue:
+            raise self._overloaded(facts, candidates)
+        return await self._wait(facts, tried, last_error, candidates)
+
+    async def _wait(
+        self,
+        facts: RequestFacts,
+        tried: set[str],
+        last_error: LlmError | None,
+        candidates: list[Node],
+    ) -> Node:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._registry.lb.selection_timeout_s
+        waiter = _Waiter(facts, tried, loop.create_future())
+        self._queue.append(waiter)
+        self._waiting += 1
+        self._metrics.queued.set(self._waiting)
+        try:
+            while True:
+                remaining = give_up - loop.time()
+                if remaining <= 0:
+                    raise self._overloaded(facts, candidates)
+                # Awaiting the future itself: cancelling this task cannot undo a hand-over
+                # that already happened, and `_leave` passes such a slot on.
+                recheck = loop.call_later(min(remaining, RECHECK_S), _look_again, waiter.woken)
+                try:
+                    handed = await waiter.woken
+                finally:
+                    recheck.cancel()
+                if handed is not None:
+                    waiter.gone = True
+                    handed.reserved -= 1
+                    self._metrics.selected(handed.name, self._registry.lb.strategy)
+                    return handed
+                waiter.woken = loop.create_future()
+                candidates = self._candidates(facts, tried, last_error)
+                node = self._choose(candidates, facts)
+                if node is not None:
+                    return node
+        finally:
+            self._leave(waiter)
+
+    def _leave(self, waiter: _Waiter) -> None:
+        self._waiting -= 1
+        self._metrics.queued.set(self._waiting)
+        if waiter.gone:
+            return
+        waiter.gone = True
+        woken = waiter.woken
+        if woken.done() and not woken.cancelled() and (node := woken.result()) is not None:
+            # Handed a slot but leaving (cancelled, or found room elsewhere): pass it on.
+            node.reserved -= 1
+            if self._registry.holds(node):
+                self.slot_freed(node)
+            else:
+                self._registry.close_retired()
+        elif not woken.done():
+            woken.cancel()
+
+    def slot_freed(self, node: Node) -> None:
+        """Hand the node's free slot to the first waiter that can use it."""
+        queue = self._queue
+        while queue and queue[0].gone:
+            queue.popleft()
+        if not queue or not self._registry.holds(node) or not self._has_room(node):
+            return
+        if node.draining or not node.usable(self._now()):
+            return
+        for waiter in queue:
+            if not waiter.gone and not waiter.woken.done() and waiter.can_use(node):
+                node.reserved += 1
+                waiter.woken.set_result(node)
+                return
+
+    def fleet_changed(self) -> None:
+        """Wake every waiter to look again: room may have opened anywhere."""
+        for waiter in self._queue:
+            if not waiter.gone and not waiter.woken.done():
+                waiter.woken.set_result(None)
+
+    # --- filters and the strategy ---------------------------------------------------
+
+    def _candidates(
+        self, facts: RequestFacts, tried: set[str], last_error: LlmError | None
+    ) -> list[Node]:
+        fresh = [node for node in self._eligible(facts) if node.name not in tried]
+        if not fresh:
+            raise last_error or UpstreamUnavailableError(
+                f"no node serving {facts.model!r} is available"
+            )
+        return fresh
+
+    def _eligible(self, facts: RequestFacts) -> list[Node]:
+        """Nodes that serve the model, fit the prompt and are up (or all of them, in panic)."""
+        now = self._now()
+        serving = [
+            node
+            for node in self._registry.nodes.values()
+            if not node.draining and facts.model in node.served
+        ]
+        if not serving:
+            raise UpstreamUnavailableError(f"no node serves {facts.model!r} at the moment")
+        fitting = [node for node in serving if _fits(node, facts)]
+        if not fitting:
+            largest = max(node.served[facts.model].context_length or 0 for node in serving)
+            lb = self._registry.lb
+            raise ContextLengthExceededError(
+                f"the prompt and max_tokens need about {facts.needed_tokens} tokens "
+                f"(estimated at {lb.chars_per_token:g} characters a token); "
+                f"the largest context length serving {facts.model!r} is {largest}",
+                param="messages",
+            )
+        usable = [node for node in fitting if node.usable(now)]
+        # Panic mode (as Envoy): when every node is down, trying them beats refusing.
+        return usable or fitting
+
+    def _choose(self, candidates: list[Node], facts: RequestFacts) -> Node | None:
+        room = [node for node in candidates if self._has_room(node)]
+        if not room:
+            return None
+        node = self._registry.chooser.choose(room, facts)
+        self._metrics.selected(node.name, self._registry.lb.strategy)
+        return node
+
+    def _has_room(self, node: Node) -> bool:
+        if node.saturated():
+            return False
+        return self._shared is None or self._shared.has_room(node)
+
+    def _overloaded(self, facts: RequestFacts, nodes: list[Node]) -> OverloadedError:
+        self._metrics.overloaded.inc()
+        # Roughly when the quickest node starts answering again.
+        quickest = min((node.ttft.value_ms or 1000.0) for node in nodes) / 1000
+        return OverloadedError(
+            f"every node serving {facts.model!r} is busy; try again shortly",
+            retry_after=float(min(max(math.ceil(quickest), 1), 60)),
+        )
+
+
+def _look_again(woken: asyncio.Future[Node | None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+def _fits(node: Node, facts: RequestFacts) -> bool:
+    context = node.served[facts.model].context_length
+    return context is None or facts.needed_tokens <= context
