@@ -135,6 +135,50 @@ def test_secrets_never_appear_in_errors_or_the_effective_config(tmp_path: Path) 
     assert secret not in str(caught.value)
 
 
+def test_a_document_level_error_prints_no_secret(tmp_path: Path) -> None:
+    """A model-level validator's input is the whole document: it is never shown."""
+    secrets = ["sk-api-key-one", "sk-node-key-two", "0x" + "ab" * 32, "hunter2-password"]
+    path = write(
+        tmp_path,
+        "c.toml",
+        f"""[api]
+api_keys = ["{secrets[0]}"]
+[[nodes]]
+name = "twin"
+url = "http://127.0.0.1:9"
+api_key = "{secrets[1]}"
+models = ["m"]
+[[nodes]]
+name = "twin"
+url = "http://127.0.0.1:8"
+models = ["m"]
+[[models]]
+id = "m"
+""",
+    )
+    environ = {"OPERATOR_PRIVATE_KEY": secrets[2], "KEYSTORE_PASSWORD": secrets[3]}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ)
+    assert "node names must be unique; repeated: twin" in str(caught.value)
+    for secret in secrets:
+        assert secret not in str(caught.value)
+
+
+def test_credentials_in_a_node_url_are_refused_and_never_printed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "c.toml",
+        '[[nodes]]\nname = "n"\nurl = "http://admin:hunter2@10.0.0.5:8000"\nmodels = ["m"]\n'
+        '[[models]]\nid = "m"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert "nodes.0.url" in str(caught.value) and "api_key" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "admin" not in str(caught.value)
+    settings = load_settings(environ={"HTTP_RPC_URL": "https://user:rpc-pass@rpc.example"})
+    assert "rpc-pass" not in json.dumps(settings.masked())
+
+
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [

@@ -30,11 +30,16 @@ from {{ cookiecutter.package_name }}.llm.models import (
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
+    TextCompletionChoice,
+    TextCompletionChunk,
+    TextCompletionRequest,
+    TextCompletionResponse,
     Usage,
 )
 
 KEY = "sk-test-key-one"
 MODEL = "acme/test-model"
+UPSTREAM = "sim-model"
 
 
 def make_settings(load_balancer: dict[str, Any] | None = None, **api: Any) -> Settings:
@@ -52,6 +57,31 @@ def make_settings(load_balancer: dict[str, Any] | None = None, **api: Any) -> Se
                 }
             ],
             "models": [{"id": MODEL, "context_length": 4096, "max_output_length": 512}],
+        }
+    )
+
+
+def fleet(url: str, *, max_concurrency: int = 2, **sections: Any) -> Settings:
+    """Settings with one node at `url` serving MODEL as UPSTREAM; `sections` override."""
+    return Settings.model_validate(
+        {
+            "api": {"api_keys": [KEY], **sections.get("api", {})},
+            "load_balancer": {
+                "max_retries": 0,
+                "health_check_interval_s": 30,
+                **sections.get("load_balancer", {}),
+            },
+            "nodes": [
+                {
+                    "name": "node-1",
+                    "url": url,
+                    "type": "openai_compatible",
+                    "max_concurrency": max_concurrency,
+                    "models": [{"id": MODEL, "backend_model": UPSTREAM}],
+                    **sections.get("node", {}),
+                }
+            ],
+            "models": [{"id": MODEL}],
         }
     )
 
@@ -115,6 +145,24 @@ class FakeBalancer:
             )
         finally:
             self.closed.set()
+
+    async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
+        self.requests.append(request)
+        self._check(request.model)
+        choice = TextCompletionChoice(text="".join(self.words), finish_reason="stop")
+        return TextCompletionResponse(
+            model=request.model, choices=[choice], usage=Usage.of(5, len(self.words))
+        )
+
+    async def stream_text_completion(
+        self, request: TextCompletionRequest
+    ) -> AsyncIterator[TextCompletionChunk]:
+        self.requests.append(request)
+        self._check(request.model)
+        for word in self.words:
+            yield TextCompletionChunk(
+                id="cmpl-1", model=request.model, choices=[TextCompletionChoice(text=word)]
+            )
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         self._check(request.model)

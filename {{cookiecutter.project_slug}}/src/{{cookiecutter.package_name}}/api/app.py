@@ -269,7 +269,8 @@ class Api:
         async def run() -> Response:
             self._authorize(request)
             if self._openapi is None:
-                self._openapi = to_json(build_document(TITLE, __version__))
+                models = [model.id for model in self.settings.models]
+                self._openapi = to_json(build_document(TITLE, __version__, models))
             return Response(self._openapi, media_type="application/json")
 
         return await self._guard(run())

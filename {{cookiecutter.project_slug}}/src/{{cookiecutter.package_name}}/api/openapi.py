@@ -8,6 +8,7 @@ every path but /health and /ready.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -53,8 +54,8 @@ _ERRORS = {
 _OPEN = ("/health", "/ready")
 
 
-def build_document(title: str, version: str) -> dict[str, Any]:
-    """The whole document (OpenAPI 3.1)."""
+def build_document(title: str, version: str, models: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole document (OpenAPI 3.1); `models`, when given, are the ids `model` may name."""
     schemas: dict[str, Any] = {"Error": ERROR}
 
     def ref(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, str]:
@@ -78,13 +79,17 @@ def build_document(title: str, version: str) -> dict[str, Any]:
     ):
         content = {"application/json": {"schema": ref(answer, "serialization")}}
         if streams:
-            content["text/event-stream"] = {"schema": {"type": "string"}}
+            # `data: {chunk}` events ending with `data: [DONE]` (README: Streaming).
+            content["text/event-stream"] = {}
+        body = ref(request, "validation")
+        if models:
+            schemas[request.__name__]["properties"]["model"]["enum"] = list(models)
         paths[path] = {
             "post": {
                 "summary": summary,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": ref(request, "validation")}},
+                    "content": {"application/json": {"schema": body}},
                 },
                 "responses": {"200": {"description": "The answer", "content": content}}
                 | _errors(

@@ -13,11 +13,14 @@ client_header_timeout and client_body_timeout:
 - from the connection's start, or the previous answer, to the end of the
   headers: `header_timeout_s`, then the connection is closed;
 - from the headers to the end of the body: `body_timeout_s`, then 408 (if no
-  answer has started) and the connection is closed.
+  answer has started) and the connection is closed;
+- a body still arriving after its answer (a 413) is read and dropped until it
+  ends (within `body_timeout_s`), then the connection is closed.
 
-The per-request cost is a few attribute writes and one clock read: each
-connection has one timer that wakes at its current deadline (or once per
-timeout while a request is being answered) and re-arms itself.
+The per-request cost is a few attribute writes and clock reads: each
+connection has one timer that wakes at its current deadline, or after the
+shorter timeout at the latest, and re-arms itself; a deadline is enforced at
+most one such tick late.
 """
 
 from __future__ import annotations
@@ -88,16 +91,17 @@ class LimitedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        # A body still arriving after its answer (a 413) is read and dropped, so the client
-        # can read the answer (nginx's lingering close); the next request starts here.
-        answered = self.cycle is not None and self.cycle.response_complete
-        self._phase = _HEAD if answered else _APP
-        if answered:
-            self._since = self.loop.time()
         super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            # Answered before its body was read (a 413): the rest was read and dropped so
+            # the client, which writes before it reads, sees the answer rather than a reset
+            # (nginx's lingering close).  Now the connection can close cleanly.
+            self.transport.close()
+        else:
+            self._phase = _APP
 
     def on_response_complete(self) -> None:
-        if self._phase == _APP:
+        if self._phase == _APP and not self.pipeline:  # a pipelined request is answered next
             self._phase = _HEAD
             self._since = self.loop.time()
         super().on_response_complete()
@@ -105,7 +109,10 @@ class LimitedProtocol(HttpToolsProtocol):
     # --- the timer -------------------------------------------------------------------
 
     def _arm(self, delay: float) -> None:
-        self._timer = self.loop.call_later(max(delay, 0.01), self._check)
+        # Never longer than the shorter timeout: the phase may change before the timer wakes,
+        # so a deadline is enforced at most one such tick late.
+        tick = min(self.limits.header_timeout_s, self.limits.body_timeout_s)
+        self._timer = self.loop.call_later(min(max(delay, 0.01), tick), self._check)
 
     def _check(self) -> None:
         self._timer = None
@@ -125,7 +132,7 @@ class LimitedProtocol(HttpToolsProtocol):
                 return
             self._arm(limits.body_timeout_s - elapsed)
         else:
-            self._arm(min(limits.header_timeout_s, limits.body_timeout_s))
+            self._arm(limits.header_timeout_s)
 
     def _refuse(self, status: int | None, message: str) -> None:
         """Answer `status` with an OpenAI error body (unless an answer started) and close."""

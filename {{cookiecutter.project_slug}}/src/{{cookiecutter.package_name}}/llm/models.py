@@ -279,8 +279,9 @@ class ChatCompletionChunk(OpenAIModel):
 
 
 class TextCompletionRequest(SamplingParams):
-    prompt: str | Annotated[list[str], Field(min_length=1)] = Field(
-        description="Token-id prompts are not accepted."
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
+        description="One prompt per request (one choice per answer); token-id prompts are not "
+        "accepted."
     )
     suffix: str | None = None
     echo: bool | None = None

@@ -1,0 +1,434 @@
+"""One test per attack class on the open API: the safe outcome, and what the attack cost.
+
+Each runs the app as `serve` does (uvicorn with the [api] limits) on 127.0.0.1 and
+bounds what matters while the attack runs: the event loop's lag (every other
+client waits that long), peak memory, and the node's own counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from {{ cookiecutter.package_name }}.api.app import create_app
+from {{ cookiecutter.package_name }}.api.errors import MAX_MESSAGE, SCRUBBED, Scrubber
+from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
+from {{ cookiecutter.package_name }}.sim import SimHandle
+
+from .attack import LoopLag, connect, exchange, is_closed, peak_rss_mb, request
+from .conftest import KEY, MODEL, UPSTREAM, FakeBalancer, fleet, running
+
+AUTH = {"authorization": f"Bearer {KEY}"}
+BEARER = f"authorization: Bearer {KEY}"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+# Generous bounds: the attacks cost seconds each before they were bounded.
+LAG_S = 0.5
+GROWTH_MB = 64
+
+
+async def until(condition: Callable[[], bool], within_s: float = 5.0) -> bool:
+    for _ in range(int(within_s / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+def error_of(raw: bytes) -> dict[str, Any]:
+    """The OpenAI error object in a raw HTTP answer."""
+    body = json.loads(raw.partition(b"\r\n\r\n")[2])
+    error: dict[str, Any] = body["error"]
+    assert isinstance(error["message"], str) and isinstance(error["type"], str)
+    return error
+
+
+# --- 1. client input echoed in error messages -------------------------------------------
+
+
+async def test_error_text_from_client_input_costs_linear_time(
+    fake_api: Any, fake: FakeBalancer
+) -> None:
+    long = "a" * 20_000
+    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http, LoopLag() as lag:
+        model = await http.post("/v1/chat/completions", json={**CHAT, "model": long}, headers=AUTH)
+        one = await http.get(f"/v1/models/{long}", headers=AUTH)
+        bias = await http.post(
+            "/v1/chat/completions", json={**CHAT, "logit_bias": {long: "x"}}, headers=AUTH
+        )
+        fake.fail_with = ModelNotFoundError(f"model {long}.{long} is not served")
+        echoed = await http.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert (model.status_code, one.status_code, bias.status_code) == (400, 404, 400)
+    assert "'model'" in model.json()["error"]["message"]
+    for response in (model, one, bias, echoed):
+        assert len(response.json()["error"]["message"]) <= MAX_MESSAGE + 10
+        assert len(response.json()["error"]["param"] or "") <= 100
+    assert lag.worst < LAG_S  # a 20,000-character id stalled every client for 9 s
+
+
+def test_scrubbing_is_linear_and_never_leaves_half_a_secret() -> None:
+    secret = "sk-live-0123456789abcdef"
+    scrub = Scrubber(secrets=[secret], hosts=["10.1.2.3:8000"])
+    loop = asyncio.new_event_loop()
+    try:
+        for text in ("a" * 500_000, "a." * 250_000, "[" + ":" * 500_000, "[a" * 250_000):
+            start = loop.time()
+            scrub(text)
+            # Quadratic matching took seconds at 20,000 characters; linear is milliseconds.
+            assert loop.time() - start < 1.0
+    finally:
+        loop.close()
+    for cut in range(SCRUBBED - len(secret), SCRUBBED + 2):
+        text = "x" * cut + secret + " http://10.1.2.3:8000/v1"
+        out = scrub(text)
+        assert secret[:8] not in out and "10.1.2.3" not in out
+
+
+# --- 2. header size and count ----------------------------------------------------------
+
+
+async def test_headers_over_the_limits_are_refused_without_reading_them(fake_api: Any) -> None:
+    async with fake_api(max_header_bytes=8192, max_header_count=50) as url, LoopLag() as lag:
+        before = peak_rss_mb()
+        sent = 0
+        async with connect(url) as (_, writer):
+            writer.write(b"GET /health HTTP/1.1\r\nhost: test\r\nx-big: ")
+            try:
+                for _ in range(1024):  # up to 64 MiB
+                    writer.write(b"a" * 65536)
+                    await writer.drain()
+                    sent += 65536
+            except ConnectionError:
+                pass
+        many = await exchange(url, request("GET", "/health", *(f"x-h{i}: v" for i in range(60))))
+        fine = await exchange(
+            url, request("GET", "/health", "connection: close", *(f"x-h{i}: v" for i in range(40)))
+        )
+        grown = peak_rss_mb() - before
+    assert sent < 16 * 1024 * 1024  # cut off after 8 KiB, plus what the socket buffers held
+    assert many.startswith(b"HTTP/1.1 431 ")
+    assert "header lines" in error_of(many)["message"]
+    assert fine.startswith(b"HTTP/1.1 200 ")
+    assert lag.worst < LAG_S  # a 100 MB header took 41 s and stalled other probes 21 s
+    assert grown < GROWTH_MB
+
+
+# --- 3. a client leaving a non-streamed request ----------------------------------------
+
+
+async def test_leaving_a_non_streamed_request_frees_the_node_at_once(
+    sim_server: Callable[..., Any],
+) -> None:
+    handle: SimHandle = await sim_server(
+        dialect="openai", models=[UPSTREAM], tokens_per_s=20, output_tokens=400, max_concurrency=2
+    )
+    async with running(create_app(fleet(handle.url))) as url:
+        body = json.dumps(CHAT).encode()
+        async with (
+            connect(url) as (_, first),
+            connect(url) as (_, second),
+        ):
+            for writer in (first, second):
+                writer.write(request("POST", "/v1/chat/completions", BEARER, body=body))
+            assert await until(lambda: handle.sim.stats()["running"] == 2)
+        # Both clients are gone now: the node's slots must be free long before the
+        # 20 s the answers would take.
+        freed = await until(lambda: handle.sim.stats()["running"] == 0, within_s=1.0)
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = (await http.get("/metrics", headers=AUTH)).text
+    stats = handle.sim.stats()
+    assert freed
+    assert stats["cancelled_total"] == 2 and stats["completed_total"] == 0
+    assert 'api_requests_total{route="/v1/chat/completions",status="499"} 2.0' in metrics
+
+
+# --- 4. a stream that finds no room ------------------------------------------------------
+
+
+async def test_a_stream_that_finds_no_room_gets_429_with_retry_after(
+    sim_server: Callable[..., Any],
+) -> None:
+    handle: SimHandle = await sim_server(
+        dialect="openai", models=[UPSTREAM], tokens_per_s=20, output_tokens=400, max_concurrency=1
+    )
+    # The keep-alive interval no longer than the selection timeout, as in the generated defaults.
+    settings = fleet(
+        handle.url,
+        max_concurrency=1,
+        api={"keepalive_interval_s": 0.1},
+        load_balancer={"selection_timeout_s": 0.3},
+    )
+    async with running(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        holder = asyncio.create_task(http.post("/v1/chat/completions", json=CHAT, headers=AUTH))
+        assert await until(lambda: handle.sim.stats()["running"] == 1)
+        stream = await http.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+        )
+        holder.cancel()
+    assert stream.status_code == 429
+    assert int(stream.headers["retry-after"]) >= 1
+    assert stream.json()["error"]["type"] == "rate_limit_error"
+
+
+# --- 5. endpoints without a key ------------------------------------------------------------
+
+
+async def test_every_endpoint_but_health_and_ready_asks_for_the_key(fake_api: Any) -> None:
+    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+        closed = {
+            path: await http.get(path)
+            for path in ("/v1/models", f"/v1/models/{MODEL}", "/metrics", "/openapi.json")
+        }
+        posted = await http.post("/v1/chat/completions", json=CHAT)
+        docs = await http.get("/docs", headers=AUTH)
+        open_ = [(await http.get(path)).status_code for path in ("/health", "/ready")]
+        keyed = (await http.get("/openapi.json", headers=AUTH)).status_code
+    for response in (*closed.values(), posted):
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+    assert docs.status_code == 404
+    assert open_ == [200, 200] and keyed == 200
+
+
+# --- 6. idle, half-sent headers, half-sent bodies ---------------------------------------
+
+
+async def test_idle_and_slow_connections_are_closed_on_time(fake_api: Any) -> None:
+    limits = {"header_timeout_s": 0.3, "body_timeout_s": 0.3, "keepalive_timeout_s": 0.3}
+    async with fake_api(**limits) as url, LoopLag() as lag:
+        before = peak_rss_mb()
+        idle = [await connect(url).__aenter__() for _ in range(100)]
+        half_headers = [await connect(url).__aenter__() for _ in range(100)]
+        half_bodies = [await connect(url).__aenter__() for _ in range(100)]
+        for _, writer in half_headers:
+            writer.write(b"GET /health HTTP/1.1\r\nhost: test\r\n")
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\n{BEARER}\r\ncontent-length: 999"
+        for _, writer in half_bodies:
+            writer.write(head.encode() + b"\r\n\r\n{")
+        async with connect(url) as (trickle_reader, trickle):
+            # One byte of header every 50 ms: each byte resets no timer.
+            for byte in b"GET /health HTTP/1.1\r\nx-slow: " + b"a" * 20:
+                trickle.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+                if trickle_reader.at_eof():
+                    break
+            trickled = await is_closed(trickle_reader)
+        await asyncio.sleep(0.5)
+        still_open = [
+            sum([not await is_closed(reader) for reader, _ in group])
+            for group in (idle, half_headers, half_bodies)
+        ]
+        answer = await exchange(url, request("GET", "/health", "connection: close"))
+        grown = peak_rss_mb() - before
+        for _, writer in (*idle, *half_headers, *half_bodies):
+            writer.transport.abort()
+    assert trickled
+    assert still_open == [0, 0, 0]  # all 300 stayed open past 40 s before
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert lag.worst < LAG_S
+    assert grown < GROWTH_MB
+
+
+async def test_a_body_that_does_not_arrive_gets_408(fake_api: Any) -> None:
+    async with fake_api(body_timeout_s=0.3) as url, connect(url) as (reader, writer):
+        writer.write(request("POST", "/v1/chat/completions", BEARER, "content-length: 999") + b"{")
+        raw = await asyncio.wait_for(reader.read(), 5)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert error_of(raw)["code"] == "408"
+
+
+# --- 7. leaving during the upload ----------------------------------------------------------
+
+
+async def test_leaving_mid_upload_is_counted_499_and_not_logged(
+    fake_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = request("POST", "/v1/chat/completions", BEARER, "content-length: 10000")
+    async with fake_api() as url:
+        for _ in range(10):
+            async with connect(url) as (_, writer):
+                writer.write(head + b'{"model": ')
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = (await http.get("/metrics", headers=AUTH)).text
+    assert 'api_requests_total{route="/v1/chat/completions",status="499"} 10.0' in metrics
+    assert 'status="500"' not in metrics  # 305 false 500s in one run before
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+# --- 9. server-specific fields and internal URLs ---------------------------------------
+
+
+@asynccontextmanager
+async def capture_node() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """An OpenAI-compatible node that records every body it is sent."""
+    bodies: list[dict[str, Any]] = []
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": UPSTREAM, "object": "model"}]})
+
+    async def chat(request: Request) -> Response:
+        bodies.append(json.loads(await request.body()))
+        message = {"role": "assistant", "content": "ok"}
+        return JSONResponse(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": UPSTREAM,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", bodies
+    finally:
+        server.should_exit = True
+        await task
+
+
+DANGEROUS = {
+    "chat_template": "a client-chosen Jinja template, run on the node",
+    "logits_processors": ["evil.module.Processor"],
+    "kv_transfer_params": {"remote_host": "10.0.0.1"},
+    "vllm_xargs": {"x": 1},
+    "priority": -1000,
+}
+
+
+async def test_only_standard_fields_and_allowed_extras_reach_the_node() -> None:
+    extras = {"node": {"extra_fields": ["chat_template_kwargs"]}}
+    body = {
+        **CHAT,
+        **DANGEROUS,
+        "temperature": 0.5,
+        "metadata": {"order": "1"},
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    async with (
+        capture_node() as (node, bodies),
+        running(create_app(fleet(node, **extras))) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        response = await http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert response.status_code == 200
+    (sent,) = bodies
+    assert not DANGEROUS.keys() & sent.keys()
+    assert sent["temperature"] == 0.5 and sent["metadata"] == {"order": "1"}
+    assert sent["chat_template_kwargs"] == {"enable_thinking": False}  # this node allows it
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://2852039166/",
+        "http://localhost:8080/admin",
+        "file:///etc/passwd",
+    ],
+)
+async def test_media_urls_naming_internal_hosts_are_refused(image: str) -> None:
+    content = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": image}},
+    ]
+    body = {**CHAT, "messages": [{"role": "user", "content": content}]}
+    async with capture_node() as (node, bodies):
+        async with running(create_app(fleet(node))) as url, httpx.AsyncClient(base_url=url) as http:
+            refused = await http.post("/v1/chat/completions", json=body, headers=AUTH)
+        allowed = create_app(fleet(node, api={"private_media_urls": True}))
+        async with running(allowed) as url, httpx.AsyncClient(base_url=url) as http:
+            passed = await http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "messages.0.content"
+    if image.startswith("http"):
+        assert passed.status_code == 200
+        assert len(bodies) == 1  # only the request the operator allowed reached the node
+
+
+# --- 10. an oversized body -------------------------------------------------------------
+
+
+async def test_413_is_readable_by_a_client_still_uploading(fake_api: Any) -> None:
+    limit = 64 * 1024
+    async with fake_api(max_body_bytes=limit) as url:
+        body = b"x" * (8 * 1024 * 1024)
+        # A client that writes the whole body before it reads, as most do.
+        raw = await exchange(url, request("POST", "/v1/chat/completions", BEARER, body=body))
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as client:
+            with pytest.raises(openai.APIStatusError) as caught:
+                await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "x" * 2_000_000}]
+                )
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert error_of(raw)["code"] == "payload_too_large"
+    assert caught.value.status_code == 413  # not a connection error the client would retry
+
+
+# --- 11. the smaller things ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {**CHAT, "max_tokens": "5"}, "max_tokens"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": True}, "max_tokens"),
+        ("/v1/chat/completions", {**CHAT, "stream": "yes"}, "stream"),
+        ("/v1/completions", {"model": MODEL, "prompt": []}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1, 2]}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
+        ("/v1/embeddings", {"model": MODEL, "input": []}, "input"),
+    ],
+)
+async def test_values_are_not_coerced(
+    fake_api: Any, path: str, body: dict[str, Any], param: str
+) -> None:
+    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"].startswith(param)
+
+
+async def test_405_names_the_allowed_methods_and_the_document_its_parameters(
+    fake_api: Any,
+) -> None:
+    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+        put = await http.put("/v1/chat/completions", headers=AUTH)
+        document = (await http.get("/openapi.json", headers=AUTH)).json()
+    assert put.status_code == 405 and put.headers["allow"] == "POST"
+    assert put.json()["error"]["code"] == "405"
+    (parameter,) = document["paths"]["/v1/models/{model_id}"]["get"]["parameters"]
+    assert parameter["name"] == "model_id" and parameter["in"] == "path"
+    prompt = document["components"]["schemas"]["TextCompletionRequest"]["properties"]["prompt"]
+    one = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1}
+    assert one in prompt["anyOf"]
