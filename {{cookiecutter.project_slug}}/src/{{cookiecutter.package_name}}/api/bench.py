@@ -1,20 +1,22 @@
-"""`bench overhead`: what the provider adds over a node, beside nginx and LiteLLM's proxy.
+"""`bench overhead`: what the provider adds over a node, beside nginx, a bare proxy and LiteLLM.
 
-The same load goes straight to a simulated node and through each proxy, on
-this machine, in one run.  The node, each proxy and the load generator are
-separate processes; proxies are pinned to CPU 0, the node and the load
-generator to CPU 1 (when there are two), so the proxy under test never
-competes with the load for a core.  The load generator is aiohttp on uvloop.
+The same load goes straight to a node and through each proxy, on this
+machine, in one run.  The node (`bench_node`: canned answers on raw sockets)
+is many times faster than any proxy here, so each proxy row shows that
+proxy's own limit.  The node, each proxy and the load generator
+(`bench_load`, raw sockets too) are separate processes; each proxy is pinned
+to CPU 0, the node and the load to CPU 1 (when there are two), so the proxy
+under test never competes with the load for a core.  The "direct to the
+node" row is the ceiling of the node and the load together.
 
-Rows whose software is missing are skipped with a note: nginx comes from the
-`nginx` package (`apt-get install -y nginx`), LiteLLM from `pip install
-'litellm[proxy]'`.
+Rows whose software is missing are skipped with a one-line note: nginx comes
+from Debian's `nginx-light` (or `nginx`) package, LiteLLM from
+`pip install 'litellm[proxy]'` (best in a virtualenv of its own: `--litellm PATH`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -30,8 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import uvloop
+from . import bench_load
 
 PACKAGE = __name__.split(".")[0]
 UPSTREAM = "bench-model"
@@ -41,6 +42,9 @@ SMALL_TOKENS = 16  # a small non-streamed answer
 STREAM_TOKENS = 100  # one chunk per token
 LATENCY_C = (1, 64)
 STREAM_C = 16
+NGINX = "nginx (1 worker)"
+LITELLM = "LiteLLM proxy (1 worker)"
+BARE = "bare proxy (Starlette + aiohttp)"
 
 
 @dataclass
@@ -49,87 +53,11 @@ class Target:
     url: str
     model: str
     headers: dict[str, str]
-
-
-# --- the load generator (runs in its own process) ------------------------------
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def _drive(
-    session: aiohttp.ClientSession,
-    target: dict[str, Any],
-    *,
-    stream: bool,
-    concurrency: int,
-    duration: float,
-) -> tuple[list[float], dict[str, int], float]:
-    """Latencies (s), failures by reason and elapsed time: `concurrency` loops for `duration`."""
-    body = json.dumps(
-        {
-            "model": target["model"],
-            "messages": [{"role": "user", "content": "Say something short."}],
-            "max_tokens": STREAM_TOKENS if stream else SMALL_TOKENS,
-            "stream": stream,
-        }
-    ).encode()
-    headers = {"content-type": "application/json", **target["headers"]}
-    url = target["url"] + "/v1/chat/completions"
-    latencies: list[float] = []
-    failures: dict[str, int] = {}
-    start = time.perf_counter()
-    stop = start + duration
-
-    async def loop() -> None:
-        while time.perf_counter() < stop:
-            began = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    tail = b""
-                    async for data in response.content.iter_any():
-                        tail = (tail + data)[-64:]
-                    ok = response.status == 200 and (not stream or b"[DONE]" in tail)
-                    why = f"HTTP {response.status}" if response.status != 200 else "no [DONE]"
-            except aiohttp.ClientError as error:
-                ok, why = False, type(error).__name__
-            if ok:
-                latencies.append(time.perf_counter() - began)
-            else:
-                failures[why] = failures.get(why, 0) + 1
-
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return latencies, failures, time.perf_counter() - start
-
-
-async def _load(target: dict[str, Any], duration: float) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    result: dict[str, Any] = {}
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await _drive(session, target, stream=False, concurrency=8, duration=0.5)  # warm-up
-        for concurrency in LATENCY_C:
-            latencies, failures, elapsed = await _drive(
-                session, target, stream=False, concurrency=concurrency, duration=duration
-            )
-            result[f"c{concurrency}"] = {
-                "p50": _percentile(latencies, 0.5) if latencies else None,
-                "p99": _percentile(latencies, 0.99) if latencies else None,
-                "rps": len(latencies) / elapsed,
-                "failures": failures,
-            }
-        latencies, failures, elapsed = await _drive(
-            session, target, stream=True, concurrency=STREAM_C, duration=duration
-        )
-        result["streams"] = {"per_s": len(latencies) / elapsed, "failures": failures}
-    return result
+    pid: int | None = None  # the proxy's process, whose CPU time is counted
 
 
 def _load_main(spec: str) -> int:
-    options = json.loads(spec)
-    result = uvloop.run(_load(options["target"], options["duration"]))
-    print(json.dumps(result))
+    print(json.dumps(bench_load.run(json.loads(spec))))
     return 0
 
 
@@ -190,26 +118,15 @@ def _process(
             process.wait()
 
 
-def _sim(port: int) -> list[str]:
-    """The simulated node on uvicorn's own socket and loop, like any server process."""
-    config = {
-        "dialect": "openai",
-        "models": [UPSTREAM],
-        "max_concurrency": 4096,
-        "output_tokens": STREAM_TOKENS,
-        "context_length": 8192,
-    }
-    script = (
-        "import sys, json, uvicorn\n"
-        f"from {PACKAGE}.sim import SimConfig, create_app\n"
-        "app = create_app(SimConfig(**json.loads(sys.argv[1])))\n"
-        "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning',"
-        " access_log=False)\n"
-    )
-    return [sys.executable, "-c", script, json.dumps(config), str(port)]
+def _node(port: int, sends: int) -> list[str]:
+    return [sys.executable, "-m", f"{PACKAGE}.api.bench_node", str(port), UPSTREAM, str(sends)]
 
 
-def _provider_config(sim_url: str) -> str:
+def _passthrough(port: int, node_url: str) -> list[str]:
+    return [sys.executable, "-m", f"{PACKAGE}.api.bench_proxy", str(port), node_url]
+
+
+def _provider_config(node_url: str) -> str:
     return f"""
 [api]
 api_keys = ["{KEY}"]
@@ -220,8 +137,8 @@ max_queue = 4096
 health_check_interval_s = 30
 
 [[nodes]]
-name = "sim"
-url = "{sim_url}"
+name = "node"
+url = "{node_url}"
 type = "openai_compatible"
 max_concurrency = 4096
 models = [{{ id = "{LISTED}", backend_model = "{UPSTREAM}" }}]
@@ -231,7 +148,7 @@ id = "{LISTED}"
 """
 
 
-def _nginx_config(prefix: Path, port: int, sim_port: int) -> str:
+def _nginx_config(prefix: Path, port: int, node_port: int) -> str:
     return f"""
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -241,11 +158,16 @@ http {{
     access_log off;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
-    upstream sim {{ server 127.0.0.1:{sim_port}; keepalive 256; }}
+    upstream node {{
+        server 127.0.0.1:{node_port};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
     server {{
         listen 127.0.0.1:{port};
+        keepalive_requests 1000000;
         location / {{
-            proxy_pass http://sim;
+            proxy_pass http://node;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
@@ -255,13 +177,13 @@ http {{
 """
 
 
-def _litellm_config(sim_url: str) -> str:
+def _litellm_config(node_url: str) -> str:
     return f"""
 model_list:
   - model_name: {LISTED}
     litellm_params:
       model: openai/{UPSTREAM}
-      api_base: {sim_url}/v1
+      api_base: {node_url}/v1
       api_key: none
 litellm_settings:
   drop_params: true
@@ -270,9 +192,30 @@ general_settings:
 """
 
 
-def _measure(target: Target, duration: float) -> dict[str, Any]:
-    spec = json.dumps({"target": target.__dict__, "duration": duration})
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far: nginx's worker is a
+    child of its master."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(child)) for child in children)
+
+
+def _phase(target: Target, *, stream: bool, concurrency: int, duration: float) -> dict[str, Any]:
+    spec = json.dumps(
+        {
+            "target": {"url": target.url, "model": target.model, "headers": target.headers},
+            "stream": stream,
+            "concurrency": concurrency,
+            "duration": duration,
+            "max_tokens": STREAM_TOKENS if stream else SMALL_TOKENS,
+        }
+    )
     argv = [sys.executable, "-m", PACKAGE, "bench", "overhead", "--load", spec]
+    cpu = _cpu_seconds(target.pid) if target.pid else 0.0
     done = subprocess.run(  # noqa: S603 - our own argv
         argv,
         capture_output=True,
@@ -280,6 +223,19 @@ def _measure(target: Target, duration: float) -> dict[str, Any]:
         preexec_fn=_pinned(1),
     )
     result: dict[str, Any] = json.loads(done.stdout)
+    used = _cpu_seconds(target.pid) - cpu if target.pid else 0.0
+    result["cpu_us"] = used / result["done"] * 1e6 if target.pid and result["done"] else None
+    return result
+
+
+def _measure(target: Target, duration: float) -> dict[str, Any]:
+    """Warm up, then each phase in turn, each with the proxy's CPU time per answer."""
+    _phase(target, stream=False, concurrency=8, duration=min(duration, 0.5))
+    result = {
+        f"c{concurrency}": _phase(target, stream=False, concurrency=concurrency, duration=duration)
+        for concurrency in LATENCY_C
+    }
+    result["streams"] = _phase(target, stream=True, concurrency=STREAM_C, duration=duration)
     return result
 
 
@@ -298,13 +254,16 @@ def _added(row: dict[str, Any], base: dict[str, Any], key: str, stat: str) -> fl
 
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     base = results["direct to the node"]
+    nginx = results.get(NGINX)
     lines = [
         "| path | p50 c=1 (ms) | added p50 c=1 | added p99 c=1 | added p50 c=64 "
-        "| added p99 c=64 | req/s c=64 | 100-chunk streams/s c=16 | failures |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| added p99 c=64 | req/s c=64 | x nginx | CPU us/req | 100-chunk streams/s c=16 "
+        "| x nginx | CPU us/stream | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         direct = row is base
+        rps, streams = row["c64"]["per_s"], row["streams"]["per_s"]
         cells = [
             name,
             _ms(row["c1"]["p50"]),
@@ -312,12 +271,24 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
             "-" if direct else _ms(_added(row, base, "c1", "p99")),
             "-" if direct else _ms(_added(row, base, "c64", "p50")),
             "-" if direct else _ms(_added(row, base, "c64", "p99")),
-            f"{row['c64']['rps']:.0f}",
-            f"{row['streams']['per_s']:.0f}",
+            f"{rps:.0f}",
+            _ratio(rps, nginx["c64"]["per_s"] if nginx else None),
+            _us(row["c64"]["cpu_us"]),
+            f"{streams:.0f}",
+            _ratio(streams, nginx["streams"]["per_s"] if nginx else None),
+            _us(row["streams"]["cpu_us"]),
             str(sum(sum(row[phase]["failures"].values()) for phase in ("c1", "c64", "streams"))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _ratio(value: float, nginx: float | None) -> str:
+    return "-" if not nginx else f"{value / nginx:.2f}"
 
 
 def _verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -327,11 +298,12 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
     base = results["direct to the node"]
     added = _added(ours, base, "c1", "p50") or 0.0
     lines = [
-        f"- added p50 at c=1 under 1 ms: {'yes' if added < 0.001 else 'no'} ({added * 1000:.2f} ms)"
+        f"- added p50 at c=1 at most 0.5 ms: {'yes' if added <= 0.0005 else 'no'} "
+        f"({added * 1000:.2f} ms)"
     ]
-    nginx = results.get("nginx (1 worker)")
+    nginx = results.get(NGINX)
     if nginx is not None:
-        rps = ours["c64"]["rps"] / nginx["c64"]["rps"]
+        rps = ours["c64"]["per_s"] / nginx["c64"]["per_s"]
         streams = ours["streams"]["per_s"] / nginx["streams"]["per_s"]
         lines.append(
             f"- req/s at least half of nginx's: {'yes' if rps >= 0.5 else 'no'} ({rps:.0%})"
@@ -340,14 +312,14 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
             f"- streams/s at least 90% of nginx's: {'yes' if streams >= 0.9 else 'no'} "
             f"({streams:.0%})"
         )
-    litellm = results.get("LiteLLM proxy (1 worker)")
+    litellm = results.get(LITELLM)
     if litellm is not None:
         ahead = [
             _better(_added(ours, base, key, stat), _added(litellm, base, key, stat))
             for key in ("c1", "c64")
             for stat in ("p50", "p99")
         ] + [
-            ours["c64"]["rps"] >= litellm["c64"]["rps"],
+            ours["c64"]["per_s"] >= litellm["c64"]["per_s"],
             ours["streams"]["per_s"] >= litellm["streams"]["per_s"],
         ]
         lines.append(f"- ahead of LiteLLM on every column: {'yes' if all(ahead) else 'no'}")
@@ -364,7 +336,12 @@ def _litellm_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("litellm")
 
 
-def run(duration: float, litellm: str | None) -> int:
+def _nginx_binary() -> str | None:
+    # Debian installs it in /usr/sbin, which a non-root PATH may lack.
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def run(duration: float, litellm: str | None, compare: list[str], sends: int) -> int:
     notes: list[str] = []
     results: dict[str, dict[str, Any]] = {}
     with (
@@ -372,50 +349,47 @@ def run(duration: float, litellm: str | None) -> int:
         contextlib.ExitStack() as stack,
     ):
         work = Path(tmp)
-        sim_port = _free_port()
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        sim = stack.enter_context(_process(_sim(sim_port), cpu=1))
-        _wait_until_up(f"{sim_url}/v1/models", sim, 30)
-        targets = [Target("direct to the node", sim_url, UPSTREAM, {})]
+        node_port = _free_port()
+        node_url = f"http://127.0.0.1:{node_port}"
+        node = stack.enter_context(_process(_node(node_port, sends), cpu=1))
+        _wait_until_up(f"{node_url}/v1/models", node, 30)
+        targets = [Target("direct to the node", node_url, UPSTREAM, {})]
 
         config = work / "provider.toml"
-        config.write_text(_provider_config(sim_url))
-        port = _free_port()
-        provider = stack.enter_context(
-            _process(
-                [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)],
-                cpu=0,
-                env={"OPENROUTER_CONFIG": str(config)},
-            )
-        )
-        _wait_until_up(f"http://127.0.0.1:{port}/health", provider, 30)
-        auth = {"authorization": f"Bearer {KEY}"}  # both proxies check a key; nginx does not
-        targets.append(Target("this provider", f"http://127.0.0.1:{port}", LISTED, auth))
-
-        nginx = shutil.which("nginx")
-        if nginx is None:
-            notes.append("nginx row skipped: nginx is not installed (apt-get install -y nginx)")
-        else:
+        config.write_text(_provider_config(node_url))
+        auth = {"authorization": f"Bearer {KEY}"}  # the provider and LiteLLM check a key
+        providers = [("this provider", None)] + [(f"provider from {src}", src) for src in compare]
+        for name, src in providers:
             port = _free_port()
-            (work / "nginx.conf").write_text(_nginx_config(work, port, sim_port))
+            env = {"OPENROUTER_CONFIG": str(config)}
+            if src is not None:
+                env["PYTHONPATH"] = src
             process = stack.enter_context(
                 _process(
-                    [
-                        nginx,
-                        "-p",
-                        str(work),
-                        "-e",
-                        str(work / "error.log"),
-                        "-c",
-                        str(work / "nginx.conf"),
-                        "-g",
-                        "daemon off;",
-                    ],
-                    cpu=0,
+                    [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)], cpu=0, env=env
                 )
             )
+            _wait_until_up(f"http://127.0.0.1:{port}/health", process, 30)
+            targets.append(Target(name, f"http://127.0.0.1:{port}", LISTED, auth, process.pid))
+
+        port = _free_port()
+        process = stack.enter_context(_process(_passthrough(port, node_url), cpu=0))
+        _wait_until_up(f"http://127.0.0.1:{port}/v1/models", process, 30)
+        targets.append(Target(BARE, f"http://127.0.0.1:{port}", UPSTREAM, {}, process.pid))
+
+        nginx = _nginx_binary()
+        if nginx is None:
+            notes.append(
+                "nginx row skipped: nginx is not installed (apt-get install -y nginx-light)"
+            )
+        else:
+            port = _free_port()
+            (work / "nginx.conf").write_text(_nginx_config(work, port, node_port))
+            argv = [nginx, "-p", str(work), "-e", str(work / "error.log")]
+            argv += ["-c", str(work / "nginx.conf"), "-g", "daemon off;"]
+            process = stack.enter_context(_process(argv, cpu=0))
             _wait_until_up(f"http://127.0.0.1:{port}/v1/models", process, 15)
-            targets.append(Target("nginx (1 worker)", f"http://127.0.0.1:{port}", UPSTREAM, {}))
+            targets.append(Target(NGINX, f"http://127.0.0.1:{port}", UPSTREAM, {}, process.pid))
 
         explicit = litellm is not None
         litellm = litellm or _litellm_binary()
@@ -423,20 +397,12 @@ def run(duration: float, litellm: str | None) -> int:
             notes.append("LiteLLM row skipped: not installed (pip install 'litellm[proxy]')")
         else:
             port = _free_port()
-            (work / "litellm.yaml").write_text(_litellm_config(sim_url))
+            (work / "litellm.yaml").write_text(_litellm_config(node_url))
+            argv = [litellm, "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1"]
+            argv += ["--port", str(port), "--num_workers", "1"]
             process = stack.enter_context(
                 _process(
-                    [
-                        litellm,
-                        "--config",
-                        str(work / "litellm.yaml"),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--num_workers",
-                        "1",
-                    ],
+                    argv,
                     cpu=0,
                     cwd=work,
                     env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
@@ -445,7 +411,7 @@ def run(duration: float, litellm: str | None) -> int:
             try:
                 _wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", process, 90)
                 targets.append(
-                    Target("LiteLLM proxy (1 worker)", f"http://127.0.0.1:{port}", LISTED, auth)
+                    Target(LITELLM, f"http://127.0.0.1:{port}", LISTED, auth, process.pid)
                 )
             except RuntimeError as error:
                 if explicit:
@@ -461,7 +427,11 @@ def run(duration: float, litellm: str | None) -> int:
 
     cpus = len(os.sched_getaffinity(0))
     print(f"Overhead on this machine ({cpus} CPUs; proxies on CPU 0, node and load on CPU 1); ")
-    print(f"each phase runs {duration:g} s; non-streamed answers are {SMALL_TOKENS} tokens.\n")
+    print(
+        f"each phase runs {duration:g} s; non-streamed answers are {SMALL_TOKENS} tokens; "
+        f"the node writes each stream in {sends} send(s). CPU columns: the proxy's own CPU "
+        "time per answer (user + system), which other load on the machine does not inflate.\n"
+    )
     print("\n".join(_table(results)))
     print()
     for name, row in results.items():
@@ -479,10 +449,25 @@ def main(argv: list[str]) -> int:
         "--litellm", metavar="PATH", help="LiteLLM's CLI (default: beside this Python, or on PATH)"
     )
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run as the load generator
+    parser.add_argument(
+        "--compare",
+        metavar="SRC",
+        action="append",
+        default=[],
+        help="also measure the provider whose package is in SRC (a src/ directory, e.g. of an "
+        "earlier commit's bake); repeatable",
+    )
+    parser.add_argument(
+        "--stream-sends",
+        type=int,
+        default=1,
+        metavar="N",
+        help="socket writes per 100-chunk stream at the node (default 1; 102 is one per event)",
+    )
     args = parser.parse_args(argv)
     if args.load:
         return _load_main(args.load)
     if args.litellm and not os.access(args.litellm, os.X_OK):
         print(f"bench overhead: --litellm {args.litellm}: not an executable file", file=sys.stderr)
         return 2
-    return run(args.duration, args.litellm)
+    return run(args.duration, args.litellm, args.compare, args.stream_sends)
