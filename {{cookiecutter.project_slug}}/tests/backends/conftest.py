@@ -54,10 +54,8 @@ async def canned(node_type: str, answer: Callable[[httpx.Request], httpx.Respons
     """A client whose server is `answer`, for shapes the simulator does not produce
     (older server versions, llama.cpp's in-stream error field)."""
     client = client_for(node_type, "http://canned.test", ["m"])
-    await client.http.aclose()
-    client.http = httpx.AsyncClient(
-        base_url="http://canned.test", transport=httpx.MockTransport(answer)
-    )
+    await client.transport.aclose()
+    client.transport = httpx.MockTransport(answer)
     return client
 
 

@@ -25,6 +25,17 @@ class HttpMetrics:
             registry=registry,
         )
         self.streams = Gauge("api_open_streams", "Streams being relayed now.", registry=registry)
+        # Labelled series, looked up once each: `labels()` takes a lock and builds a key.
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """Count one response and its time to headers."""
+        series = self._answered.get((route, status))
+        if series is None:
+            series = (self.requests.labels(route, str(status)), self.duration.labels(route))
+            self._answered[(route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class MetricsMiddleware:
@@ -47,8 +58,7 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start":
                 # The matched route template, not the raw path, keeps label cardinality bounded.
                 route = getattr(scope.get("route"), "path", "unmatched")
-                metrics.requests.labels(route, str(message["status"])).inc()
-                metrics.duration.labels(route).observe(time.perf_counter() - start)
+                metrics.answered(route, message["status"], time.perf_counter() - start)
                 streaming = any(
                     name == b"content-type" and value.startswith(b"text/event-stream")
                     for name, value in message.get("headers", ())

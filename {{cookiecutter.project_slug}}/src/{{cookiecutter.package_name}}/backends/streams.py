@@ -9,11 +9,11 @@ on every network read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+from pydantic_core import from_json
 
 from ..llm.errors import UpstreamError
 
@@ -21,16 +21,21 @@ DONE = b"[DONE]"
 
 
 def _decode(payload: bytes) -> dict[str, Any]:
-    # Invalid UTF-8 is replaced, not fatal, as httpx's own text decoding does.
-    text = payload.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise UpstreamError(
-            f"the server streamed a line that is not JSON: {text[:200]!r}"
-        ) from None
+        # pydantic-core's parser: about a third of json.loads' time, and bounded in depth.
+        data = from_json(payload)
+    except ValueError:
+        # Invalid UTF-8 is replaced, not fatal, as httpx's own text decoding does.
+        text = payload.decode("utf-8", "replace")
+        try:
+            data = from_json(text)
+        except ValueError:
+            raise UpstreamError(
+                f"the server streamed a line that is not JSON: {text[:200]!r}"
+            ) from None
     if not isinstance(data, dict):
-        raise UpstreamError(f"the server streamed JSON that is not an object: {text[:200]!r}")
+        text = payload[:200].decode("utf-8", "replace")
+        raise UpstreamError(f"the server streamed JSON that is not an object: {text!r}")
     return data
 
 
