@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bench_load
-
 PACKAGE = __name__.split(".")[0]
 UPSTREAM = "bench-model"
 LISTED = "bench/model"
@@ -54,11 +52,6 @@ class Target:
     model: str
     headers: dict[str, str]
     pid: int | None = None  # the proxy's process, whose CPU time is counted
-
-
-def _load_main(spec: str) -> int:
-    print(json.dumps(bench_load.run(json.loads(spec))))
-    return 0
 
 
 # --- processes --------------------------------------------------------------------
@@ -192,30 +185,25 @@ general_settings:
 """
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children so far: nginx's worker is a
-    child of its master."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_cpu_seconds(int(child)) for child in children)
-
-
-def _phase(target: Target, *, stream: bool, concurrency: int, duration: float) -> dict[str, Any]:
-    spec = json.dumps(
-        {
-            "target": {"url": target.url, "model": target.model, "headers": target.headers},
-            "stream": stream,
-            "concurrency": concurrency,
+def _measure(target: Target, duration: float) -> dict[str, Any]:
+    """Warm up, then each phase in turn, in a load process of its own on CPU 1."""
+    small = {"stream": False, "max_tokens": SMALL_TOKENS}
+    phases: dict[str, dict[str, Any]] = {
+        "warm-up": {**small, "concurrency": 8, "duration": min(duration, 0.5)},
+        **{f"c{c}": {**small, "concurrency": c, "duration": duration} for c in LATENCY_C},
+        "streams": {
+            "stream": True,
+            "max_tokens": STREAM_TOKENS,
+            "concurrency": STREAM_C,
             "duration": duration,
-            "max_tokens": STREAM_TOKENS if stream else SMALL_TOKENS,
-        }
-    )
-    argv = [sys.executable, "-m", PACKAGE, "bench", "overhead", "--load", spec]
-    cpu = _cpu_seconds(target.pid) if target.pid else 0.0
+        },
+    }
+    spec = {
+        "target": {"url": target.url, "model": target.model, "headers": target.headers},
+        "pid": target.pid,
+        "phases": phases,
+    }
+    argv = [sys.executable, "-m", f"{PACKAGE}.api.bench_load", json.dumps(spec)]
     done = subprocess.run(  # noqa: S603 - our own argv
         argv,
         capture_output=True,
@@ -223,19 +211,6 @@ def _phase(target: Target, *, stream: bool, concurrency: int, duration: float) -
         preexec_fn=_pinned(1),
     )
     result: dict[str, Any] = json.loads(done.stdout)
-    used = _cpu_seconds(target.pid) - cpu if target.pid else 0.0
-    result["cpu_us"] = used / result["done"] * 1e6 if target.pid and result["done"] else None
-    return result
-
-
-def _measure(target: Target, duration: float) -> dict[str, Any]:
-    """Warm up, then each phase in turn, each with the proxy's CPU time per answer."""
-    _phase(target, stream=False, concurrency=8, duration=min(duration, 0.5))
-    result = {
-        f"c{concurrency}": _phase(target, stream=False, concurrency=concurrency, duration=duration)
-        for concurrency in LATENCY_C
-    }
-    result["streams"] = _phase(target, stream=True, concurrency=STREAM_C, duration=duration)
     return result
 
 
@@ -448,7 +423,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--litellm", metavar="PATH", help="LiteLLM's CLI (default: beside this Python, or on PATH)"
     )
-    parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run as the load generator
     parser.add_argument(
         "--compare",
         metavar="SRC",
@@ -465,8 +439,6 @@ def main(argv: list[str]) -> int:
         help="socket writes per 100-chunk stream at the node (default 1; 102 is one per event)",
     )
     args = parser.parse_args(argv)
-    if args.load:
-        return _load_main(args.load)
     if args.litellm and not os.access(args.litellm, os.X_OK):
         print(f"bench overhead: --litellm {args.litellm}: not an executable file", file=sys.stderr)
         return 2

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import httptools
@@ -132,24 +135,42 @@ async def drive(
     return latencies, failures, time.perf_counter() - start
 
 
-async def _phase(spec: dict[str, Any]) -> dict[str, Any]:
-    latencies, failures, elapsed = await drive(
-        spec["target"],
-        stream=spec["stream"],
-        concurrency=spec["concurrency"],
-        duration=spec["duration"],
-        max_tokens=spec["max_tokens"],
-    )
-    return {
-        "p50": percentile(latencies, 0.5) if latencies else None,
-        "p99": percentile(latencies, 0.99) if latencies else None,
-        "done": len(latencies),
-        "per_s": len(latencies) / elapsed,
-        "failures": failures,
-    }
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far: nginx's worker is a
+    child of its master."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """One phase of load, as `spec` says; its latencies summed up."""
-    result: dict[str, Any] = uvloop.run(_phase(spec))
+async def _phases(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each phase in turn, with the proxy's CPU time per answer when its pid is given."""
+    target, pid = spec["target"], spec.get("pid")
+    result: dict[str, Any] = {}
+    for name, phase in spec["phases"].items():
+        cpu = cpu_seconds(pid) if pid else 0.0
+        latencies, failures, elapsed = await drive(target, **phase)
+        used = cpu_seconds(pid) - cpu if pid else 0.0
+        result[name] = {
+            "p50": percentile(latencies, 0.5) if latencies else None,
+            "p99": percentile(latencies, 0.99) if latencies else None,
+            "per_s": len(latencies) / elapsed,
+            "cpu_us": used / len(latencies) * 1e6 if pid and latencies else None,
+            "failures": failures,
+        }
     return result
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ...bench_load SPEC`: run the phases SPEC (JSON) names, print the results."""
+    result = uvloop.run(_phases(json.loads(argv[0])))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -152,11 +152,15 @@ class _Node(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(port: int, model: str, sends: int) -> None:
+async def start(port: int, model: str, sends: int = 1) -> asyncio.Server:
+    """The node listening on 127.0.0.1:`port` (0: any free port)."""
     answers = canned(model, sends)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Node(answers), "127.0.0.1", port, backlog=4096)
-    async with server:
+    return await loop.create_server(lambda: _Node(answers), "127.0.0.1", port, backlog=4096)
+
+
+async def serve(port: int, model: str, sends: int) -> None:
+    async with await start(port, model, sends) as server:
         await server.serve_forever()
 
 

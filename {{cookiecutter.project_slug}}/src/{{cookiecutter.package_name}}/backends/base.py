@@ -34,7 +34,7 @@ JSON_BODY = {"content-type": "application/json"}
 USER_AGENT = f"python-httpx/{httpx.__version__}"
 
 Model = TypeVar("Model", bound=BaseModel)
-Reader = Callable[[httpx.Response], AsyncGenerator[dict[str, Any], None]]
+Item = TypeVar("Item")
 
 
 def build_transport(node: NodeSettings, settings: LoadBalancerSettings) -> httpx.AsyncBaseTransport:
@@ -198,8 +198,11 @@ class HttpClient(StreamingLlmClient):
 
     @asynccontextmanager
     async def streaming(
-        self, path: str, body: Any, reader: Reader
-    ) -> AsyncIterator[tuple[RequestSample, AsyncGenerator[dict[str, Any], None]]]:
+        self,
+        path: str,
+        body: Any,
+        reader: Callable[[httpx.Response], AsyncGenerator[Item, None]],
+    ) -> AsyncIterator[tuple[RequestSample, AsyncGenerator[Item, None]]]:
         """A tracked streaming POST and its objects, as `reader` parses them.
 
         Every layer is closed on exit (reader, response, load sample), so a caller

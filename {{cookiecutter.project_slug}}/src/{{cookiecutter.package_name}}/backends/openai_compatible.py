@@ -12,8 +12,11 @@ This module is the worked example for writing a client of your own
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar, cast
+
+from pydantic import ValidationError
 
 from ..llm.models import (
     ChatCompletionChunk,
@@ -30,7 +33,7 @@ from ..llm.models import (
 )
 from .base import HttpClient, validate
 from .errors import error_in_stream
-from .streams import sse_events
+from .streams import decode, sse_data
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call", "error"}
 # Reasons some servers send instead of OpenAI's (TGI: eos_token, stop_sequence).
@@ -38,6 +41,9 @@ FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "
 # Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
 CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
 ChunkT = TypeVar("ChunkT", ChatCompletionChunk, TextCompletionChunk)
+# Chunks that need more than validation: in-band errors (`"error"` also as `"object"`'s
+# value), usage to move to the end, reasoning to rename, tool calls that set the finish.
+_NEEDS_WORK = re.compile(rb'"(?:error|usage|reasoning_content|tool_calls)"')
 
 
 def finish_reason(value: Any) -> FinishReason | None:
@@ -194,16 +200,29 @@ class OpenAICompatibleClient(HttpClient):
         """The server's chunks, normalised and validated, with its usage moved to one last
         chunk.  One generator for both steps: every layer costs each chunk a hop."""
         usage: Usage | None = None
-        last: dict[str, Any] | None = None
+        last: bytes | None = None
         called_tools = False
-        async with self.streaming(path, body(), sse_events) as (sample, events):
-            async for event in events:
+        async with self.streaming(path, body(), sse_data) as (sample, payloads):
+            async for payload in payloads:
+                last = payload
+                if not called_tools and _NEEDS_WORK.search(payload) is None:
+                    # The common chunk: OpenAI's shape already, validated straight from its
+                    # bytes.  Anything that does not fit takes the general path below.
+                    try:
+                        chunk = chunk_type.model_validate_json(payload)
+                    except ValidationError:
+                        pass
+                    else:
+                        sample.first_token()
+                        if chunk.choices:
+                            yield chunk
+                        continue
+                event = decode(payload)
                 error = error_in_stream(event)
                 if error is not None:
                     raise error
                 sample.first_token()
                 usage = usage_of(event.pop("usage", None)) or usage
-                last = event
                 if event.get("choices"):
                     called_tools = called_tools or any(
                         (choice.get("delta") or {}).get("tool_calls") for choice in event["choices"]
@@ -213,7 +232,8 @@ class OpenAICompatibleClient(HttpClient):
                     )
             if usage is not None and last is not None:
                 sample.completion_tokens = usage.completion_tokens
-                yield validate(chunk_type, {**last, "choices": [], "usage": usage.wire()})
+                final = {**decode(last), "choices": [], "usage": usage.wire()}
+                yield validate(chunk_type, final)
 
     # --- discovery and health ----------------------------------------------------------
 

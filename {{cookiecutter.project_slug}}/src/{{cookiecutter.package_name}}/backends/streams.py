@@ -13,14 +13,15 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from ..llm.errors import UpstreamError
 
 DONE = b"[DONE]"
 
 
-def _decode(payload: bytes) -> dict[str, Any]:
+def decode(payload: bytes) -> dict[str, Any]:
+    """A JSON object the server streamed; anything else is the server's fault."""
     try:
         # pydantic-core's parser: about a third of json.loads' time, and bounded in depth.
         data = from_json(payload)
@@ -54,8 +55,8 @@ async def _lines(response: httpx.Response) -> AsyncGenerator[list[bytes], None]:
         yield [pending.rstrip(b"\r\n")]
 
 
-async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
-    """Server-sent events as JSON objects, until `data: [DONE]` or the end of the body.
+async def sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """Each server-sent event's data, as bytes, until `data: [DONE]` or the end of the body.
 
     Comment lines (`: keep-alive`) and `event:`/`id:`/`retry:` fields are
     skipped; `data:` lines of one event are joined as the SSE spec says.
@@ -72,11 +73,13 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
                     data.append(value.removeprefix(b" "))
                 elif field == b"error":
                     value = value.strip()
-                    yield {
-                        "error": _decode(value)
-                        if value.startswith(b"{")
-                        else value.decode("utf-8", "replace")
-                    }
+                    yield to_json(
+                        {
+                            "error": decode(value)
+                            if value.startswith(b"{")
+                            else value.decode("utf-8", "replace")
+                        }
+                    )
                 continue
             if not data:
                 continue
@@ -84,10 +87,16 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
             data = []
             if payload == DONE:
                 return
-            yield _decode(payload)
+            yield payload
     # A body may end without the blank line that closes its last event.
     if data and (payload := b"\n".join(data)) != DONE:
-        yield _decode(payload)
+        yield payload
+
+
+async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
+    """Server-sent events as JSON objects (see `sse_data`)."""
+    async for payload in sse_data(response):
+        yield decode(payload)
 
 
 async def ndjson_objects(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
@@ -95,4 +104,4 @@ async def ndjson_objects(response: httpx.Response) -> AsyncGenerator[dict[str, A
     async for lines in _lines(response):
         for line in lines:
             if line.strip():
-                yield _decode(line)
+                yield decode(line)
