@@ -436,6 +436,45 @@ class TangleSettings(Section):
         return value
 
 
+# --- [cluster] -----------------------------------------------------------------
+
+
+class ClusterSettings(Section):
+    """Replicas sharing node state through Redis; off (one process alone) by default."""
+
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis:// or rediss:// URL; unset, each process is alone."
+    )
+    key_prefix: str = Field(
+        default="openrouter", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Replicas expected; without Redis each keeps 1/replicas of every limit.",
+    )
+    lease_ttl_s: float = Field(
+        default=15.0, ge=1, le=600, description="A dead replica's in-flight slots free after this."
+    )
+    sync_interval_s: float = Field(
+        default=0.25, gt=0, le=5, description="How often health, ejections and cooldowns sync."
+    )
+    redis_timeout_s: float = Field(
+        default=0.5, gt=0, le=30, description="Redis call deadline; slower counts as unreachable."
+    )
+    leader_lease_s: float = Field(
+        default=10.0, ge=1, le=600, description="`run` replicas: a dead leader's lease ends after."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^(rediss?|unix)://", value.get_secret_value()):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+
 # --- sources -------------------------------------------------------------------
 
 
@@ -465,6 +504,8 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "OPENROUTER_API_MAX_BODY_BYTES": (("api", "max_body_bytes"), str),
     "OPENROUTER_LOAD_BALANCER_STRATEGY": (("load_balancer", "strategy"), str),
     "OPENROUTER_LOAD_BALANCER_MAX_RETRIES": (("load_balancer", "max_retries"), str),
+    "OPENROUTER_REDIS_URL": (("cluster", "redis_url"), str),
+    "OPENROUTER_CLUSTER_REPLICAS": (("cluster", "replicas"), str),
     "HTTP_RPC_URL": (("tangle", "http_rpc_url"), str),
     "WS_RPC_URL": (("tangle", "ws_rpc_url"), str),
     "KEYSTORE_URI": (("tangle", "keystore_uri"), str),
@@ -548,6 +589,7 @@ class Settings(BaseSettings):
     nodes: list[NodeSettings] = Field(default_factory=_default_nodes)
     models: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL)])
     tangle: TangleSettings = Field(default_factory=TangleSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -591,7 +633,14 @@ def _mask_urls(data: Any) -> Any:
 
 
 # Values under these keys never appear in error messages.
-SECRET_KEYS = {"api_keys", "metrics_key", "api_key", "keystore_password", "operator_private_key"}
+SECRET_KEYS = {
+    "api_keys",
+    "metrics_key",
+    "api_key",
+    "keystore_password",
+    "operator_private_key",
+    "redis_url",
+}
 
 
 def _shown(item: ErrorDetails) -> str:

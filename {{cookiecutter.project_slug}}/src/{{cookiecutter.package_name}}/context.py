@@ -1,8 +1,9 @@
 """The one object both entry points share.
 
 The HTTP API and the Tangle job loop each hold the same `Context`: the
-settings, the balancer with its node registry and connection pools, and the
-Prometheus registry.  It opens and closes with the process's lifespan.
+settings, the balancer with its node registry and connection pools, the
+Prometheus registry, and the state shared with other replicas when there are
+any (see `cluster`).  It opens and closes with the process's lifespan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from .backends import create_client
 from .balancer import Balancer
+from .cluster import Fleet, open_fleet
 from .config import Settings
 
 
@@ -22,6 +24,7 @@ from .config import Settings
 class Context:
     balancer: Balancer
     metrics_registry: CollectorRegistry
+    fleet: Fleet | None = None
 
     @property
     def settings(self) -> Settings:
@@ -33,13 +36,18 @@ class Context:
     async def open(cls, settings: Settings) -> AsyncIterator[Context]:
         """Create a client per node, start health checks, and close it all on exit."""
         metrics_registry = CollectorRegistry()
-        balancer = Balancer(settings, metrics_registry=metrics_registry)
+        fleet = open_fleet(settings, metrics_registry)
+        balancer = Balancer(settings, metrics_registry=metrics_registry, shared=fleet)
         for node in settings.nodes:
             balancer.add_node(node, create_client(node, settings.load_balancer))
         await balancer.start()
         try:
-            yield cls(balancer=balancer, metrics_registry=metrics_registry)
+            if fleet is not None:
+                await fleet.start(balancer.nodes, balancer.fleet_changed)
+            yield cls(balancer=balancer, metrics_registry=metrics_registry, fleet=fleet)
         finally:
+            if fleet is not None:
+                await fleet.aclose()
             await balancer.aclose()
 
     def reload(self, settings: Settings) -> None:

@@ -187,6 +187,7 @@ class FakeContext:
     settings: Settings
     balancer: FakeBalancer
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    fleet: None = None
 
 
 @asynccontextmanager

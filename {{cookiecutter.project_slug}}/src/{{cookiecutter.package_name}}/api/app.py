@@ -248,9 +248,13 @@ class Api:
 
     async def ready(self, request: Request) -> Response:
         missing = unready(self.context.balancer.listed_models())
+        # A replica degraded to local state still serves: ready, and says how it shares.
+        fleet = self.context.fleet
+        cluster = {"cluster": fleet.describe()} if fleet is not None else {}
         if missing:
-            return _json({"status": "not ready", "models_without_healthy_node": missing}, 503)
-        return _json({"status": "ready"})
+            body = {"status": "not ready", "models_without_healthy_node": missing, **cluster}
+            return _json(body, 503)
+        return _json({"status": "ready", **cluster})
 
     async def prometheus(self, request: Request) -> Response:
         """With a metrics_key only that key; else the API keys, as every endpoint."""

@@ -117,7 +117,11 @@ class Balancer:
         self._admission.fleet_changed()
 
     def fleet_changed(self) -> None:
-        """Room may have opened (told by a shared-state backend): queued requests look again."""
+        """Room may have opened or a peer changed a node's state (told by a shared-state
+        backend): the node gauges show it, queued requests look again."""
+        now = _now()
+        for node in self._registry.nodes.values():
+            self._metrics.publish(node, now)
         self._admission.fleet_changed()
 
     # --- lifecycle -------------------------------------------------------------------
