@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import InvalidRequestError
+
 
 def new_id(prefix: str) -> str:
     """An OpenAI-style id such as `chatcmpl-3f2a...`."""
@@ -136,13 +138,25 @@ class RequestModel(OpenAIModel):
     """A request body: unknown fields are kept for the API's checks but not sent on."""
 
     def wire(self, extra_fields: Collection[str] = ()) -> dict[str, Any]:
-        """The body for a node: modelled and standard fields, plus `extra_fields` it allows."""
-        body = self.model_dump(mode="json", exclude_none=True)
-        if self.__pydantic_extra__:
-            for name in self.__pydantic_extra__:
-                if name not in STANDARD_EXTRA_FIELDS and name not in extra_fields:
-                    body.pop(name, None)
-        return body
+        """The body for a node: modelled and standard fields, plus `extra_fields` it allows.
+
+        Dropped fields are never encoded, and a field that cannot be (nested too deep)
+        is the caller's 400: no node has seen the request, so none may be blamed.
+        """
+        extra = self.__pydantic_extra__
+        dropped = (
+            {
+                name
+                for name in extra
+                if name not in STANDARD_EXTRA_FIELDS and name not in extra_fields
+            }
+            if extra
+            else None
+        )
+        try:
+            return self.model_dump(mode="json", exclude_none=True, exclude=dropped)
+        except ValueError as error:  # pydantic-core's depth limit, or a value JSON cannot hold
+            raise InvalidRequestError(f"the request cannot be encoded as JSON: {error}") from None
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call", "error"]
