@@ -98,6 +98,7 @@ class FakeBalancer:
     requests: list[Any] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     healthy: bool = True
+    health_checks_running: bool = True
 
     def _check(self, model: str) -> None:
         if model != MODEL:

@@ -104,7 +104,11 @@ class Api:
         """
         check_auth(settings)
         if self._context is not None:
-            self._context.reload(settings)
+            self._context.reload(settings)  # all or nothing: a ConfigError changes nothing
+        # The same object the balancer and the listing now read: caps, auth, limits and
+        # the model list never disagree between them.
+        self.settings = settings
+        self.caps = {model.id: model.max_output_length for model in settings.models}
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
         self.scrub = _scrubber(settings)
@@ -247,6 +251,9 @@ class Api:
         return _json({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
+        if not self.context.balancer.health_checks_running:
+            # Without them a node that dies stays "healthy": not ready, whatever the list says.
+            return _json({"status": "not ready", "health_checks": "stopped"}, 503)
         missing = unready(self.context.balancer.listed_models())
         # A replica degraded to local state still serves: ready, and says how it shares.
         fleet = self.context.fleet
