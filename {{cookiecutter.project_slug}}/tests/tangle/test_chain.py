@@ -211,9 +211,9 @@ async def test_a_nonce_used_elsewhere_is_recovered(
         sent = await operator.send(operator.status_registry, SUBMIT_HEARTBEAT_DIRECT, *heartbeat)
     finally:
         await elsewhere.aclose()
-    assert sent.receipt["status"] == 1
+    assert sent.receipt["status"] == "0x1"
     assert "nonce out of step" in caplog.text
     pending = await operator.w3.eth.get_transaction_count(OPERATOR, "pending")
-    assert sent.receipt["from"] == OPERATOR
+    assert sent.receipt["from"] == OPERATOR.lower()
     async with operator.nonces.reserve() as nonce:
         assert nonce == pending

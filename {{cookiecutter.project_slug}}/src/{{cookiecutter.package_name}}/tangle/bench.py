@@ -30,14 +30,16 @@ class Row:
     batch_max: int
     jobs: int
     seconds: float
+    cpu_seconds: float
     transactions: int
 
     def line(self) -> str:
         rate = self.jobs / self.seconds if self.seconds else float("inf")
         per_tx = self.jobs / self.transactions if self.transactions else 0.0
+        cpu_ms = 1000 * self.cpu_seconds / self.jobs
         return (
             f"| {self.batch_max} | {self.jobs} | {self.seconds:.2f} | {rate:.1f} "
-            f"| {self.transactions} | {per_tx:.1f} |"
+            f"| {cpu_ms:.1f} | {self.transactions} | {per_tx:.1f} |"
         )
 
 
@@ -73,7 +75,7 @@ async def _one_run(settings: Settings, chain: Chain, jobs: int, batch_max: int) 
         )
     if status != 0 or clock.seconds is None:
         raise ChainError(f"the job runner stopped before answering every call (exit {status})")
-    return Row(batch_max, jobs, clock.seconds, clock.transactions)
+    return Row(batch_max, jobs, clock.seconds, clock.cpu_seconds, clock.transactions)
 
 
 class _Clock:
@@ -82,11 +84,13 @@ class _Clock:
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
         self.seconds: float | None = None
+        self.cpu_seconds = 0.0
         self.transactions = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def watch(self, runner: JobRunner) -> None:
         started = time.perf_counter()
+        cpu_started = time.process_time()
 
         async def until_done() -> None:
             while True:
@@ -95,6 +99,7 @@ class _Clock:
                     break
                 await runner.progress.wait()
             self.seconds = time.perf_counter() - started
+            self.cpu_seconds = time.process_time() - cpu_started
             self.transactions = runner.consumer.transactions
             runner.stopping.set()
 
@@ -118,9 +123,13 @@ async def bench(settings: Settings, *, jobs: int, key_env: str) -> int:
     finally:
         await chain.aclose()
     print(f"Jobs completed per second, {jobs} chat jobs queued, one simulated node")
+    print("(CPU: this process, runner and simulated node, per job; the chain's own is apart)")
     print()
-    print("| results per tx (max) | jobs | seconds | jobs/s | transactions | jobs per tx |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| results per tx (max) | jobs | seconds | jobs/s | CPU ms per job | transactions "
+        "| jobs per tx |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.line())
     return 0

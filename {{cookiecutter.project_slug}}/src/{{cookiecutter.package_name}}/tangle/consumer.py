@@ -53,9 +53,7 @@ class Pending:
         if sent is None:
             self.done.set_result(Answer(outcome))
         else:
-            receipt = sent.receipt
-            block_hash = "0x" + bytes(receipt["blockHash"]).hex()
-            self.done.set_result(Answer(outcome, int(receipt["blockNumber"]), block_hash))
+            self.done.set_result(Answer(outcome, sent.block_number, sent.block_hash))
 
 
 class Consumer:

@@ -14,12 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from eth_abi.abi import encode
-from web3.types import BlockIdentifier
 
 from ..backoff import backoff_s
 from ..config import TangleSettings
 from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
-from .chain import Chain, ChainError, Reverted, RpcRefused, Unreachable
+from .chain import BlockTag, Chain, ChainError, Reverted, RpcRefused, Unreachable
 from .checkpoint import Checkpoint
 from .events import JobCall, LogDecodeError, decode_job_log
 
@@ -103,7 +102,7 @@ class Producer:
         self.checkpoint.scanned(to_block)
         self.checkpoint.save()
 
-    async def needs_answer(self, call: JobCall, block: BlockIdentifier = "pending") -> bool:
+    async def needs_answer(self, call: JobCall, block: BlockTag = "pending") -> bool:
         """False when the call is completed or already carries this operator's result.
 
         By default as of the pending state: a result of ours still in the mempool
