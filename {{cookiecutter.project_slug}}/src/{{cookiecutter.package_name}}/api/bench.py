@@ -333,7 +333,10 @@ def run(duration: float, litellm: str | None, compare: list[str], sends: int) ->
         config = work / "provider.toml"
         config.write_text(_provider_config(node_url))
         auth = {"authorization": f"Bearer {KEY}"}  # the provider and LiteLLM check a key
-        providers = [("this provider", None)] + [(f"provider from {src}", src) for src in compare]
+        providers: list[tuple[str, str | None]] = [("this provider", None)]
+        for spec in compare:
+            label, _, path = spec.rpartition("=")
+            providers.append((label or f"provider from {path}", path))
         for name, src in providers:
             port = _free_port()
             env = {"OPENROUTER_CONFIG": str(config)}
@@ -425,11 +428,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--compare",
-        metavar="SRC",
+        metavar="[LABEL=]SRC",
         action="append",
         default=[],
         help="also measure the provider whose package is in SRC (a src/ directory, e.g. of an "
-        "earlier commit's bake); repeatable",
+        "earlier commit's bake), in a row named LABEL; repeatable",
     )
     parser.add_argument(
         "--stream-sends",

@@ -88,6 +88,8 @@ class BalancerMetrics:
         # Two-label series seen so far; prometheus_client has no public way to list them.
         self._pairs: set[tuple[Counter, tuple[str, str]]] = set()
         self._series: dict[str, NodeSeries] = {}
+        # The selection counter of each (node, strategy), looked up once like NodeSeries.
+        self._selected: dict[tuple[str, str], Counter] = {}
 
     def node(self, name: str) -> NodeSeries:
         series = self._series.get(name)
@@ -111,6 +113,7 @@ class BalancerMetrics:
     def forget(self, node: str) -> None:
         """Drop a removed node's series so the scrape does not keep reporting it."""
         self._series.pop(node, None)
+        self._selected = {key: value for key, value in self._selected.items() if key[0] != node}
         for metric in (
             self.in_flight,
             self.healthy,
@@ -131,5 +134,8 @@ class BalancerMetrics:
         self._pairs.add((self.errors, (node, code)))
 
     def selected(self, node: str, strategy: str) -> None:
-        self.selections.labels(node, strategy).inc()
-        self._pairs.add((self.selections, (node, strategy)))
+        counter = self._selected.get((node, strategy))
+        if counter is None:
+            counter = self._selected[(node, strategy)] = self.selections.labels(node, strategy)
+            self._pairs.add((self.selections, (node, strategy)))
+        counter.inc()
