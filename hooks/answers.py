@@ -8,27 +8,35 @@ is installed.
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .keccak import to_checksum_address
 
-BACKENDS = ("ollama", "vllm", "llamacpp", "tgi", "openai_compatible", "custom")
-STRATEGIES = (
-    "power_of_two",
-    "round_robin",
-    "least_loaded",
-    "capability_based",
-    "latency_based",
-    "prefix_affinity",
-)
-LICENSES = ("MIT", "Apache-2.0", "MIT OR Apache-2.0")
-PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
-NETWORKS = ("local", "base_sepolia", "custom")
+
+def choices(template_root: Path) -> dict[str, list[str]]:
+    """Each multiple-choice question of cookiecutter.json and its options, the default first:
+    the one place the lists of backends, strategies and the rest are written."""
+    questions = json.loads((template_root / "cookiecutter.json").read_text(encoding="utf-8"))
+    return {
+        name: value
+        for name, value in questions.items()
+        if isinstance(value, list) and not name.startswith("_")
+    }
+
+
+_CHOICES = choices(Path(__file__).resolve().parents[1])
+BACKENDS = tuple(_CHOICES["llm_backend"])
+STRATEGIES = tuple(_CHOICES["balancing_strategy"])
+LICENSES = tuple(_CHOICES["license"])
+PYTHON_VERSIONS = tuple(_CHOICES["python_version"])
+NETWORKS = tuple(_CHOICES["tangle_network"])
 CHAINS = ("local_testnet", "local_mainnet", "testnet", "mainnet")
 # The chains each network may run as: a local anvil is never a public chain.
 NETWORK_CHAINS = {

@@ -1,4 +1,4 @@
-"""Jinja additions: the `pystr` filter and the `template_root` global.
+"""Jinja additions: the `pystr` filter and the `template_root` and `choices` globals.
 
 `template_root` is the template's directory as this module was imported from it, made
 absolute. cookiecutter runs each hook as a rendered copy in a temporary directory, with
@@ -7,6 +7,9 @@ the new project as its working directory, and says where the template is only as
 this module, by `_extensions`, from the template itself however it was invoked (a path,
 a clone in ~/.cookiecutters, cruft's temporary clone). The hooks import their helpers
 from there.
+
+`choices`: the lists of cookiecutter.json (backends, strategies, ...), the one place they
+are written; the generated config's types and the hooks' checks are made from them.
 
 `pystr`: a free-text answer as a Python string literal ruff accepts.
 
@@ -23,6 +26,8 @@ from typing import Any
 
 from jinja2 import Environment
 from jinja2.ext import Extension
+
+from .answers import choices
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -54,6 +59,8 @@ class PythonStringExtension(Extension):
         filters: dict[str, Any] = environment.filters
         filters["pystr"] = python_string
         environment.globals["template_root"] = TEMPLATE_ROOT
+        environment.globals["choices"] = CHOICES
 
 
 TEMPLATE_ROOT = str(Path(__file__).resolve().parents[1])
+CHOICES = choices(Path(TEMPLATE_ROOT))

@@ -33,14 +33,15 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-NodeType = Literal["ollama", "vllm", "llamacpp", "tgi", "openai_compatible", "custom"]
+NodeType = Literal[
+{% for name in choices.llm_backend %}
+    "{{ name }}",
+{% endfor %}
+]
 Strategy = Literal[
-    "round_robin",
-    "least_loaded",
-    "capability_based",
-    "latency_based",
-    "power_of_two",
-    "prefix_affinity",
+{% for name in choices.balancing_strategy %}
+    "{{ name }}",
+{% endfor %}
 ]
 Quantization = Literal[
     "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32"
