@@ -244,6 +244,9 @@ class Chain:
         # For metrics: sends waiting for the base fee to fall, wei paid in fees.
         self.waiting_for_fee = 0
         self.fees_paid_wei = 0
+        # Awaited before each new transaction is signed; raises a ChainError when this
+        # process may not send (a `run` replica that is not the leader: tangle.leader).
+        self.fence: Callable[[], Awaitable[None]] | None = None
 
     @staticmethod
     def _address(value: str, key: str) -> ChecksumAddress:
@@ -429,6 +432,8 @@ class Chain:
         while True:
             gas = await self.estimate(to, function, *args, value=value)
             fees = await self._affordable_fees(function.name)
+            if self.fence is not None:
+                await self.fence()
             fields = {
                 "to": to_checksum_address(to),
                 "data": function.calldata(*args),

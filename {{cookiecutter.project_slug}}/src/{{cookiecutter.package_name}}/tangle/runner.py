@@ -38,6 +38,7 @@ from .checkpoint import Checkpoint
 from .consumer import Answer, Consumer, Outcome
 from .events import JobCall
 from .keys import OperatorKeyError, operator_account
+from .leader import lead_jobs
 from .metrics import RunnerCollector
 from .poison import PoisonGuard
 from .producer import Producer, pause
@@ -72,6 +73,7 @@ class JobRunner:
         chain_id: int,
         dry_run: bool = False,
         stopping: asyncio.Event | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         settings = context.settings.tangle
         if settings.service_id is None:
@@ -81,7 +83,7 @@ class JobRunner:
         self.settings = settings
         self.service_id = settings.service_id
         self.dry_run = dry_run
-        self.checkpoint = Checkpoint.for_service(settings, chain_id)
+        self.checkpoint = checkpoint or Checkpoint.for_service(settings, chain_id)
         self.producer = Producer(chain, settings, self.checkpoint)
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
@@ -494,11 +496,28 @@ async def serve_jobs(
                 except ChainError as error:
                     log.error("HTTP_RPC_URL (tangle.http_rpc_url): %s", error)
                     return 2
-                runner = JobRunner(
-                    context, chain, chain_id=chain_id, dry_run=dry_run, stopping=signals.stopping
-                )
-                signals.runner = runner
-                await _run_with_api(runner, ready)
+
+                async def run_term(
+                    checkpoint: Checkpoint | None = None, stop: asyncio.Event = signals.stopping
+                ) -> None:
+                    runner = JobRunner(
+                        context,
+                        chain,
+                        chain_id=chain_id,
+                        dry_run=dry_run,
+                        stopping=stop,
+                        checkpoint=checkpoint,
+                    )
+                    signals.runner = runner
+                    if ready is not None:
+                        await ready(runner)
+                    await runner.run()
+
+                if settings.cluster.redis_url is None or dry_run:
+                    await _run_with_api(context, run_term())
+                else:  # one leader among the replicas sends (tangle.leader)
+                    work = lead_jobs(settings, chain, chain_id, signals.stopping, run_term)
+                    await _run_with_api(context, work)
     except ChainError as error:
         log.error("%s", error)
         return 1
@@ -507,15 +526,11 @@ async def serve_jobs(
     return 0
 
 
-async def _run_with_api(
-    runner: JobRunner, ready: Callable[[JobRunner], Awaitable[None]] | None
-) -> None:
-    api = _api_server(runner.context)
+async def _run_with_api(context: Context, work: Awaitable[None]) -> None:
+    api = _api_server(context)
     api_task = asyncio.create_task(_serve_api(api)) if api is not None else None
     try:
-        if ready is not None:
-            await ready(runner)
-        await runner.run()
+        await work
     finally:
         if api is not None and api_task is not None:
             api.should_exit = True
