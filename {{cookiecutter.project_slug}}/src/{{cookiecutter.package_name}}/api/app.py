@@ -48,6 +48,7 @@ from .listing import build_listing, unready
 from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
+from .protocol import DISCONNECTED
 from .sse import Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -158,9 +159,7 @@ class Api:
         async def run() -> Response:
             parsed = await self._parse(request, EmbeddingRequest)
             async with asyncio.timeout(self.settings.api.request_timeout_s):
-                result = await _unless_gone(
-                    request.receive, self.context.balancer.embeddings(parsed)
-                )
+                result = await _unless_gone(request, self.context.balancer.embeddings(parsed))
             return _json(result.wire())
 
         return await self._guard(run())
@@ -184,7 +183,7 @@ class Api:
             wait = min(placement + api.keepalive_interval_s, api.request_timeout_s)
             started = time.monotonic()
             try:
-                first, done = await _unless_gone(request.receive, first_chunk(iterator, wait))
+                first, done = await _unless_gone(request, first_chunk(iterator, wait))
             except BaseException:
                 await close_iterator(iterator)
                 raise
@@ -205,7 +204,7 @@ class Api:
                 work = balancer.chat_completion(parsed)
             else:
                 work = balancer.text_completion(parsed)
-            result = await _unless_gone(request.receive, work)
+            result = await _unless_gone(request, work)
         # The same body as wire(), serialised by pydantic-core in one step.
         return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
@@ -339,22 +338,29 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
     return app
 
 
-async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Await `work`, cancelling it the moment the client disconnects.
 
     The node's slot is freed at once (closing the upstream request stops the
     generation) instead of when an answer nobody reads is complete.  The work
-    runs in the request's own task; one watcher task cancels it.
+    runs in the request's own task.  Under `serve` the connection itself says
+    when the client has gone (a future in the scope's extensions); under
+    another server a watcher task waits for `http.disconnect`.
     """
     task = asyncio.current_task()
     assert task is not None
     waiting = True
 
-    def leave(watcher: asyncio.Future[None]) -> None:
-        if waiting and not watcher.cancelled():
+    def leave(signal: asyncio.Future[None]) -> None:
+        if waiting and not signal.cancelled():
             task.cancel()
 
-    gone = asyncio.ensure_future(disconnected(receive))
+    signal = request.scope.get("extensions", {}).get(DISCONNECTED, {}).get("future")
+    gone: asyncio.Future[Any]
+    if isinstance(signal, asyncio.Future):
+        gone, watcher = signal, False
+    else:
+        gone, watcher = asyncio.ensure_future(disconnected(request.receive)), True
     gone.add_done_callback(leave)
     try:
         return await work
@@ -365,7 +371,10 @@ async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
         raise
     finally:
         waiting = False
-        gone.cancel()
+        if watcher:
+            gone.cancel()
+        else:
+            gone.remove_done_callback(leave)
 
 
 def _json(data: Any, status: int = 200) -> Response:
