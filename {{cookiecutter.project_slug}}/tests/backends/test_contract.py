@@ -258,8 +258,6 @@ async def test_health_and_load_gauges(make_client: ClientFactory, node_type: str
     async with aclosing(streams[0]), aclosing(streams[1]):
         for stream in streams:
             await anext(stream)
-        metrics = client.get_metrics()
-        assert metrics.in_flight == 2
         await client.check_health()
         metrics = client.get_metrics()
         if node_type in GAUGED:
@@ -271,7 +269,6 @@ async def test_health_and_load_gauges(make_client: ClientFactory, node_type: str
             assert (
                 metrics.server_kv_cache_usage is not None and 0 < metrics.server_kv_cache_usage <= 1
             )
-    assert client.get_metrics().in_flight == 0
 
 
 @pytest.mark.parametrize("node_type", HAS_LOADING)
@@ -281,29 +278,6 @@ async def test_health_fails_while_the_model_loads(
     client, _ = await make_client(node_type, loading_s=60)
     with pytest.raises(UpstreamUnavailableError):
         await client.check_health()
-
-
-@each_type
-async def test_load_figures(make_client: ClientFactory, node_type: str) -> None:
-    client, server = await make_client(
-        node_type, tokens_per_s=400, output_tokens=8, context_length=32
-    )
-    await client.chat_completion(chat(model_of(server)))
-    await collect(client, chat(model_of(server)))
-    metrics = client.get_metrics()
-    assert (metrics.requests_total, metrics.in_flight, metrics.errors_total) == (2, 0, 0)
-    assert metrics.ewma_latency_ms is not None and metrics.ewma_latency_ms > 0
-    assert metrics.peak_ewma_latency_ms is not None and metrics.peak_ewma_latency_ms > 0
-    assert metrics.ewma_ttft_ms is not None and metrics.tokens_per_second is not None
-    # A request the caller got wrong says nothing about the node; a server failure does.
-    with pytest.raises(ContextLengthExceededError):
-        await client.chat_completion(chat(model_of(server), text="word " * 64))
-    assert client.get_metrics().errors_total == 0
-    server.sim.set_faults(error_rate=1.0)
-    with pytest.raises(UpstreamError):
-        await client.chat_completion(chat(model_of(server)))
-    assert client.get_metrics().errors_total == 1
-    assert client.get_metrics().in_flight == 0
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -388,7 +362,6 @@ async def test_connection_refused(node_type: str, transport: str, closed_port: i
             await collect(client, chat("m"))
         with pytest.raises(UpstreamUnavailableError):
             await client.check_health()
-        assert client.get_metrics().errors_total == 2
     finally:
         await client.aclose()
 
@@ -425,7 +398,6 @@ async def test_connection_dropped_mid_stream(
     with pytest.raises(UpstreamError) as caught:
         await client.chat_completion(chat(model_of(server)))
     assert caught.value.retryable
-    assert client.get_metrics().errors_total == 2
 
 
 # --- cancellation and bytes ----------------------------------------------------------------
@@ -446,8 +418,6 @@ async def test_closing_a_stream_stops_the_server(
         lambda: server.sim.cancelled_total == 1, "the server to see the cancel"
     )
     await sim.helpers.eventually(lambda: server.sim.running == 0, "the server to free the slot")
-    metrics = client.get_metrics()
-    assert (metrics.in_flight, metrics.errors_total) == (0, 0)
 
 
 @each_type
@@ -465,7 +435,6 @@ async def test_cancelled_task_stops_the_server(make_client: ClientFactory, node_
     await sim.helpers.eventually(
         lambda: server.sim.cancelled_total == 1, "the server to see the cancel"
     )
-    assert client.get_metrics().in_flight == 0
 
 
 @each_type

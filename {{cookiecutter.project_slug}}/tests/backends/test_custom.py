@@ -51,7 +51,7 @@ async def test_shared_parts_work_before_anything_is_written() -> None:
     client = client_for("custom", "http://127.0.0.1:9", ["my-model"])
     try:
         assert [model.id for model in client.get_supported_models()] == ["my-model"]
-        assert client.get_metrics().in_flight == 0
+        assert client.get_metrics().server_signals_age_s is None
         assert client.get_capabilities().max_concurrent_requests == 8
     finally:
         await client.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -159,6 +160,11 @@ class FakeClient(StreamingLlmClient):
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def read_ago(metrics: NodeMetrics, seconds: float) -> None:
+    """Make the server's gauges look read `seconds` ago."""
+    metrics.read_at = time.monotonic() - seconds
 
 
 def lb_settings(**overrides: object) -> LoadBalancerSettings:

@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.llm.models import (
     TextCompletionRequest,
 )
 
-from .fakes import MODEL, FakeClient, chat, node_settings, settings
+from .fakes import MODEL, FakeClient, chat, node_settings, read_ago, settings
 
 
 def balancer(
@@ -131,9 +131,9 @@ async def test_saturated_node_is_skipped_by_in_flight_and_fresh_gauges() -> None
     await held
     # Fresh server gauges reporting a long queue make a node full too; stale ones do not.
     full.metrics.server_waiting = 50
-    full.metrics.server_signals_age_s = 1.0
+    read_ago(full.metrics, 1.0)
     assert {await answered_by(instance) for _ in range(4)} == {"free"}
-    full.metrics.server_signals_age_s = 100.0
+    read_ago(full.metrics, 100.0)
     assert "full" in {await answered_by(instance) for _ in range(4)}
 
 

@@ -13,7 +13,7 @@ from {{ cookiecutter.package_name }}.config import ConfigError, ModelSettings, N
 from {{ cookiecutter.package_name }}.llm.errors import UpstreamError
 from {{ cookiecutter.package_name }}.llm.models import ModelInfo
 
-from .fakes import MODEL, FakeClient, chat, lb_settings, node_settings, settings
+from .fakes import MODEL, FakeClient, chat, lb_settings, node_settings, read_ago, settings
 
 
 async def answered_by(instance: Balancer) -> str:
@@ -201,12 +201,12 @@ async def test_node_states_show_server_gauges_and_their_age() -> None:
     client.metrics.server_running = 3
     client.metrics.server_waiting = 1
     client.metrics.server_kv_cache_usage = 0.5
-    client.metrics.server_signals_age_s = 2.5
+    read_ago(client.metrics, 2.5)
     instance.add_node(node_settings("a", weight=2), client)
     await answered_by(instance)
     (state,) = instance.node_states()
     assert (state.server_running, state.server_waiting, state.server_kv_cache_usage) == (3, 1, 0.5)
-    assert state.server_signals_age_s == 2.5
+    assert state.server_signals_age_s == pytest.approx(2.5, abs=1.0)
     assert state.requests_total == 1 and state.latency_ms is not None
     assert state.url == "http://127.0.0.1:9/a" and state.weight == 2
 

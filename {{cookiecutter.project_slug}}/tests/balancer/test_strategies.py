@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.balancer.strategies import (
     RoundRobin,
 )
 
-from .fakes import MODEL, FakeClient, lb_settings, node_settings
+from .fakes import MODEL, FakeClient, lb_settings, node_settings, read_ago
 
 LB = lb_settings()
 FACTS = RequestFacts(MODEL, needed_tokens=100, prefix="system prompt")
@@ -209,11 +209,11 @@ def test_stale_server_gauges_count_as_unknown_not_idle(chooser_type: type) -> No
     stale, fresh = make("stale", latency_ms=100), make("fresh", latency_ms=100)
     # The stale node's last scrape said idle; the fresh one has two running.
     stale.client.metrics.server_running = 0  # type: ignore[attr-defined]
-    stale.client.metrics.server_signals_age_s = LB.stale_signal_age_s + 1  # type: ignore[attr-defined]
+    read_ago(stale.client.metrics, LB.stale_signal_age_s + 1)  # type: ignore[attr-defined]
     fresh.client.metrics.server_running = 2  # type: ignore[attr-defined]
-    fresh.client.metrics.server_signals_age_s = 1.0  # type: ignore[attr-defined]
+    read_ago(fresh.client.metrics, 1.0)  # type: ignore[attr-defined]
     assert picks(chooser, [stale, fresh], 10) == Counter({"fresh": 10})
     assert stale.load() == stale.max_concurrency
     # A fresh scrape makes it known (and idle) again.
-    stale.client.metrics.server_signals_age_s = 0.5  # type: ignore[attr-defined]
+    read_ago(stale.client.metrics, 0.5)  # type: ignore[attr-defined]
     assert picks(chooser, [stale, fresh], 10) == Counter({"stale": 10})

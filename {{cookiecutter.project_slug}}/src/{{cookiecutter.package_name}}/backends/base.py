@@ -1,4 +1,4 @@
-"""What every server client shares: the connection pool, the load tracker, request plumbing.
+"""What every server client shares: the connection pool, the load gauges, request plumbing.
 
 A server module subclasses `HttpClient` and writes only what its server does
 differently: paths, request and answer shapes, health and load signals.
@@ -21,7 +21,7 @@ from ..llm.errors import LlmError, UpstreamError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
-from .load import LoadTracker, RequestSample
+from .load import LoadGauges
 from .scrape import gauges
 
 # Connections beyond max_concurrency, so health checks and metric scrapes never
@@ -81,7 +81,7 @@ class HttpClient(StreamingLlmClient):
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
         self.settings = settings
-        self.load = LoadTracker(settings.latency_decay_s)
+        self.load = LoadGauges()
         # Requests go straight to the transport: an httpx.AsyncClient would add, on every
         # request, cookie extraction, header merging, auth and redirect steps that a node
         # needs none of (about a tenth of the CPU a small request costs).
@@ -120,7 +120,7 @@ class HttpClient(StreamingLlmClient):
         )
 
     def get_metrics(self) -> NodeMetrics:
-        return self.load.snapshot()
+        return self.load.metrics
 
     async def discover_models(self) -> list[ModelInfo]:
         self._discovered = await self.list_models()
@@ -138,17 +138,6 @@ class HttpClient(StreamingLlmClient):
     def error_for(self, status_code: int, body: bytes, headers: Mapping[str, str]) -> LlmError:
         """Map a failed answer; servers with special wording override this."""
         return error_for_status(status_code, body, headers)
-
-    @asynccontextmanager
-    async def tracked(self) -> AsyncIterator[RequestSample]:
-        """Count one data-path request in the load figures, however it ends."""
-        sample = self.load.start()
-        try:
-            yield sample
-        except BaseException as error:
-            self.load.finish(sample, error)
-            raise
-        self.load.finish(sample, None)
 
     @asynccontextmanager
     async def open(
@@ -202,18 +191,17 @@ class HttpClient(StreamingLlmClient):
         path: str,
         body: Any,
         reader: Callable[[httpx.Response], AsyncGenerator[Item, None]],
-    ) -> AsyncIterator[tuple[RequestSample, AsyncGenerator[Item, None]]]:
-        """A tracked streaming POST and its objects, as `reader` parses them.
+    ) -> AsyncIterator[AsyncGenerator[Item, None]]:
+        """A streaming POST and its objects, as `reader` parses them.
 
-        Every layer is closed on exit (reader, response, load sample), so a caller
-        that stops iterating closes the upstream connection at once.
+        Every layer is closed on exit (reader, response), so a caller that stops
+        iterating closes the upstream connection at once.
         """
         async with (
-            self.tracked() as sample,
             self.open("POST", path, body=body) as response,
             aclosing(reader(response)) as objects,
         ):
-            yield sample, objects
+            yield objects
 
     async def fetch(
         self, method: str, path: str, *, body: Any = None

@@ -1,6 +1,6 @@
 """A client for your own LLM server: fill in the methods below.
 
-The connection pool, timeouts, API key, load tracking and error mapping are
+The connection pool, timeouts, API key, load gauges and error mapping are
 done for you by `HttpClient` (backends/base.py); what is left is what only
 your server knows.  `openai_compatible.py` is a complete worked example, and
 `ollama.py` one for a server whose API is not OpenAI's.
@@ -11,17 +11,15 @@ Walkthrough:
    `model` is already your server's own name for the model.  Build your
    server's body from it (`request.wire(self.node.extra_fields)` gives the OpenAI
    JSON a node may be sent: unknown fields stay out).  Send a
-   whole request with `self.fetch(...)` inside `async with self.tracked() as
-   sample:`, so the balancer sees in-flight requests, latency and errors; send
-   a stream with `async with self.streaming(path, body, streams.sse_events) as
-   (sample, objects):`, which tracks it for you (`streams.ndjson_objects` for
-   NDJSON).  Use `self.query(...)` for discovery and `self.probe(path)` for
-   health: they run on the health-check timeout.  All of them raise the right
-   `LlmError` when the server refuses.
+   whole request with `self.fetch(...)` and a stream with `async with
+   self.streaming(path, body, streams.sse_events) as objects:`
+   (`streams.ndjson_objects` for NDJSON); the balancer counts in-flight
+   requests, latency and errors itself.  Use `self.query(...)` for discovery
+   and `self.probe(path)` for health: they run on the health-check timeout.
+   All of them raise the right `LlmError` when the server refuses.
 2. Answers.  Build the response models from your server's answer.  Take usage
    only from your server's own token counts and leave it None when it gives
-   none; set `sample.completion_tokens` from it, and call
-   `sample.first_token()` on a stream's first chunk.  A stream ends with a
+   none.  A stream ends with a
    chunk that has empty `choices` and the usage.  Yield from inside the
    `async with self.streaming(...)` block: closing the iterator then closes
    the upstream request and your server stops generating.  The readers decode
@@ -35,7 +33,7 @@ Walkthrough:
 4. Metrics.  If your server publishes load (a queue length, running requests,
    KV-cache use), read it in `check_health` and store it with
    `self.load.set_signals(ServerSignals(...))`; `scrape.gauges` reads
-   Prometheus text.  Otherwise the in-flight count kept by `tracked()` is the
+   Prometheus text.  Otherwise the balancer's own in-flight count is the
    load signal.
 5. Register nothing: a node with `type = "custom"` in the config gets this
    client through `backends.create_client`.

@@ -250,47 +250,41 @@ class OllamaClient(HttpClient):
     # --- whole answers ---------------------------------------------------------------
 
     async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        async with self.tracked() as sample:
-            data, _ = await self.fetch(
-                "POST", "/api/chat", body=self.chat_body(request, stream=False)
-            )
-            message = data.get("message") or {}
-            calls = tool_calls_of(message)
-            usage = usage_of(data)
-            sample.completion_tokens = usage.completion_tokens if usage else None
-            return ChatCompletionResponse(
-                model=request.model,
-                choices=[
-                    ChatCompletionChoice(
-                        message=ChatMessage(
-                            role="assistant",
-                            content=message.get("content") or ("" if not calls else None),
-                            reasoning=message.get("thinking") or None,
-                            tool_calls=calls or None,
-                        ),
-                        finish_reason=finish(data.get("done_reason"), bool(calls)),
-                    )
-                ],
-                usage=usage,
-            )
+        data, _ = await self.fetch("POST", "/api/chat", body=self.chat_body(request, stream=False))
+        message = data.get("message") or {}
+        calls = tool_calls_of(message)
+        usage = usage_of(data)
+        return ChatCompletionResponse(
+            model=request.model,
+            choices=[
+                ChatCompletionChoice(
+                    message=ChatMessage(
+                        role="assistant",
+                        content=message.get("content") or ("" if not calls else None),
+                        reasoning=message.get("thinking") or None,
+                        tool_calls=calls or None,
+                    ),
+                    finish_reason=finish(data.get("done_reason"), bool(calls)),
+                )
+            ],
+            usage=usage,
+        )
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
-        async with self.tracked() as sample:
-            data, _ = await self.fetch(
-                "POST", "/api/generate", body=self.generate_body(request, stream=False)
-            )
-            usage = usage_of(data)
-            sample.completion_tokens = usage.completion_tokens if usage else None
-            return TextCompletionResponse(
-                model=request.model,
-                choices=[
-                    TextCompletionChoice(
-                        text=str(data.get("response", "")),
-                        finish_reason=finish(data.get("done_reason"), False),
-                    )
-                ],
-                usage=usage,
-            )
+        data, _ = await self.fetch(
+            "POST", "/api/generate", body=self.generate_body(request, stream=False)
+        )
+        usage = usage_of(data)
+        return TextCompletionResponse(
+            model=request.model,
+            choices=[
+                TextCompletionChoice(
+                    text=str(data.get("response", "")),
+                    finish_reason=finish(data.get("done_reason"), False),
+                )
+            ],
+            usage=usage,
+        )
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         body: dict[str, Any] = {
@@ -301,8 +295,7 @@ class OllamaClient(HttpClient):
         }
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        async with self.tracked():
-            data, _ = await self.fetch("POST", "/api/embed", body=body)
+        data, _ = await self.fetch("POST", "/api/embed", body=body)
         vectors = data.get("embeddings")
         if not isinstance(vectors, list):
             raise UpstreamError("Ollama's /api/embed answer has no embeddings")
@@ -333,11 +326,12 @@ class OllamaClient(HttpClient):
 
         body = self.chat_body(request, stream=True)
         calls = 0
-        async with self.streaming("/api/chat", body, ndjson_objects) as (sample, objects):
+        started = False
+        async with self.streaming("/api/chat", body, ndjson_objects) as objects:
             async for obj in objects:
                 checked(obj)
-                if sample.first_token_at is None:
-                    sample.first_token()
+                if not started:
+                    started = True
                     yield chunk(ChoiceDelta(role="assistant", content=""))
                 message = obj.get("message") or {}
                 deltas = [
@@ -364,7 +358,6 @@ class OllamaClient(HttpClient):
                     yield chunk(ChoiceDelta(), finish(obj.get("done_reason"), calls > 0))
                     usage = usage_of(obj)
                     if usage is not None:
-                        sample.completion_tokens = usage.completion_tokens
                         yield ChatCompletionChunk(
                             id=chunk_id, model=request.model, choices=[], usage=usage
                         )
@@ -375,10 +368,9 @@ class OllamaClient(HttpClient):
     ) -> AsyncIterator[TextCompletionChunk]:
         chunk_id = new_id("cmpl")
         body = self.generate_body(request, stream=True)
-        async with self.streaming("/api/generate", body, ndjson_objects) as (sample, objects):
+        async with self.streaming("/api/generate", body, ndjson_objects) as objects:
             async for obj in objects:
                 checked(obj)
-                sample.first_token()
                 done = bool(obj.get("done"))
                 text = str(obj.get("response", ""))
                 if text or done:
@@ -397,7 +389,6 @@ class OllamaClient(HttpClient):
                 if done:
                     usage = usage_of(obj)
                     if usage is not None:
-                        sample.completion_tokens = usage.completion_tokens
                         yield TextCompletionChunk(
                             id=chunk_id, model=request.model, choices=[], usage=usage
                         )

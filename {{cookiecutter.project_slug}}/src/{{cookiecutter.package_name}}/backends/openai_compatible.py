@@ -140,33 +140,26 @@ class OpenAICompatibleClient(HttpClient):
     # --- whole answers ---------------------------------------------------------------
 
     async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        async with self.tracked() as sample:
-            data, _ = await self.fetch(
-                "POST", self.chat_path, body=self.chat_body(request, stream=False)
-            )
-            data = normalise_choices(data, "message")
-            data["usage"] = usage_of(data.get("usage"))
-            answer = validate(ChatCompletionResponse, data)
-            sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
-            return answer
+        data, _ = await self.fetch(
+            "POST", self.chat_path, body=self.chat_body(request, stream=False)
+        )
+        data = normalise_choices(data, "message")
+        data["usage"] = usage_of(data.get("usage"))
+        return validate(ChatCompletionResponse, data)
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
-        async with self.tracked() as sample:
-            data, _ = await self.fetch(
-                "POST", self.completions_path, body=self.text_body(request, stream=False)
-            )
-            data = normalise_choices(data, None)
-            data["usage"] = usage_of(data.get("usage"))
-            answer = validate(TextCompletionResponse, data)
-            sample.completion_tokens = answer.usage.completion_tokens if answer.usage else None
-            return answer
+        data, _ = await self.fetch(
+            "POST", self.completions_path, body=self.text_body(request, stream=False)
+        )
+        data = normalise_choices(data, None)
+        data["usage"] = usage_of(data.get("usage"))
+        return validate(TextCompletionResponse, data)
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        async with self.tracked():
-            data, _ = await self.fetch(
-                "POST", self.embeddings_path, body=request.wire(self.node.extra_fields)
-            )
-            return validate(EmbeddingResponse, data)
+        data, _ = await self.fetch(
+            "POST", self.embeddings_path, body=request.wire(self.node.extra_fields)
+        )
+        return validate(EmbeddingResponse, data)
 
     # --- streams ---------------------------------------------------------------------
 
@@ -202,7 +195,7 @@ class OpenAICompatibleClient(HttpClient):
         usage: Usage | None = None
         last: bytes | None = None
         called_tools = False
-        async with self.streaming(path, body(), sse_data) as (sample, payloads):
+        async with self.streaming(path, body(), sse_data) as payloads:
             async for payload in payloads:
                 last = payload
                 if not called_tools and _NEEDS_WORK.search(payload) is None:
@@ -213,7 +206,6 @@ class OpenAICompatibleClient(HttpClient):
                     except ValidationError:
                         pass
                     else:
-                        sample.first_token()
                         if chunk.choices:
                             yield chunk
                         continue
@@ -221,7 +213,6 @@ class OpenAICompatibleClient(HttpClient):
                 error = error_in_stream(event)
                 if error is not None:
                     raise error
-                sample.first_token()
                 usage = usage_of(event.pop("usage", None)) or usage
                 if event.get("choices"):
                     called_tools = called_tools or any(
@@ -231,7 +222,6 @@ class OpenAICompatibleClient(HttpClient):
                         chunk_type, normalise_choices(event, part, called_tools=called_tools)
                     )
             if usage is not None and last is not None:
-                sample.completion_tokens = usage.completion_tokens
                 final = {**decode(last), "choices": [], "usage": usage.wire()}
                 yield validate(chunk_type, final)
 

@@ -105,43 +105,36 @@ class TgiClient(OpenAICompatibleClient):
         return {"inputs": request.prompt_text(), "parameters": generate_parameters(request)}
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
-        async with self.tracked() as sample:
-            data, headers = await self.fetch("POST", "/generate", body=self._generate_body(request))
-            if not isinstance(data.get("generated_text"), str):
-                raise UpstreamError("TGI's /generate answer has no generated_text")
-            details = data.get("details") or {}
-            prompt = header_count(headers, "x-prompt-tokens")
-            completion = details.get(
-                "generated_tokens", header_count(headers, "x-generated-tokens")
-            )
-            usage = (
-                Usage.of(prompt, completion)
-                if prompt is not None and completion is not None
-                else None
-            )
-            sample.completion_tokens = completion
-            return TextCompletionResponse(
-                model=request.model,
-                choices=[
-                    TextCompletionChoice(
-                        text=data["generated_text"],
-                        finish_reason=finish_reason(details.get("finish_reason")),
-                    )
-                ],
-                usage=usage,
-            )
+        data, headers = await self.fetch("POST", "/generate", body=self._generate_body(request))
+        if not isinstance(data.get("generated_text"), str):
+            raise UpstreamError("TGI's /generate answer has no generated_text")
+        details = data.get("details") or {}
+        prompt = header_count(headers, "x-prompt-tokens")
+        completion = details.get("generated_tokens", header_count(headers, "x-generated-tokens"))
+        usage = (
+            Usage.of(prompt, completion) if prompt is not None and completion is not None else None
+        )
+        return TextCompletionResponse(
+            model=request.model,
+            choices=[
+                TextCompletionChoice(
+                    text=data["generated_text"],
+                    finish_reason=finish_reason(details.get("finish_reason")),
+                )
+            ],
+            usage=usage,
+        )
 
     async def stream_text_completion(
         self, request: TextCompletionRequest
     ) -> AsyncIterator[TextCompletionChunk]:
         chunk_id = new_id("cmpl")
         body = self._generate_body(request)
-        async with self.streaming("/generate_stream", body, sse_events) as (sample, events):
+        async with self.streaming("/generate_stream", body, sse_events) as events:
             async for event in events:
                 error = error_in_stream(event)
                 if error is not None:
                     raise error
-                sample.first_token()
                 token = event.get("token") or {}
                 details = event.get("details")
                 text = "" if token.get("special") else str(token.get("text", ""))
@@ -161,7 +154,6 @@ class TgiClient(OpenAICompatibleClient):
                     prompt = details.get("input_length")
                     completion = details.get("generated_tokens")
                     if isinstance(prompt, int) and isinstance(completion, int):
-                        sample.completion_tokens = completion
                         yield TextCompletionChunk(
                             id=chunk_id,
                             model=request.model,

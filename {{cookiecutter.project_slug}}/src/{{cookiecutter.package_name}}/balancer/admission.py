@@ -44,11 +44,10 @@ class _Waiter:
         self.gone = False  # left the queue (served, timed out or cancelled)
 
     def can_use(self, node: Node) -> bool:
-        served = node.served.get(self.facts.model)
         return (
-            served is not None
+            self.facts.model in node.served
             and node.name not in self.tried
-            and (served.context_length is None or self.facts.needed_tokens <= served.context_length)
+            and _fits(node, self.facts)
         )
 
 

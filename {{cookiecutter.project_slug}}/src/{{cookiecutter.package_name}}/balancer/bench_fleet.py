@@ -123,6 +123,7 @@ class SimNode(StreamingLlmClient):
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.spec.slots)
+        self._gauges = NodeMetrics()  # publishes none: the balancer counts load itself
 
     def get_supported_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=self.model)]
@@ -131,7 +132,7 @@ class SimNode(StreamingLlmClient):
         return LlmCapabilities(max_concurrent_requests=self.spec.slots)
 
     def get_metrics(self) -> NodeMetrics:
-        return NodeMetrics(in_flight=len(self.queued) + len(self.running))
+        return self._gauges
 
     async def check_health(self) -> None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -138,9 +139,9 @@ class Node:
 
     def signals_fresh(self, metrics: NodeMetrics) -> bool | None:
         """True/False for fresh/stale server gauges; None when the server publishes none."""
-        if metrics.server_signals_age_s is None:
+        if metrics.read_at is None:
             return None
-        return metrics.server_signals_age_s <= self.lb.stale_signal_age_s
+        return time.monotonic() - metrics.read_at <= self.lb.stale_signal_age_s
 
     def load(self) -> float:
         """Requests on the node: ours, or the server's own count when fresh and higher.

@@ -1,7 +1,7 @@
 """The seed's client interfaces, in Python.
 
 `LlmClient` answers whole requests; `StreamingLlmClient` adds streamed
-variants.  Clients keep their own load figures (`get_metrics`) so the balancer
+variants.  Clients keep the server's load gauges (`get_metrics`) so the balancer
 never has to ask the network before choosing a node.
 """
 
@@ -38,7 +38,7 @@ class LlmClient(abc.ABC):
 
     @abc.abstractmethod
     def get_metrics(self) -> NodeMetrics:
-        """Live load, from local counters and the server's own gauges (no I/O)."""
+        """The server's own load gauges as last read (no I/O; the same object each time)."""
 
     @abc.abstractmethod
     async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:

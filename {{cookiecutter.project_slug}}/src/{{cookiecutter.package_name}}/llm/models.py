@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -402,24 +403,22 @@ class LlmCapabilities(BaseModel):
     features: dict[str, bool] = Field(default_factory=dict)
 
 
-class NodeMetrics(BaseModel):
-    """A node's live load.
+@dataclass(slots=True)
+class NodeMetrics:
+    """A node's server gauges as last read: one object per client, updated in place.
 
-    Local figures (in-flight, latency, TTFT, throughput) come from the client's
-    own requests.  Server gauges are `None` where the server exposes none; their
-    age says how fresh they are, and a stale gauge must be treated as unknown.
+    The balancer reads it several times per request, so it is a plain object, not
+    a validated model.  A gauge is None where the server publishes none; `read_at`
+    (time.monotonic()) says how fresh they are, and a stale gauge must be treated
+    as unknown.  The balancer keeps its own in-flight counts and latencies.
     """
 
-    in_flight: int = 0
-    requests_total: int = 0
-    errors_total: int = 0
-    ewma_latency_ms: float | None = None
-    peak_ewma_latency_ms: float | None = None
-    ewma_ttft_ms: float | None = None
-    tokens_per_second: float | None = None
     server_running: float | None = None
     server_waiting: float | None = None
-    server_kv_cache_usage: float | None = Field(default=None, ge=0, le=1)
+    server_kv_cache_usage: float | None = None  # 0 to 1
     server_capacity: int | None = None
-    server_signals_age_s: float | None = None
-    last_updated: float = Field(default_factory=time.time)
+    read_at: float | None = None
+
+    @property
+    def server_signals_age_s(self) -> float | None:
+        return None if self.read_at is None else time.monotonic() - self.read_at
