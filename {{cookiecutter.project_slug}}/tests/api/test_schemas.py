@@ -121,7 +121,7 @@ def test_any_json_body_gets_an_answer_or_an_openai_error(
     loop = asyncio.new_event_loop()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
 
-    @settings(FIXED, max_examples=150)
+    @settings(FIXED, max_examples=100)
     @given(body=strategy)
     def check(body: Any) -> None:
         raw = json.dumps(body).encode()
@@ -195,7 +195,7 @@ CHECKS = [
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 def test_the_served_app_keeps_to_its_openapi_document(served: str, operation: Any) -> None:
-    @settings(FIXED, max_examples=40)
+    @settings(FIXED, max_examples=25)
     @given(case=operation.as_strategy())
     def check(case: Any) -> None:
         response = case.call(base_url=served, headers=AUTH, timeout=30)

@@ -113,6 +113,7 @@ class Api:
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
         self.scrub = _scrubber(settings)
+        self._openapi = None  # the listed models may have changed
 
     # --- request handling ------------------------------------------------------
 
