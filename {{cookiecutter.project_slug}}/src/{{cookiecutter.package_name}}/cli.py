@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(serve)
     serve.add_argument("--host", help="listen address (default from config)")
     serve.add_argument("--port", type=int, help="listen port (default from config)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 257),
+        metavar="N",
+        help="serving processes on the one port (default 1); without [cluster] redis_url "
+        "each gets 1/N of every node's max_concurrency",
+    )
 
     run = commands.add_parser("run", help="run as a Tangle blueprint (jobs and the HTTP API)")
     _add_config_option(run)
@@ -77,7 +86,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from .api.server import serve
 
-        return serve(settings, host=args.host, port=args.port, config_path=args.config)
+        return serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            config_path=args.config,
+            workers=args.workers,
+        )
     if args.command == "run":
         from .tangle.runner import run
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
@@ -33,6 +34,7 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     config_path: str | Path | None = None,
+    workers: int = 1,
 ) -> int:
     """Serve until interrupted; 2 with a message when the settings cannot serve."""
     try:
@@ -40,6 +42,16 @@ def serve(
     except ConfigError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 2
+    if workers > 1:
+        from .workers import serve_workers
+
+        return serve_workers(
+            settings,
+            workers=workers,
+            host=host or settings.api.host,
+            port=settings.api.port if port is None else port,
+            config_path=config_path,
+        )
     api: Api = app.state.api
     config = server_config(
         app,
@@ -50,6 +62,16 @@ def serve(
     )
     run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path)))
     return 0
+
+
+def serve_socket(
+    settings: Settings, sock: socket.socket, *, config_path: str | Path | None
+) -> None:
+    """One worker of `serve --workers`: the app on a socket its parent bound."""
+    app = create_app(settings)
+    api: Api = app.state.api
+    config = server_config(app, settings, log_level="info")
+    run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path), sockets=[sock]))
 
 
 def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
@@ -89,13 +111,17 @@ class Server(uvicorn.Server):
     def stop(self) -> None:
         self.should_exit = True
 
-    async def run_until_signal(self, on_hangup: Callable[[], None] | None = None) -> None:
+    async def run_until_signal(
+        self,
+        on_hangup: Callable[[], None] | None = None,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         if on_hangup is not None:
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        await self.serve()
+        await self.serve(sockets=sockets)
 
 
 def reload(api: Api, config_path: str | Path | None) -> None:
