@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -253,14 +254,19 @@ KEEP_HINT = (
 )
 
 
+def cd(project: Path) -> str:
+    """`cd` to the project as a shell line: pasted as printed, even with spaces or quotes."""
+    return f"cd {shlex.quote(str(project))}"
+
+
 def later_command(project: Path, python_version: str) -> str:
     """The shell line that does by hand what the post-generation run does."""
-    return f"cd {project} && python{python_version} -m venv .venv && {INSTALL} && {TEST}"
+    return f"{cd(project)} && python{python_version} -m venv .venv && {INSTALL} && {TEST}"
 
 
 def next_steps(project: Path, slug: str, installed: bool) -> str:
     """What to type after generation, from the shell cookiecutter ran in."""
-    steps = [f"cd {project}"]
+    steps = [cd(project)]
     if not installed:
         steps.append("make setup                # or: make setup-uv")
     steps += [
@@ -284,7 +290,7 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
     is fine, so generation succeeds. A failed install or test run is "failed". Either is
     said plainly with the command to run by hand.
     """
-    where, install, test = f"cd {project}", INSTALL, TEST
+    where, install, test = cd(project), INSTALL, TEST
     later = later_command(project, python_version)
     python = find_python(python_version)
     if python is None:

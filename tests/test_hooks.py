@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,28 @@ def test_a_failed_run_fails_generation_and_a_passed_one_ends_with_next_steps(
     steps = out[out.index("Next steps:") :]
     assert ". .venv/bin/activate" in steps
     assert "openrouter-provider serve --config config.toml" in steps
+
+
+def test_printed_commands_survive_spaces_quotes_and_dollars_in_the_project_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each `cd ...` line is pasted into a shell as printed: the path must be one word."""
+    answers = default_answers(package_name="pkg")
+    odd = tmp_path / "my projects" / "it's $HOME é"
+
+    def cd_targets(out: str) -> list[str]:
+        lines = [line.strip() for line in out.splitlines() if line.strip().startswith("cd ")]
+        assert lines, out
+        return [shlex.split(line)[1] for line in lines]
+
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (1, "1 failed in 0.1s\n")))
+    assert finish.finish(make_project(odd / "a"), answers, {}) == 1
+    assert cd_targets(capsys.readouterr().out) == [str(odd / "a")]
+    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "9 passed in 0.1s\n")))
+    assert finish.finish(make_project(odd / "b"), answers, {}) == 0
+    assert cd_targets(capsys.readouterr().out) == [str(odd / "b")]
+    assert finish.finish(make_project(odd / "c"), answers, {finish.SKIP_ENV: "1"}) == 0
+    assert cd_targets(capsys.readouterr().out) == [str(odd / "c")]
 
 
 def test_a_quiet_step_shows_a_line_every_few_seconds(
