@@ -21,6 +21,7 @@ double than single quotes, and non-ASCII as escapes (no ambiguous-character lint
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ class PythonStringExtension(Extension):
         filters["pystr"] = python_string
         environment.globals["template_root"] = TEMPLATE_ROOT
         environment.globals["choices"] = CHOICES
+        _forget_template_modules()
+
+
+def _forget_template_modules() -> None:
+    """Let the next environment import this package afresh from the template on sys.path.
+
+    cruft update renders the project's old commit and then the new one in one process,
+    from one clone; a cached module would give the new rendering the old commit's filters
+    (a filter added since: "No filter named ..."). In-process callers that render several
+    template copies (pytest-cookies) would likewise get the first copy's `template_root`.
+    Importing again costs about a millisecond per environment.
+    """
+    package = __name__.partition(".")[0]
+    for name in [name for name in sys.modules if name.partition(".")[0] == package]:
+        del sys.modules[name]
 
 
 TEMPLATE_ROOT = str(Path(__file__).resolve().parents[1])

@@ -233,6 +233,39 @@ def test_cruft_creates_then_updates_without_running_the_suite_again(
     assert "Creating .venv" not in diff.stdout + diff.stderr
 
 
+def test_cruft_update_renders_with_the_new_commits_jinja_extension(
+    tmp_path: Path, served: tuple[str, Path, dict[str, str]]
+) -> None:
+    """cruft renders the old and the new commit in one process: a filter the new commit adds
+    must be there for the new rendering, though the old one imported the extension first."""
+    url, source, env = served
+    env = {**env, SKIP_ENV: "1"}
+    out = tmp_path / "projects"
+    created = run([CRUFT, "create", url, "--no-input", "--output-dir", str(out)], tmp_path, env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    project = out / SLUG
+    git(["init", "-q", "-b", "main"], project, env)
+    commit_all(project, "generated", env)
+
+    filters = source / "hooks" / "jinja_filters.py"
+    registered = '        filters["pystr"] = python_string\n'
+    text = filters.read_text(encoding="utf-8")
+    assert registered in text
+    filters.write_text(
+        text.replace(registered, registered + '        filters["shout"] = str.upper\n'), "utf-8"
+    )
+    readme = source / "{{cookiecutter.project_slug}}" / "README.md"
+    readme.write_text(
+        readme.read_text(encoding="utf-8") + "\n{{ 'a new filter' | shout }}\n", "utf-8"
+    )
+    commit_all(source, "template: a new Jinja filter, used", env)
+    git(["push", "-q", str(tmp_path / "served" / "template.git"), "main"], source, env)
+
+    updated = run([CRUFT, "update", "--skip-apply-ask"], project, env, timeout=600)
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    assert "A NEW FILTER" in (project / "README.md").read_text(encoding="utf-8")
+
+
 @pytest.mark.postgen
 @pytest.mark.xdist_group("suites")
 def test_a_failing_generated_test_fails_generation_and_shows_why(tmp_path: Path) -> None:
