@@ -74,7 +74,7 @@ def remove_other_backends(project: Path, package: str, backend: str) -> None:
 
 
 def remove_docker(project: Path) -> None:
-    remove(project, "Dockerfile", ".dockerignore")
+    remove(project, "Dockerfile", ".dockerignore", "compose.yaml", "deploy", "tests/test_deploy.py")
 
 
 def remove_github_actions(project: Path) -> None:

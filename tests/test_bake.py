@@ -120,7 +120,11 @@ def test_default_bake_has_every_scaffolding_file(variants: Variants) -> None:
 @pytest.mark.parametrize(
     ("options", "present", "absent"),
     [
-        ({"include_docker": False}, [".github/workflows/ci.yml"], ["Dockerfile", ".dockerignore"]),
+        (
+            {"include_docker": False},
+            [".github/workflows/ci.yml"],
+            ["Dockerfile", ".dockerignore", "compose.yaml", "deploy", "tests/test_deploy.py"],
+        ),
         ({"include_github_actions": False}, ["Dockerfile"], [".github"]),
         ({"license": "MIT"}, ["LICENSE"], ["LICENSE-MIT", "LICENSE-APACHE"]),
         ({"license": "Apache-2.0"}, ["LICENSE"], ["LICENSE-MIT", "LICENSE-APACHE"]),
