@@ -17,7 +17,9 @@ from {{ cookiecutter.package_name }}.llm.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
     ModelNotFoundError,
+    NotSupportedError,
     OverloadedError,
+    UpstreamCredentialsError,
     UpstreamError,
     UpstreamUnavailableError,
 )
@@ -83,7 +85,45 @@ def test_long_messages_are_cut() -> None:
         (503, b'{"error": {"message": "Loading model"}}', UpstreamUnavailableError, True),
         (500, b'{"error": "boom"}', UpstreamError, True),
         (424, b'{"error": "generation failed"}', UpstreamError, True),
-        (401, b'{"error": "Unauthorized"}', UpstreamError, True),
+        (401, b'{"error": "Unauthorized"}', UpstreamCredentialsError, True),
+        (
+            503,
+            b'{"error": {"message": "The engine is currently busy and cannot accept new '
+            b'requests. Please try again later or on a different instance.", '
+            b'"type": "Service Unavailable", "param": null, "code": 503}}',
+            OverloadedError,
+            True,
+        ),
+        (
+            503,
+            b'{"error": {"message": "The engine has reached its prefill token backlog limit. '
+            b'Please try again later or on a different instance."}}',
+            OverloadedError,
+            True,
+        ),
+        (
+            400,
+            b'{"error": {"message": "max_tokens=513 cannot be greater than max_model_len=512. '
+            b'Please request fewer output tokens."}}',
+            ContextLengthExceededError,
+            False,
+        ),
+        (
+            400,
+            b'{"error": {"message": "This model\'s maximum context length is 512 tokens. '
+            b"However, your prompt contains 100050 characters (more than 6144 characters, "
+            b'which is the upper bound for 512 input tokens)."}}',
+            ContextLengthExceededError,
+            False,
+        ),
+        (404, b'{"detail": "Not Found"}', NotSupportedError, False),
+        (
+            501,
+            b'{"error": {"code": 501, "message": "This server does not support embeddings. '
+            b'Start it with `--embeddings`", "type": "not_supported_error"}}',
+            NotSupportedError,
+            False,
+        ),
     ],
 )
 def test_status_and_words_choose_the_class(

@@ -93,17 +93,36 @@ async def test_context_length_filter_uses_chars_over_four_plus_max_tokens() -> N
     instance.add_node(node_settings("small"), small)
     instance.add_node(node_settings("large"), large)
     await instance.refresh()
-    # 200 characters ~ 50 tokens, + 40 = 90: both fit.  + 60 = 110: only the large one.
+    # As vLLM and llama.cpp, only the prompt must fit: max_tokens beyond the context is
+    # served and cut there.  200 characters ~ 50 tokens fit both; 440 ~ 110 only the large.
     prompt = "x" * 200
-    assert {await answered_by(instance, text=prompt, max_tokens=40) for _ in range(10)} == {
+    assert {await answered_by(instance, text=prompt, max_tokens=60) for _ in range(10)} == {
         "small",
         "large",
     }
-    assert {await answered_by(instance, text=prompt, max_tokens=60) for _ in range(10)} == {"large"}
+    assert {await answered_by(instance, text="x" * 440) for _ in range(10)} == {"large"}
     with pytest.raises(ContextLengthExceededError) as caught:
         await instance.chat_completion(chat(text="x" * 50_000))
-    assert "10000" in caught.value.message
+    # OpenAI's wording, which client libraries' context-window fallbacks recognise.
+    assert caught.value.message.startswith("This model's maximum context length is 10000 tokens")
     assert caught.value.status_code == 400
+
+
+async def test_a_busy_node_is_set_aside_not_failed() -> None:
+    """vLLM's busy 503 has no Retry-After: the request goes to another node, the busy
+    one waits about one of its answers (at least 1 s) and counts no failure."""
+    instance, clients = balancer("a", "b", strategy="round_robin")
+    busy = OverloadedError("The engine is currently busy and cannot accept new requests.")
+    clients["a"].fail = [busy]
+    clients["b"].fail = [busy]
+    await instance.refresh()
+    assert await answered_by(instance) in ("a", "b")
+    assert busy.retry_after is not None and busy.retry_after >= 1
+    states = {state.name: state for state in instance.node_states()}
+    failed = [name for name in states if clients[name].fail == []]
+    assert len(failed) == 1  # one node refused; the other answered
+    assert states[failed[0]].errors_total == 0 and not states[failed[0]].ejected
+    assert states[failed[0]].state != "ejected"
 
 
 async def test_unhealthy_nodes_are_skipped_and_panic_uses_them_when_none_is_up() -> None:

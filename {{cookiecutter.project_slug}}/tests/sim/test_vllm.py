@@ -44,14 +44,16 @@ async def test_chat_body_has_vllm_fields(sim_server) -> None:
     assert choice["finish_reason"] == "stop"
     assert choice["stop_reason"] is None
     assert choice["message"]["role"] == "assistant"
-    assert choice["message"]["tool_calls"] == []
+    assert "tool_calls" not in choice["message"]  # as vLLM 0.32 when no tool was called
     assert len(choice["message"]["content"].split()) == 6
     assert body["usage"] == {
         "prompt_tokens": 3,
         "completion_tokens": 6,
         "total_tokens": 9,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
+    assert body["system_fingerprint"].startswith("vllm-0.32.0-")
 
 
 async def test_max_tokens_and_stop_sequences(sim_server) -> None:
@@ -129,7 +131,7 @@ async def test_tool_call_non_streamed_has_json_string_arguments(sim_server) -> N
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == {"city": "sim", "days": 1, "unit": "c"}
     assert follow_up["choices"][0]["finish_reason"] == "stop"
-    assert declined["choices"][0]["message"]["tool_calls"] == []
+    assert "tool_calls" not in declined["choices"][0]["message"]
 
 
 async def test_tool_call_streamed_in_openai_chunk_form(sim_server) -> None:
@@ -166,24 +168,65 @@ async def test_reasoning_when_asked(sim_server) -> None:
 
 
 async def test_context_length_is_enforced_with_vllms_error(sim_server) -> None:
-    server = await sim_server(dialect="vllm", context_length=32)
+    server = await sim_server(dialect="vllm", context_length=32, output_tokens=100)
     long_prompt = {**CHAT, "messages": [{"role": "user", "content": "word " * 40}]}
     async with httpx.AsyncClient(base_url=server.url) as client:
         too_long = await client.post("/v1/chat/completions", json=long_prompt)
-        too_many = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 30})
+        too_many = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 33})
+        overrun = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 32})
         unknown = await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
+        malformed = await client.post("/v1/chat/completions", json={**CHAT, "stop": [5]})
     assert too_long.status_code == 400
     error = too_long.json()["error"]
-    assert error["type"] == "BadRequestError"
-    assert error["code"] == 400
-    assert "maximum context length is 32 tokens" in error["message"]
+    assert (error["type"], error["param"]) == ("BadRequestError", "input_tokens")
+    assert error["message"].startswith(
+        "This model's maximum context length is 32 tokens. However, your prompt contains at "
+        "least 33 input tokens"
+    )
     assert too_many.status_code == 400
+    assert too_many.json()["error"]["message"].startswith(
+        "max_tokens=33 cannot be greater than max_model_len=32."
+    )
+    # 0.32 serves a max_tokens that overruns the room left, and cuts the answer there.
+    assert overrun.status_code == 200
+    assert overrun.json()["choices"][0]["finish_reason"] == "length"
+    assert overrun.json()["usage"]["total_tokens"] == 32
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == 404
+    assert unknown.json()["error"]["message"] == (
+        f"The model `nope` does not exist. Valid aliases: {MODEL}."
+    )
+    invalid = malformed.json()["error"]
+    assert (malformed.status_code, invalid["type"], invalid["param"]) == (
+        400,
+        "Bad Request",
+        "body.stop",
+    )
+
+
+async def test_busy_is_vllms_503(sim_server) -> None:
+    server = await sim_server(
+        dialect="vllm", max_concurrency=1, max_queue=0, tokens_per_s=20, output_tokens=100
+    )
+    busy = {**CHAT, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=server.url) as client,
+        client.stream("POST", "/v1/chat/completions", json=busy),
+    ):
+        refused = await client.post("/v1/chat/completions", json=CHAT)
+    assert refused.status_code == 503 and "retry-after" not in refused.headers
+    assert refused.json()["error"] == {
+        "message": "The engine is currently busy and cannot accept new requests. "
+        "Please try again later or on a different instance.",
+        "type": "Service Unavailable",
+        "param": None,
+        "code": 503,
+    }
 
 
 async def test_models_and_completions_and_embeddings(sim_server) -> None:
-    server = await sim_server(dialect="vllm", context_length=2048, embedding_dim=4)
+    server = await sim_server(dialect="vllm", context_length=2048)
+    pooling = await sim_server(dialect="vllm", embedding_dim=4, embeddings=True)
     async with httpx.AsyncClient(base_url=server.url) as client:
         models = (await client.get("/v1/models")).json()
         text = (await client.post("/v1/completions", json={"model": MODEL, "prompt": "a b"})).json()
@@ -191,10 +234,22 @@ async def test_models_and_completions_and_embeddings(sim_server) -> None:
             "/v1/completions",
             json={"model": MODEL, "prompt": "a b", "stream": True, "max_tokens": 3},
         )
+        # A generate runner has no embeddings route: FastAPI's own 404, and 405 for a GET
+        # on a route it has.
+        no_route = await client.post("/v1/embeddings", json={"model": MODEL, "input": "a"})
+        wrong_method = await client.get("/v1/chat/completions")
+    async with httpx.AsyncClient(base_url=pooling.url) as client:
         floats = await client.post("/v1/embeddings", json={"model": MODEL, "input": ["a", "b c"]})
         packed = await client.post(
             "/v1/embeddings", json={"model": MODEL, "input": "a", "encoding_format": "base64"}
         )
+        no_chat = await client.post("/v1/chat/completions", json=CHAT)
+    assert (no_route.status_code, no_route.json()) == (404, {"detail": "Not Found"})
+    assert (wrong_method.status_code, wrong_method.json()) == (
+        405,
+        {"detail": "Method Not Allowed"},
+    )
+    assert (no_chat.status_code, no_chat.json()) == (404, {"detail": "Not Found"})
     card = models["data"][0]
     assert models["object"] == "list"
     assert (card["id"], card["object"], card["owned_by"], card["max_model_len"]) == (

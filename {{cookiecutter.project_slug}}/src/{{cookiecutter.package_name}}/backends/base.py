@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
 from ..config import LoadBalancerSettings, NodeSettings
-from ..llm.errors import LlmError, UpstreamError
+from ..llm.errors import LlmError, UpstreamCredentialsError, UpstreamError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
@@ -74,9 +74,13 @@ def validate(model: type[Model], data: Any) -> Model:
 
 
 class HttpClient(StreamingLlmClient):
-    """A node reached over HTTP, with its pool and live load figures."""
+    """A node reached over HTTP, with its pool and live load figures.
 
-    supports_embeddings: ClassVar[bool] = True
+    `supports_embeddings` starts as the server type's answer and is corrected by
+    what the server says (a generate-only vLLM, llama-server without --embeddings).
+    """
+
+    supports_embeddings: bool = True
 
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
@@ -225,6 +229,8 @@ class HttpClient(StreamingLlmClient):
         """
         try:
             return gauges((await self.probe("/metrics")).text, names)
+        except UpstreamCredentialsError:
+            raise  # The node refuses our key: it will refuse requests too.
         except LlmError:
             return None
 

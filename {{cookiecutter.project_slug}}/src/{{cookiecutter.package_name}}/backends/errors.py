@@ -24,8 +24,10 @@ from ..llm.errors import (
     InvalidRequestError,
     LlmError,
     ModelNotFoundError,
+    NotSupportedError,
     OverloadedError,
     PayloadTooLargeError,
+    UpstreamCredentialsError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -34,22 +36,25 @@ from ..llm.errors import (
 # Longest server message passed on; a server may echo a whole prompt back.
 MAX_MESSAGE = 1000
 
-# How each server words a prompt that does not fit: vLLM ("maximum context length"),
+# How each server words a prompt that does not fit: vLLM ("maximum context length",
+# "max_tokens=... cannot be greater than max_model_len=..."),
 # llama.cpp ("exceeds the available context size", type exceed_context_size_error),
 # TGI ("`inputs` tokens + `max_new_tokens` must be <=", "`inputs` must have less than"),
 # Ollama ("input length exceeds the context length"), OpenAI ("context_length_exceeded").
 _CONTEXT_OVERFLOW = re.compile(
     r"context[ _](length|size|window)|maximum context|exceed_context_size"
     r"|tokens \+ `max_new_tokens` must be|`inputs` must have less than"
-    r"|too many tokens|prompt is too long",
+    r"|too many tokens|prompt is too long|greater than max_model_len",
     re.IGNORECASE,
 )
 # A 503 that means "full, try again" rather than "down": Ollama's "server busy, please try
-# again.  maximum pending requests exceeded", vLLM's "The waiting queue is full",
-# llama.cpp's "no slot available".
+# again.  maximum pending requests exceeded", vLLM's "The engine is currently busy and
+# cannot accept new requests" and "...reached its prefill token backlog limit" (0.32,
+# --max-num-queued-reqs) or "The waiting queue is full" (older), llama.cpp's "no slot
+# available".
 _BUSY = re.compile(
     r"server busy|overloaded|queue (is )?full|at capacity|no slot available"
-    r"|too many (pending|concurrent) requests",
+    r"|too many (pending|concurrent) requests|currently busy|backlog limit",
     re.IGNORECASE,
 )
 
@@ -79,6 +84,15 @@ def server_message(body: bytes, status_code: int) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
+def _no_route(body: bytes) -> bool:
+    """FastAPI's answer for a path it has no route for: vLLM registers /v1/embeddings
+    only on a pooling runner and the generation routes only on a generate runner."""
+    try:
+        return bool(json.loads(body) == {"detail": "Not Found"})
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after")
     if value is None:
@@ -102,13 +116,18 @@ def error_for_status(
     if status_code in (401, 403):
         # Our key for the node is wrong: the operator's problem, not the caller's,
         # so it must not surface as the caller's authentication failure.
-        return UpstreamError(f"the node rejected the provider's credentials: {message}")
+        return UpstreamCredentialsError(f"the node rejected the provider's credentials: {message}")
     if status_code == 404:
+        if _no_route(body):
+            return NotSupportedError("the server has no such endpoint")
         return ModelNotFoundError(message)
     if status_code == 408:
         return UpstreamTimeoutError(message)
     if status_code == 413:
         return PayloadTooLargeError(message)
+    if status_code == 501:
+        # llama-server without --embeddings: "This server does not support embeddings".
+        return NotSupportedError(message)
     if status_code == 429:
         return OverloadedError(message, retry_after=retry_after)
     if status_code == 503:

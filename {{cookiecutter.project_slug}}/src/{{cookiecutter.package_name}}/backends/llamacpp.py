@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..llm.errors import LlmError
+from ..llm.errors import LlmError, UpstreamCredentialsError
 from ..llm.models import ModelInfo
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
@@ -58,6 +58,8 @@ class LlamaCppClient(OpenAICompatibleClient):
             if isinstance(slots, list):
                 running = float(sum(1 for slot in slots if slot.get("is_processing")))
                 capacity = len(slots) or capacity
+        except UpstreamCredentialsError:
+            raise  # Only /health is open with --api-key: a refused key shows here.
         except (LlmError, ValueError):
             pass  # --no-slots: rely on /metrics or our own count.
         found = await self.scrape((PROCESSING, DEFERRED)) or {}

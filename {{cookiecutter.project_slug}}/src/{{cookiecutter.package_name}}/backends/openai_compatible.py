@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
+from ..llm.errors import NotSupportedError
 from ..llm.models import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -40,6 +41,7 @@ FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_ca
 FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "abort": "error"}
 # Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
 CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+NO_EMBEDDINGS = "this model does not serve embeddings"
 ChunkT = TypeVar("ChunkT", ChatCompletionChunk, TextCompletionChunk)
 # Chunks that need more than validation: in-band errors (`"error"` also as `"object"`'s
 # value), usage to move to the end, reasoning to rename, tool calls that set the finish.
@@ -156,9 +158,16 @@ class OpenAICompatibleClient(HttpClient):
         return validate(TextCompletionResponse, data)
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        data, _ = await self.fetch(
-            "POST", self.embeddings_path, body=request.wire(self.node.extra_fields)
-        )
+        if not self.supports_embeddings:
+            raise NotSupportedError(NO_EMBEDDINGS)
+        try:
+            data, _ = await self.fetch(
+                "POST", self.embeddings_path, body=request.wire(self.node.extra_fields)
+            )
+        except NotSupportedError:
+            # Learned from the server itself (no route, or llama.cpp's 501).
+            self.supports_embeddings = False
+            raise NotSupportedError(NO_EMBEDDINGS) from None
         return validate(EmbeddingResponse, data)
 
     # --- streams ---------------------------------------------------------------------

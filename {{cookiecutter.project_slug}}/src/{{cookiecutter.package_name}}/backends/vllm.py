@@ -6,13 +6,23 @@ scheduler's queue (`vllm:num_requests_waiting`), its running batch
 (`vllm:num_requests_running`) and the fraction of KV-cache blocks in use
 (`vllm:kv_cache_usage_perc`, called `vllm:gpu_cache_usage_perc` before 0.9.2),
 one sample per model and engine.
+
+Checked against a running vLLM 0.32 (CPU build): /health and /metrics stay open
+when the server has an API key, so the health check also reads /v1/models, which
+needs it; a server registers /v1/embeddings only with a pooling runner
+(`--runner pooling`) and the generation routes only with a generate runner, which
+discovery learns from the routes themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Mapping
 from typing import Any
 
-from ..llm.models import ChatCompletionRequest
+from ..llm.errors import ContextLengthExceededError, LlmError, NotSupportedError
+from ..llm.models import ChatCompletionRequest, ModelInfo
 from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
 
@@ -20,6 +30,10 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_CACHE = "vllm:kv_cache_usage_perc"
 KV_CACHE_BEFORE_0_9_2 = "vllm:gpu_cache_usage_perc"
+_MAX_TOKENS_OVER = re.compile(
+    r"max_(?:completion_|output_)?tokens=(?P<requested>\d+) cannot be greater than "
+    r"max_model_len=(?P<context>\d+)"
+)
 
 
 class VllmClient(OpenAICompatibleClient):
@@ -42,8 +56,45 @@ class VllmClient(OpenAICompatibleClient):
                 body.pop("reasoning_effort", None)
         return body
 
+    async def list_models(self) -> list[ModelInfo]:
+        models = await super().list_models()
+        embeds, generates = await asyncio.gather(
+            self._has_route(self.embeddings_path), self._has_route(self.chat_path)
+        )
+        self.supports_embeddings = embeds
+        for model in models:
+            model.supports_embeddings = embeds
+            model.supports_chat = model.supports_text = generates
+        return models
+
+    async def _has_route(self, path: str) -> bool:
+        """A GET on a POST route is 405 where the route exists, 404 where it does not."""
+        try:
+            await self.probe(path)
+        except NotSupportedError:
+            return False
+        except LlmError:
+            pass
+        return True
+
+    def error_for(self, status_code: int, body: bytes, headers: Mapping[str, str]) -> LlmError:
+        """vLLM's "max_tokens=N cannot be greater than max_model_len=M", in OpenAI's words,
+        which client libraries read as a context-window error."""
+        error = super().error_for(status_code, body, headers)
+        limit = _MAX_TOKENS_OVER.search(error.message)
+        if isinstance(error, ContextLengthExceededError) and limit:
+            return ContextLengthExceededError(
+                f"This model's maximum context length is {limit['context']} tokens. However, "
+                f"you requested {limit['requested']} output tokens. Please reduce the number "
+                f"of requested output tokens.",
+                param="max_tokens",
+            )
+        return error
+
     async def check_health(self) -> None:
         await self.probe("/health")
+        # /health and /metrics are open even with --api-key: a refused key shows here.
+        await self.probe(self.models_path)
         found = await self.scrape((RUNNING, WAITING, KV_CACHE, KV_CACHE_BEFORE_0_9_2))
         if found is None:
             return  # Healthy but unmeasured: the gauges age out and count as unknown.

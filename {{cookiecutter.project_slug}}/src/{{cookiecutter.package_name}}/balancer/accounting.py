@@ -2,9 +2,10 @@
 
 In-flight counts change only here: up when an attempt is dispatched, down in the
 request path's `finally`, so they cannot drift whatever way the attempt ends.
-Only the node's own failures (retryable errors: it was down, overloaded, broke
-the connection) count against it; a request refused for its content says nothing
-about the node.
+Only the node's own failures (retryable errors: it was down, broke the
+connection) count against it; a full node is set aside for its Retry-After but
+not counted as failing, and a request refused for its content says nothing about
+the node.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..llm.errors import LlmError, UpstreamError
+from ..llm.errors import LlmError, OverloadedError, UpstreamError
 from .metrics import BalancerMetrics
 from .node import Node
 from .shared import SharedState
 
 log = logging.getLogger(__name__)
+# Bounds (s) of the Retry-After derived for a busy answer that gave none.
+BUSY_RETRY_AFTER_S = (1.0, 30.0)
 
 # Answers longer than this count as this long in latency samples.
 REFERENCE_TOKENS = 100
@@ -85,7 +88,12 @@ class Accounting:
             log.error("node %s: client raised %s", node.name, type(exc).__name__, exc_info=exc)
             error = UpstreamError(f"node {node.name} failed")
         self._metrics.error(node.name, error.code or error.error_type)
-        if error.retryable:
+        if isinstance(error, OverloadedError):
+            # A full node (vLLM's busy 503) works: tried elsewhere, set aside, not ejected.
+            if error.retry_after is None:
+                error.retry_after = _busy_retry_after(node)
+            node.busy(self._now(), error.retry_after)
+        elif error.retryable:
             now = self._now()
             before = node.state(now)
             if node.failed((now - started) * 1000, now, error.retry_after):
@@ -108,3 +116,10 @@ class Accounting:
                 log.info("node %s: %s -> %s", node.name, before, after)
         if self._current(node):
             self._metrics.publish(node, now)
+
+
+def _busy_retry_after(node: Node) -> float:
+    """For a full node that gave no Retry-After (vLLM's busy 503): about one of its
+    answers, when a running request should have freed room."""
+    latency_s = (node.success_latency.value_ms or 1000.0) / 1000
+    return min(max(latency_s, BUSY_RETRY_AFTER_S[0]), BUSY_RETRY_AFTER_S[1])

@@ -184,10 +184,12 @@ class Admission:
         if not fitting:
             largest = max(node.served[facts.model].context_length or 0 for node in serving)
             lb = self._registry.lb
+            # OpenAI's wording, which client libraries' context-window fallbacks look for.
             raise ContextLengthExceededError(
-                f"the prompt and max_tokens need about {facts.needed_tokens} tokens "
-                f"(estimated at {lb.chars_per_token:g} characters a token); "
-                f"the largest context length serving {facts.model!r} is {largest}",
+                f"This model's maximum context length is {largest} tokens. However, your "
+                f"messages resulted in about {facts.prompt_tokens} tokens (estimated at "
+                f"{lb.chars_per_token:g} characters a token). Please reduce the length "
+                f"of the messages.",
                 param="messages",
             )
         usable = [node for node in fitting if node.usable(now)]
@@ -223,5 +225,8 @@ def _look_again(woken: asyncio.Future[Node | None]) -> None:
 
 
 def _fits(node: Node, facts: RequestFacts) -> bool:
+    """The servers' own rule (vLLM 0.32, llama.cpp): only a prompt that fills the context
+    alone is refused; one whose max_tokens overruns it is served and cut at the context
+    (finish_reason "length"), so the balancer refuses no more than the node would."""
     context = node.served[facts.model].context_length
-    return context is None or facts.needed_tokens <= context
+    return context is None or facts.prompt_tokens < context

@@ -195,8 +195,10 @@ class Balancer:
         if not any(listed.id == model for listed in self.settings.models):
             raise ModelNotFoundError(f"the model {model!r} is not served here", param="model")
         lb = self.lb
-        needed = math.ceil(len(prompt) / lb.chars_per_token) + (max_tokens or 0)
-        return RequestFacts(model, needed, prompt[: lb.prefix_chars])
+        prompt_tokens = math.ceil(len(prompt) / lb.chars_per_token)
+        return RequestFacts(
+            model, prompt_tokens + (max_tokens or 0), prompt[: lb.prefix_chars], prompt_tokens
+        )
 
     async def _call(
         self,

@@ -266,6 +266,13 @@ class Node:
         if self.breaker is Breaker.HALF_OPEN:
             self._close(now)
 
+    def busy(self, now: float, retry_after: float | None) -> None:
+        """Set the node aside for the Retry-After it gave (capped)."""
+        if retry_after:
+            self.cooldown_until = max(
+                self.cooldown_until, now + min(retry_after, self.lb.retry_after_max_s)
+            )
+
     def failed(self, elapsed_ms: float, now: float, retry_after: float | None) -> bool:
         """Count a node failure; return True when it ejects the node.
 
@@ -277,10 +284,7 @@ class Node:
         # cheaper than a node not yet measured.
         baseline = max(self.success_latency.value_ms or 0.0, self.lb.default_latency_ms)
         self.latency.observe(max(elapsed_ms, baseline) * self.lb.failure_latency_penalty, now)
-        if retry_after:
-            self.cooldown_until = max(
-                self.cooldown_until, now + min(retry_after, self.lb.retry_after_max_s)
-            )
+        self.busy(now, retry_after)
         self.consecutive_failures += 1
         self._remember(False)
         self._tick(now)

@@ -25,6 +25,8 @@ class RequestFacts:
     model: str
     needed_tokens: int
     prefix: str
+    # The prompt alone (estimated): what vLLM and llama.cpp check against the context.
+    prompt_tokens: int = 0
 
 
 class Chooser(abc.ABC):

@@ -92,6 +92,11 @@ class UpstreamError(LlmError):
     retryable = True
 
 
+class UpstreamCredentialsError(UpstreamError):
+    """The node refused the provider's own key for it: the node is unusable until the
+    operator fixes the configuration, though its health routes may still answer."""
+
+
 class UpstreamUnavailableError(LlmError):
     """The node could not be reached or is not ready (connect error, 503 while loading)."""
 

@@ -37,6 +37,11 @@ def _dialect(sim: Simulator) -> Dialect:
 def create_app(config: SimConfig, sim: Simulator | None = None) -> Starlette:
     """An app speaking `config.dialect`; its `Simulator` is `app.state.sim`."""
     sim = sim or Simulator(config)
-    app = Starlette(routes=_dialect(sim).routes(), middleware=[Middleware(DropMiddleware)])
+    dialect = _dialect(sim)
+    app = Starlette(
+        routes=dialect.routes(),
+        middleware=[Middleware(DropMiddleware)],
+        exception_handlers=dialect.exception_handlers(),
+    )
     app.state.sim = sim
     return app

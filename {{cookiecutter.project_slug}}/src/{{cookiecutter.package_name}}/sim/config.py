@@ -49,6 +49,14 @@ class SimConfig(BaseModel):
     seed: int = 0
     api_key: str | None = None
     metrics_enabled: bool = Field(default=True, description="llama.cpp's --metrics.")
+    embeddings: bool | None = Field(
+        default=None,
+        description=(
+            "Serve /v1/embeddings. vLLM: a pooling runner (--runner pooling), which then "
+            "serves no generation; llama.cpp: --embeddings.  None: as the server starts by "
+            "default (vLLM and llama.cpp without, the others with)."
+        ),
+    )
 
     @field_validator("models")
     @classmethod
@@ -56,6 +64,11 @@ class SimConfig(BaseModel):
         if any(not name.strip() for name in value):
             raise ValueError("model names must not be empty")
         return value
+
+    def serves_embeddings(self) -> bool:
+        if self.embeddings is not None:
+            return self.embeddings
+        return self.dialect not in ("vllm", "llamacpp")
 
     def model_names(self) -> list[str]:
         return self.models or [DEFAULT_MODELS[self.dialect]]

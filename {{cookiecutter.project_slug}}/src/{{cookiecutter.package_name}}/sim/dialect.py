@@ -43,6 +43,11 @@ class Dialect:
     def routes(self) -> list[BaseRoute]:
         raise NotImplementedError
 
+    def exception_handlers(self) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+        """How the server's framework answers a path it has no route for (Starlette's own
+        plain-text answers unless a dialect says otherwise)."""
+        return {}
+
     def error(
         self, status: int, message: str, kind: str = "", param: str | None = None
     ) -> Response:

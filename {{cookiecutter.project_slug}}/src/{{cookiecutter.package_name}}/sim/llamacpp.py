@@ -1,9 +1,12 @@
 """llama.cpp's `llama-server`: /v1/*, /health, /props, /slots and /metrics (with --metrics).
 
-Shapes follow tools/server in llama.cpp: errors `{"error": {code, message, type}}`
-(503 `unavailable_error` "Loading model" while loading, 400
+Shapes follow tools/server in llama.cpp (checked against a running llama-server
+built from llama-cpp-python 0.3.36's sources, b1-0c1e570): errors `{"error": {code,
+message, type}}` (503 `unavailable_error` "Loading model" while loading, 400
 `exceed_context_size_error` with `n_prompt_tokens` and `n_ctx`), answers with
-`timings` and `system_fingerprint`, thinking in `reasoning_content`.  The
+`timings` and `system_fingerprint`, a stream's role chunk with `content: null`,
+thinking in `reasoning_content`, /v1/embeddings refused with 501 unless started
+with `--embeddings` (`embeddings=True`), and only /health open with an API key.  The
 server serves one model whatever the request names.  Stock llama-server defers
 without bound; with `max_queue` set the simulator answers 503 `unavailable_error`.
 """
@@ -35,9 +38,11 @@ ERROR_TYPES = {
 
 class LlamaCppServer(OpenAICompatible):
     reasoning_field = "reasoning_content"
+    role_content = None
     owned_by = "llamacpp"
     completion_default_max_tokens = None  # n_predict -1: until the model stops
-    public_paths = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
+    # Only health is open with --api-key (tools/server/server-http.cpp).
+    public_paths = frozenset({"/health", "/v1/health"})
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -97,18 +102,25 @@ class LlamaCppServer(OpenAICompatible):
             raise self.context_error(prompt_tokens, requested)
         return min(requested, room) if requested is not None else room
 
+    async def embeddings(self, request: Request) -> Response:
+        if not self.sim.config.serves_embeddings():
+            message = "This server does not support embeddings. Start it with `--embeddings`"
+            return self.error(501, message)
+        return await super().embeddings(request)
+
     # --- extra fields --------------------------------------------------------------
 
     def model_card(self, name: str) -> dict[str, Any]:
         meta = {
             "vocab_type": 2,
             "n_vocab": 128256,
+            "n_ctx": self.sim.config.context_length,
             "n_ctx_train": self.sim.config.context_length,
             "n_embd": 3072,
             "n_params": 3212749888,
             "size": 2019373056,
         }
-        return {**super().model_card(name), "meta": meta}
+        return {**super().model_card(name), "aliases": [name], "tags": [], "meta": meta}
 
     async def list_models(self, request: Request) -> Response:
         name = self.models()[0]

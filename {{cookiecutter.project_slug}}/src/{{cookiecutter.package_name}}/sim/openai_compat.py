@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +23,8 @@ from starlette.routing import BaseRoute, Route
 from .dialect import Dialect, RequestError, as_stop_list, positive_int, text_of
 from .engine import Piece, Plan, count_tokens
 from .wire import dumps, json_response, read_json
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,6 +55,8 @@ class OpenAICompatible(Dialect):
     reasoning_field: str | None = "reasoning"
     sse_prefix = b"data: "
     owned_by = "organization_owner"
+    # The content of a stream's first (role) chunk: "" (OpenAI, vLLM) or null (llama.cpp).
+    role_content: str | None = ""
     # OpenAI's default for /v1/completions; None: until the model stops.
     completion_default_max_tokens: int | None = 16
 
@@ -97,6 +101,13 @@ class OpenAICompatible(Dialect):
         if not isinstance(body, dict):
             raise self.bad_request("request body must be a JSON object")
         return body
+
+    def field(self, name: str, parse: Callable[[Any], T], value: Any) -> T:
+        """A parsed request field; a ValueError is the server's refusal naming the field."""
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise self.bad_request(str(error), name) from None
 
     def resolve_model(self, name: Any) -> str:
         """The model the answer names; unknown names are refused as the server does."""
@@ -201,13 +212,12 @@ class OpenAICompatible(Dialect):
         model = self.resolve_model(body.get("model"))
         prompt = "\n".join(text_of(message.get("content")) for message in messages)
         prompt_tokens = count_tokens(prompt)
-        try:
-            requested = positive_int(
-                body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens"
-            )
-            stop = as_stop_list(body.get("stop"))
-        except ValueError as error:
-            raise self.bad_request(str(error)) from None
+        requested = self.field(
+            "max_tokens",
+            partial(positive_int, name="max_tokens"),
+            body.get("max_completion_tokens", body.get("max_tokens")),
+        )
+        stop = self.field("stop", as_stop_list, body.get("stop"))
         limit = self.token_limit(prompt_tokens, requested)
         seed = _seed(body)
         plan = self.sim.plan(
@@ -297,7 +307,7 @@ class OpenAICompatible(Dialect):
         async for piece in pieces:
             if not started:
                 # The role chunk goes out with the first token, as the servers do.
-                yield self.chat_chunk(turn, {"role": "assistant", "content": ""})
+                yield self.chat_chunk(turn, {"role": "assistant", "content": self.role_content})
                 started = True
             if piece.kind == "content":
                 yield self.chat_chunk(turn, {"content": piece.text})
@@ -310,7 +320,7 @@ class OpenAICompatible(Dialect):
                 delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece.text}}]}
                 yield self.chat_chunk(turn, delta)
         if not started:
-            yield self.chat_chunk(turn, {"role": "assistant", "content": ""})
+            yield self.chat_chunk(turn, {"role": "assistant", "content": self.role_content})
         if plan.tool_call is not None and not tool_started:
             yield self.tool_header(turn, plan)
         yield self.chat_chunk(turn, {}, plan.finish_reason, plan)
@@ -351,11 +361,10 @@ class OpenAICompatible(Dialect):
             raise self.bad_request("prompt must be a string (one prompt per request)", "prompt")
         model = self.resolve_model(body.get("model"))
         prompt_tokens = count_tokens(prompt)
-        try:
-            requested = positive_int(body.get("max_tokens"), "max_tokens")
-            stop = as_stop_list(body.get("stop"))
-        except ValueError as error:
-            raise self.bad_request(str(error)) from None
+        requested = self.field(
+            "max_tokens", partial(positive_int, name="max_tokens"), body.get("max_tokens")
+        )
+        stop = self.field("stop", as_stop_list, body.get("stop"))
         if requested is None:
             requested = self.completion_default_max_tokens
         limit = self.token_limit(prompt_tokens, requested)
