@@ -81,6 +81,46 @@ def test_overhead_with_a_litellm_that_exits_at_once_is_one_line(tmp_path: Path) 
     assert_one_line(done, "bench overhead: stopped", "LiteLLM", "did not start")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("overhead", "--duration", "0"),
+        ("overhead", "--duration", "-1"),
+        ("overhead", "--stream-sends", "0"),
+        ("transport", "--seconds", "0"),
+        ("transport", "--warmup", "-1"),
+        ("transport", "--concurrency", "0"),
+        ("transport", "--chunks", "0"),
+        ("balancer", "--loads", "0.5,0"),
+        ("balancer", "--loads", "-0.5"),
+        ("queue", "--duration", "0"),
+        ("queue", "--waiters", "-1"),
+    ],
+    ids=" ".join,
+)
+def test_a_benchmark_refuses_an_out_of_range_number_before_it_starts(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Zero or negative sizes and times would end in a ZeroDivisionError or IndexError
+    traceback, or a table of nothing, after the benchmark had started its processes."""
+    done = command("bench", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"bench {args[0]}: error: {args[1]}" in done.stderr.strip().splitlines()[-1]
+
+
+def test_overhead_compare_without_the_package_in_src_is_refused(tmp_path: Path) -> None:
+    """Without the package there, the row would silently measure this install instead."""
+    empty = tmp_path / "src"
+    empty.mkdir()
+    for spec in (str(tmp_path / "missing"), f"old={empty}"):
+        done = command("bench", "overhead", "--compare", spec, cwd=tmp_path)
+        assert done.returncode == 2, done.stdout + done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert "bench overhead: error: --compare" in last
+        assert "{{ cookiecutter.package_name }}" in last
+
+
 @pytest.mark.parametrize("name", ["transport", "balancer", "overhead"])
 def test_a_benchmark_stopped_from_outside_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str

@@ -442,6 +442,16 @@ def main(argv: list[str]) -> int:
         help="socket writes per 100-chunk stream at the node (default 1; 102 is one per event)",
     )
     args = parser.parse_args(argv)
+    # Checked before any process starts: zero would end in a division by zero at the end.
+    if args.duration <= 0:
+        parser.error("--duration must be greater than 0")
+    if args.stream_sends < 1:
+        parser.error("--stream-sends must be at least 1")
+    for spec in args.compare:
+        # Without the package there, the row would measure this install under another name.
+        src = Path(spec.rpartition("=")[2])
+        if not (src / PACKAGE / "__init__.py").is_file():
+            parser.error(f"--compare {spec}: no {PACKAGE} package in {src}")
     if args.litellm and not os.access(args.litellm, os.X_OK):
         print(f"bench overhead: --litellm {args.litellm}: not an executable file", file=sys.stderr)
         return 2

@@ -206,6 +206,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time per cell")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per stream")
     args = parser.parse_args(argv)
+    # Checked before the simulator starts; a cell of no time has no percentiles to print.
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    if args.chunks < 1:
+        parser.error("--chunks must be at least 1")
+    if args.seconds <= 0:
+        parser.error("--seconds must be greater than 0")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
     with (
         simulator(args.chunks, args.concurrency) as url,
         asyncio.Runner(loop_factory=event_loop) as runner,

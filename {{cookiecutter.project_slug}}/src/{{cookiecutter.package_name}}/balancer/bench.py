@@ -306,6 +306,9 @@ def main(argv: list[str]) -> int:
         loads = [float(value) for value in args.loads.split(",")]
     except ValueError:
         parser.error(f"--loads expects numbers such as 0.5,0.8; got {args.loads!r}")
+    if not all(load > 0 for load in loads):
+        # Arrivals are spaced by 1 / load: a zero or negative share has no arrival rate.
+        parser.error(f"--loads must all be greater than 0; got {args.loads!r}")
     if args.requests < 100:
         parser.error("--requests must be at least 100")
     # Ejections are part of the experiment, not news.

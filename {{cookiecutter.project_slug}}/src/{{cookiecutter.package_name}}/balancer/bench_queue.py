@@ -147,6 +147,10 @@ def main(argv: list[str]) -> int:
         "--waiters", type=int, nargs="+", default=[0, 256, 1024], help="queue lengths"
     )
     args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be greater than 0")
+    if min(args.waiters) < 0:
+        parser.error("--waiters must not be negative")
     logging.basicConfig(level=logging.WARNING)
     rows = [(waiters, uvloop.run(measure(waiters, args.duration))) for waiters in args.waiters]
     print(table(rows))
