@@ -383,8 +383,21 @@ async def test_413_is_readable_by_a_client_still_uploading(fake_api: Any) -> Non
     limit = 64 * 1024
     async with fake_api(max_body_bytes=limit) as url:
         body = b"x" * (8 * 1024 * 1024)
-        # A client that writes the whole body before it reads, as most do.
-        raw = await exchange(url, request("POST", "/v1/chat/completions", BEARER, body=body))
+        # A client that writes the whole body before it reads, and asks to close after.
+        closing = request("POST", "/v1/chat/completions", BEARER, "connection: close", body=body)
+        raw = await exchange(url, closing)
+
+        # One keep-alive connection: oversized uploads, declared and chunked, in turn.
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(128):
+                yield b"x" * 65536
+
+        statuses = []
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(2):
+                for content in (body, chunks()):
+                    sent = await http.post("/v1/chat/completions", content=content, headers=AUTH)
+                    statuses.append(sent.status_code)
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as client:
             with pytest.raises(openai.APIStatusError) as caught:
                 await client.chat.completions.create(
@@ -393,6 +406,7 @@ async def test_413_is_readable_by_a_client_still_uploading(fake_api: Any) -> Non
     assert raw.startswith(b"HTTP/1.1 413 ")
     assert error_of(raw)["code"] == "payload_too_large"
     assert caught.value.status_code == 413  # not a connection error the client would retry
+    assert statuses == [413, 413, 413, 413]
 
 
 # --- 11. the smaller things ----------------------------------------------------------------

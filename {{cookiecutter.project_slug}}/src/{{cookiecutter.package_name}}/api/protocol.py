@@ -15,7 +15,7 @@ client_header_timeout and client_body_timeout:
 - from the headers to the end of the body: `body_timeout_s`, then 408 (if no
   answer has started) and the connection is closed;
 - a body still arriving after its answer (a 413) is read and dropped until it
-  ends (within `body_timeout_s`), then the connection is closed.
+  ends, within `body_timeout_s`, so the client can read the answer.
 
 It also tells the app when a client goes away (the `DISCONNECTED` scope
 extension), so a request's work is cancelled without a watcher task.
@@ -65,6 +65,7 @@ class LimitedProtocol(HttpToolsProtocol):
         self._head_lines = 0
         self._timer: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
+        self._close_when_read = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -100,14 +101,24 @@ class LimitedProtocol(HttpToolsProtocol):
         self._gone = self.loop.create_future()
         self.scope["extensions"] = {DISCONNECTED: {"future": self._gone}}
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.keep_alive and self.scope["http_version"] == "1.1":
+            # `Connection: close`: uvicorn would close as soon as the answer is written,
+            # resetting a client still sending its body; close once the body is read.
+            self._close_when_read = True
+            cycle.keep_alive = True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.cycle is not None and self.cycle.response_complete:
             # Answered before its body was read (a 413): the rest was read and dropped so
             # the client, which writes before it reads, sees the answer rather than a reset
-            # (nginx's lingering close).  Now the connection can close cleanly.
-            self.transport.close()
+            # (nginx's lingering close, bounded by the body timeout).  The connection stays
+            # usable, as the answer promised: the next request starts here.
+            self._phase = _HEAD
+            self._since = self.loop.time()
+            if self._close_when_read:
+                self.transport.close()
         else:
             self._phase = _APP
 
@@ -116,6 +127,8 @@ class LimitedProtocol(HttpToolsProtocol):
             self._phase = _HEAD
             self._since = self.loop.time()
         super().on_response_complete()
+        if self._close_when_read and self._phase != _BODY:
+            self.transport.close()
 
     # --- the timer -------------------------------------------------------------------
 
