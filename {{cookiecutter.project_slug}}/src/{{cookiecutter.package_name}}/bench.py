@@ -21,6 +21,7 @@ BENCHMARKS = {
     "balancer": "balancing quality of every strategy on a simulated heterogeneous fleet",
     "overhead": "latency and throughput the provider adds over a node, beside nginx and LiteLLM",
     "queue": "completions per second with 0, 256 and 1,024 requests waiting for a slot",
+    "workers": "requests per second through serve --workers 2 against one worker",
 }
 
 
@@ -33,6 +34,10 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from .balancer.bench import main as balancer
 
         return balancer
+    if name == "workers":
+        from .api.bench_workers import main as workers
+
+        return workers
     if name == "queue":
         from .balancer.bench_queue import main as queue
 

@@ -153,3 +153,25 @@ async def test_redis_killed_under_load_degrades_then_rejoins(
         assert log.count("Redis unreachable") == 1, log
         assert "Redis reachable again" in log
         assert "Traceback" not in log
+
+
+async def test_a_killed_replica_frees_its_slots_after_the_lease(
+    redis_server: RedisServer, start_replica: ReplicaFactory, counted_node: Any
+) -> None:
+    sim, counter = await counted_node(ttft_s=2.0, output_tokens=2, max_concurrency=64)
+    # Slots held by a dead replica would keep every request of the other one waiting past
+    # selection_timeout_s (429); with a 1 s lease they are free again well before.
+    config = node_config([("slow", sim.url, 4)]) + "\n[cluster]\nlease_ttl_s = 1.0\n"
+    a, b = [await start_replica(config, OPENROUTER_REDIS_URL=redis_server.url) for _ in "ab"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        for replica in (a, b):
+            await until_cluster(client, replica, "connected")
+        held = [asyncio.create_task(chat(client, a)) for _ in range(4)]
+        for _ in range(500):
+            if counter.now == 4:
+                break
+            await asyncio.sleep(0.02)
+        a.process.kill()
+        await asyncio.gather(*held, return_exceptions=True)
+        statuses = await asyncio.gather(*(chat(client, b) for _ in range(4)))
+    assert statuses == [200] * 4
