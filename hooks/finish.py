@@ -9,6 +9,7 @@ Standard library only (see answers.py).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import shlex
@@ -57,9 +58,22 @@ TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
 
 
 def remove_tool_caches(project: Path) -> None:
-    for name in TOOL_CACHES:
-        for path in list(project.rglob(name)):
-            shutil.rmtree(path, ignore_errors=True)
+    """Drop the template's stray caches, never looking into .git or a virtualenv.
+
+    Regenerating over an existing project (`-f`, a replay) runs this inside the user's
+    tree: a .venv's thousands of __pycache__ directories are not the template's.
+    """
+    for top, dirs, _ in os.walk(project):
+        here = Path(top)
+        for name in [name for name in dirs if name in TOOL_CACHES]:
+            shutil.rmtree(here / name, ignore_errors=True)
+        dirs[:] = [
+            name
+            for name in dirs
+            if name not in TOOL_CACHES
+            and name not in (".git", ".venv")
+            and not (here / name / "pyvenv.cfg").exists()
+        ]
 
 
 def remove_other_backends(project: Path, package: str, backend: str) -> None:

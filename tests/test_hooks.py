@@ -251,6 +251,27 @@ def test_prune_keeps_the_chosen_backend_openai_compatible_and_custom(
     assert recorded["run_generated_tests"] is False
 
 
+def test_regenerating_over_a_project_leaves_its_environments_and_git_alone(
+    tmp_path: Path,
+) -> None:
+    """`--replay-file .cookiecutter.json -f` prunes inside the user's project: the template's
+    stray caches go, but not the caches of .venv, another virtualenv, or .git."""
+    project = make_project(tmp_path)
+    stray = project / "src" / "pkg" / "__pycache__"
+    kept = [
+        project / ".venv" / "lib" / "site" / "__pycache__",
+        project / "env311" / "lib" / "__pycache__",
+        project / ".git" / "hooks" / ".ruff_cache",
+    ]
+    for path in [stray, *kept]:
+        path.mkdir(parents=True)
+        (path / "x.pyc").write_text("")
+    (project / "env311" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    finish.prune(project, default_answers(package_name="pkg"))
+    assert not stray.exists()
+    assert [path for path in kept if not (path / "x.pyc").exists()] == []
+
+
 def test_child_env_drops_what_would_change_the_nested_run() -> None:
     env = finish.child_env(
         {
