@@ -50,8 +50,12 @@ def test_dockerfile_installs_dependencies_before_copying_the_source(variants: Va
     installs = [
         index for index, (op, args) in enumerate(steps) if op == "RUN" and "pip install" in args
     ]
-    # The layer with every dependency comes from pyproject.toml alone ...
+    # The layer with every dependency comes from pyproject.toml alone (and the license texts
+    # it names): not the README, which is edited far more often than the dependencies ...
     assert manifest < installs[0] < source
+    assert set(steps[manifest][1].split()[:-1]) <= {"pyproject.toml", "LICENSE*"}
+    readme = next(index for index, args in copies if "README.md" in args.split()[:-1])
+    assert installs[0] < readme < installs[-1]
     # ... and the source layer installs only the project itself.
     after = [index for index in installs if index > source]
     assert after and all("--no-deps" in steps[index][1] for index in after)
