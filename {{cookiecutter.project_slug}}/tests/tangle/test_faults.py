@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 from eth_abi.abi import decode, encode
+from eth_account import Account
 from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.tangle.abi import (
     GET_JOB_CALL,
     JOB_RESULT_SUBMITTED,
+    SUBMIT_HEARTBEAT_DIRECT,
     SUBMIT_RESULT,
     SUBMIT_RESULTS,
 )
@@ -100,6 +102,10 @@ async def pool(chain: Chain) -> dict[int, dict[str, Any]]:
             if sender.lower() == OPERATOR.lower():
                 mine.update(txs)
     return {int(nonce): tx for nonce, tx in mine.items()}
+
+
+async def pool_has(chain: Chain) -> bool:
+    return bool(await pool(chain))
 
 
 async def results_in_pool(chain: Chain) -> set[str]:
@@ -215,6 +221,48 @@ async def test_results_a_reorg_drops_are_answered_again_once(
     assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
     assert "the chain moved back" in caplog.text
     assert process.runner.checkpoint.in_flight == 0
+
+
+async def test_a_result_whose_nonce_another_process_took_after_a_reorg_is_answered_again(
+    isolated_chain: Chain, start_runner: RunnerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    chain = isolated_chain
+    first_block = await chain.block_number() + 1
+    (call,) = await submit(chain, 1)
+    await anvil(chain, "anvil_mine", hex(5))
+    process = await start_runner(confirmations=5, replace_after_s=3, start_block=first_block)
+    await process.answered(1)
+    await anvil(chain, "evm_setAutomine", False)
+    await anvil(chain, "anvil_reorg", 1, [])  # the result's block goes, the job's stays
+
+    async def sent_again() -> bool:
+        return bool(await results_in_pool(chain))
+
+    await eventually(sent_again, "the dropped result is sent again")
+    for tx_hash in await results_in_pool(chain):
+        await anvil(chain, "anvil_dropTransaction", tx_hash)
+    # Another process with the same key (a standby, say) takes that nonce for a heartbeat.
+    elsewhere = Chain(local_tangle(chain.settings.http_rpc_url), Account.from_key(OPERATOR_KEY))
+    try:
+        heartbeat = asyncio.create_task(
+            elsewhere.send(elsewhere.status_registry, SUBMIT_HEARTBEAT_DIRECT, 0, 0, 0, b"")
+        )
+        await eventually(lambda: pool_has(chain), "the heartbeat is in the mempool")
+        await anvil(chain, "evm_mine")
+        await heartbeat
+    finally:
+        await elsewhere.aclose()
+    await anvil(chain, "evm_setAutomine", True)
+
+    async def answered_and_final() -> bool:
+        await anvil(chain, "evm_mine")
+        return await completed(chain, call) and process.runner.unconfirmed == 0
+
+    await eventually(answered_and_final, "the call is answered again and final")
+    assert await process.stop() == 0
+    assert len((await results(chain, first_block))[call]) == 1
+    assert f"call {call}: its result is no longer on chain" in caplog.text
+    assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
 
 
 # --- fees -----------------------------------------------------------------------------

@@ -186,6 +186,7 @@ class _Slot:
     attempts: list[_Attempt] = field(default_factory=list)
     sent_at: float = field(default_factory=time.monotonic)
     mined: bool = False  # seen in a receipt; a reorg can undo it
+    awaited: bool = True  # a `send` is waiting for it (else `keep_transactions` looks after it)
 
     @property
     def last(self) -> _Attempt:
@@ -530,6 +531,12 @@ class Chain:
         return None
 
     async def _until_mined(self, slot: _Slot, what: str) -> tuple[str, Receipt]:
+        try:
+            return await self._poll_receipt(slot, what)
+        finally:
+            slot.awaited = False
+
+    async def _poll_receipt(self, slot: _Slot, what: str) -> tuple[str, Receipt]:
         failures = 0
         # A local chain mines at once, a public one every few seconds: ask soon, then less often.
         poll_s = 0.01
@@ -604,7 +611,10 @@ class Chain:
         A reorg takes transactions out of blocks, and a node need not return them to
         its pool (anvil does not): the nonce count falls below ours and everything we
         send after waits in the queue.  Each dropped one is sent again as it was signed,
-        so the nonce sequence has no gap and the results come back.
+        so the nonce sequence has no gap and the results come back.  One that still is
+        not mined after `replace_after_s` is replaced like any stuck transaction; if
+        another transaction took its nonce, the runner finds its calls unanswered and
+        answers them again.
         """
         if self.account is None:
             return
@@ -615,6 +625,15 @@ class Chain:
                 del self._slots[nonce]
         moved_back = self._mined_count is not None and mined < self._mined_count
         self._mined_count = mined
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            if slot.awaited or slot.nonce < mined or moved_back:
+                continue
+            if now - slot.sent_at >= self.settings.replace_after_s:
+                try:
+                    await self._unstick(slot, "a transaction sent again")
+                except _NonceTaken:
+                    log.warning("nonce %d was used by another transaction", slot.nonce)
         if not moved_back:
             return
         lost = sorted(nonce for nonce, slot in self._slots.items() if nonce >= mined and slot.mined)
@@ -625,6 +644,7 @@ class Chain:
         for nonce in lost:
             slot = self._slots[nonce]
             slot.mined = False
+            slot.sent_at = now
             await self._broadcast(slot.last)
         expected = set(range(mined, max(self._slots, default=mined - 1) + 1))
         if not expected <= set(self._slots):
