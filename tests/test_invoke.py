@@ -266,6 +266,36 @@ def test_cruft_update_renders_with_the_new_commits_jinja_extension(
     assert "A NEW FILTER" in (project / "README.md").read_text(encoding="utf-8")
 
 
+def test_the_readmes_cruft_link_keeps_the_projects_answers_and_regenerates_cheaply(
+    tmp_path: Path, served: tuple[str, Path, dict[str, str]]
+) -> None:
+    """`cruft link` runs no hook: with the defaults it would record ollama for a vllm project
+    and run_generated_tests true, so every later diff and update would install and test."""
+    url, _, env = served
+    out = tmp_path / "out"
+    done = cookiecutter(
+        ["--no-input", url, "-o", str(out), "llm_backend=vllm"], tmp_path, {**env, SKIP_ENV: "1"}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    project = out / SLUG
+    git(["init", "-q", "-b", "main"], project, env)
+    commit_all(project, "generated", env)
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("cruft link "))
+    command = line.split("  #")[0].replace("gh:<org>/openrouter-blueprint", url)
+    linked = run(["bash", "-c", command], project, env, timeout=300)
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    saved = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    assert saved["context"]["cookiecutter"]["llm_backend"] == "vllm"
+    assert saved["context"]["cookiecutter"]["run_generated_tests"] is False
+    commit_all(project, "linked", env)
+    # No SKIP variable: only the saved answers keep the suite from running in the diff.
+    diff = run([CRUFT, "diff", "--exit-code"], project, env, timeout=300)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    assert "Creating .venv" not in diff.stdout + diff.stderr
+
+
 @pytest.mark.postgen
 @pytest.mark.xdist_group("suites")
 def test_a_failing_generated_test_fails_generation_and_shows_why(tmp_path: Path) -> None:
