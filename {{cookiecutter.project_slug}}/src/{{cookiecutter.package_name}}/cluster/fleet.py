@@ -372,10 +372,19 @@ class Fleet(SharedState):
                 self._dirty.add(node.name)
         pushed = [node for node in nodes if node.name in self._dirty]
         taking: dict[str, list[str]] = {}
+        # Slots of nodes a reload removed go back at once.
+        current = {node.name for node in nodes}
+        removed = {
+            name: self._owned.pop(name)
+            for name in list(self._owned)
+            if name not in current and self._owned[name]
+        }
         giving: dict[str, list[str]] = {}
         health_ttl = int(self._health_interval_s * 2000)
         keep_ms = max(self._ttl_ms, health_ttl) * 4  # long enough for a replica pulling late
         async with self.redis.pipeline(transaction=False) as pipe:
+            for name, ids in removed.items():
+                pipe.zrem(self._key("inflight", name), *ids)
             for node in nodes:
                 owned = self._owned.setdefault(node.name, [])
                 wanted = self._wanted.get(node.name, 0.0) > now
@@ -420,11 +429,12 @@ class Fleet(SharedState):
             try:
                 results = list(await pipe.execute())
             except BaseException:
-                for name, ids in giving.items():  # not known to be given back: still ours
-                    self._owned[name].extend(ids)
+                for name, ids in [*giving.items(), *removed.items()]:
+                    self._owned.setdefault(name, []).extend(ids)  # not known to be given back
                 raise
         self._refused.clear()
         self._dirty.difference_update(node.name for node in pushed)
+        results = results[len(removed) :]
         got = False
         for node in nodes:
             if node.name in taking:

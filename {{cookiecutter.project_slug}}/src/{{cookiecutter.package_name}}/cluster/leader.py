@@ -96,6 +96,7 @@ class Leadership:
         """Wait as a standby until this replica leads (True) or `stopping` is set (False)."""
         loop = asyncio.get_running_loop()
         announced = False
+        unreachable = False
         while not stopping.is_set():
             sent_at = loop.time()
             try:
@@ -105,8 +106,12 @@ class Leadership:
                     )
                 )
             except REDIS_DOWN as error:
-                log.warning("leader election: Redis unreachable (%s)", type(error).__name__)
+                if not unreachable:
+                    log.warning("leader election: Redis unreachable (%s)", type(error).__name__)
+                unreachable = True
                 token = 0
+            else:
+                unreachable = False
             if token:
                 self.token = token
                 self._valid_until = sent_at + self.lease_s * SAFE_FRACTION
