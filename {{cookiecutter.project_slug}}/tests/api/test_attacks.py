@@ -125,6 +125,66 @@ async def test_headers_over_the_limits_are_refused_without_reading_them(fake_api
     assert grown < GROWTH_MB
 
 
+async def test_chunk_trailers_are_bounded_like_headers(fake_api: Any) -> None:
+    async with fake_api(max_header_bytes=8192) as url, LoopLag() as lag:
+        before = peak_rss_mb()
+        sent = {"lines": 0, "value": 0}
+        for attack in sent:
+            async with connect(url) as (_, writer):
+                # No key: trailers arrive after the last chunk, and uvicorn keeps each one.
+                writer.write(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                    + (b"" if attack == "lines" else b"x-big: ")
+                )
+                piece = b"x-t: " + b"a" * 1000 + b"\r\n" if attack == "lines" else b"a" * 1024
+                try:
+                    for _ in range(1024):  # up to 64 MiB
+                        writer.write(piece * 64)
+                        await writer.drain()
+                        sent[attack] += len(piece) * 64
+                except ConnectionError:
+                    pass
+        grown = peak_rss_mb() - before
+        # A client sending many small chunks is not mistaken for one sending trailers.
+        content = json.dumps({**CHAT, "user": "u" * 4000}).encode()
+
+        async def one_byte_chunks() -> AsyncIterator[bytes]:
+            for i in range(len(content)):
+                yield content[i : i + 1]
+
+        async with httpx.AsyncClient(base_url=url) as http:
+            small = await http.post("/v1/chat/completions", content=one_byte_chunks(), headers=AUTH)
+    # Before: 600 MB of trailers accepted in 8 s, the server's RSS 71 -> 749 MB.
+    assert sent["lines"] < 16 * 1024 * 1024 and sent["value"] < 16 * 1024 * 1024
+    assert grown < GROWTH_MB
+    assert lag.worst < LAG_S
+    assert small.status_code == 200
+
+
+async def test_a_pipelined_head_is_bounded_while_the_first_request_is_answered(
+    fake_api: Any, fake: FakeBalancer
+) -> None:
+    fake.delay_s = 5.0
+    async with fake_api(max_header_bytes=8192) as url:
+        sent = 0
+        async with connect(url) as (reader, writer):
+            body = json.dumps(CHAT).encode()
+            writer.write(request("POST", "/v1/chat/completions", BEARER, body=body))
+            writer.write(b"GET /health HTTP/1.1\r\nhost: test\r\nx-big: ")
+            try:
+                for _ in range(1024):  # up to 64 MiB, while the first answer is awaited
+                    writer.write(b"a" * 65536)
+                    await writer.drain()
+                    sent += 65536
+            except ConnectionError:
+                pass
+            closed = await is_closed(reader)
+    # Before: 93 MB of the second head accepted in 1 s (counted only once the first was answered).
+    assert sent < 16 * 1024 * 1024
+    assert closed
+
+
 # --- 3. a client leaving a non-streamed request ----------------------------------------
 
 

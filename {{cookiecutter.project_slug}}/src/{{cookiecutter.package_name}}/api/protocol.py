@@ -9,7 +9,11 @@ client_header_timeout and client_body_timeout:
 - the request line and headers: at most `max_header_bytes` and
   `max_header_count` lines, else 431 and the connection is closed, counted
   before the parser sees the bytes (httptools would keep copying a growing
-  header value);
+  header value); bytes that arrive while a request is answered are the next
+  (pipelined) request's head and are counted the same way;
+- a chunked body's framing (chunk-size lines, extensions, trailers, which
+  uvicorn appends to the request's headers): at most `max_header_bytes` plus
+  32 bytes a chunk, else 431 and the connection is closed;
 - from the connection's start, or the previous answer, to the end of the
   headers: `header_timeout_s`, then the connection is closed;
 - from the headers to the end of the body: `body_timeout_s`, then 408 (if no
@@ -36,6 +40,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HEAD, _BODY, _APP = 0, 1, 2  # reading headers, reading the body, answering
+# Framing a chunk may take beyond the head budget: its size line and CRLFs ("1000\r\n...\r\n").
+_CHUNK_FRAMING = 32
 # An ASGI scope extension, {"future": ...}: resolved when the client goes away,
 # so the app can stop a request's work without a task watching `receive` per request.
 DISCONNECTED = "openrouter.disconnected"
@@ -63,6 +69,9 @@ class LimitedProtocol(HttpToolsProtocol):
         self._since = 0.0
         self._head_bytes = 0
         self._head_lines = 0
+        self._body_bytes = 0  # body bytes the parser delivered (on_body), to tell framing apart
+        self._framing = 0  # a body's bytes that were not body data: chunk lines, trailers
+        self._chunks = 0
         self._timer: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
         self._close_when_read = False
@@ -80,23 +89,44 @@ class LimitedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _HEAD:
-            end = data.find(b"\r\n\r\n")
-            size = len(data) if end < 0 else end
-            self._head_bytes += size
-            self._head_lines += data.count(b"\n", 0, size)
-            limits = self.limits
-            if self._head_bytes > limits.max_header_bytes:
-                self._refuse(431, f"request headers exceed {limits.max_header_bytes} bytes")
-                return
-            if self._head_lines > limits.max_header_count:
-                self._refuse(431, f"more than {limits.max_header_count} header lines")
-                return
+        if self._phase == _BODY:
+            self._receive_body(data)
+            return
+        # Reading a head, or answering while a pipelined request's head may arrive.
+        end = data.find(b"\r\n\r\n")
+        size = len(data) if end < 0 else end
+        self._head_bytes += size
+        self._head_lines += data.count(b"\n", 0, size)
+        limits = self.limits
+        if self._head_bytes > limits.max_header_bytes:
+            self._refuse(431, f"request headers exceed {limits.max_header_bytes} bytes")
+            return
+        if self._head_lines > limits.max_header_count:
+            self._refuse(431, f"more than {limits.max_header_count} header lines")
+            return
         super().data_received(data)
+
+    def _receive_body(self, data: bytes) -> None:
+        # The parser buffers a trailer's value until its line ends, and uvicorn keeps every
+        # trailer: without this count one unauthenticated upload held 600 MB after 8 s.
+        delivered = self._body_bytes
+        super().data_received(data)
+        self._framing += len(data) - (self._body_bytes - delivered)
+        limit = self.limits.max_header_bytes + _CHUNK_FRAMING * self._chunks
+        if self._framing > limit and not self.transport.is_closing():
+            self._refuse(431, f"chunk framing and trailers exceed {limit} bytes")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
         self._head_bytes = self._head_lines = 0
+        self._framing = self._chunks = 0
         self._since = self.loop.time()
         self._gone = self.loop.create_future()
         self.scope["extensions"] = {DISCONNECTED: {"future": self._gone}}
@@ -151,16 +181,17 @@ class LimitedProtocol(HttpToolsProtocol):
             self._arm(limits.header_timeout_s - elapsed)
         elif self._phase == _BODY:
             if elapsed >= limits.body_timeout_s:
-                started = self.cycle is not None and self.cycle.response_started
-                self._refuse(None if started else 408, "the request body did not arrive in time")
+                self._refuse(408, "the request body did not arrive in time")
                 return
             self._arm(limits.body_timeout_s - elapsed)
         else:
             self._arm(limits.header_timeout_s)
 
-    def _refuse(self, status: int | None, message: str) -> None:
-        """Answer `status` with an OpenAI error body (unless an answer started) and close."""
-        if status is not None:
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` with an OpenAI error body and close; only close if the answer slot
+        is taken (a started answer, or a request the app is answering: a pipelined head)."""
+        started = self.cycle is not None and self.cycle.response_started
+        if self._phase == _HEAD or (self._phase == _BODY and not started):
             reason = {408: "Request Timeout", 431: "Request Header Fields Too Large"}[status]
             body = json.dumps(
                 {
