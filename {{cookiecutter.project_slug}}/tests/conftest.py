@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.package_name }}.sim import SimConfig, SimHandle
+from {{ cookiecutter.package_name }}_sim import SimConfig, SimHandle
 
 SimFactory = Callable[..., Awaitable[SimHandle]]
 

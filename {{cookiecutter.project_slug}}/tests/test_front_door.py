@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }} import bench
+import {{ cookiecutter.package_name }}_bench as bench
 from {{ cookiecutter.package_name }}.backends import available_types
 from {{ cookiecutter.package_name }}.cli import PROG
 from {{ cookiecutter.package_name }}.config import NodeType

@@ -116,16 +116,35 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _pass_through(command: str, argv: list[str]) -> int:
     if command == "sim":
-        from .sim.cli import main as sim_main
-
+        try:
+            from {{ cookiecutter.package_name }}_sim.cli import main as sim_main
+        except ModuleNotFoundError as error:
+            return _not_here(command, error)
         return sim_main(argv)
     if command == "bench":
-        from .bench import main as bench_main
-
+        try:
+            from {{ cookiecutter.package_name }}_bench import main as bench_main
+        except ModuleNotFoundError as error:
+            return _not_here(command, error)
         return bench_main(argv)
     from .tangle.cli import main as tangle_main
 
     return tangle_main(argv)
+
+
+def _not_here(command: str, error: ModuleNotFoundError) -> int:
+    """The simulator and the benchmarks sit beside the product in src/, outside the wheel
+    and the image: a source checkout installed with `pip install -e .` has them."""
+    if error.name is None or not error.name.startswith("{{ cookiecutter.package_name }}"):
+        raise error
+    package = error.name.split(".")[0]
+    print(
+        f"{PROG} {command}: {package} is not installed here; it ships in the project's "
+        "source (src/), not in the package: run it from a checkout installed with "
+        "pip install -e .",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,8 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args = build_parser().parse_args(words)
     if args.command == "demo":
-        from .api.demo import run_demo
-
+        try:
+            from .demo import run_demo
+        except ModuleNotFoundError as error:
+            return _not_here("demo", error)
         return run_demo(port=args.port)
     try:
         settings = load_settings(args.config)

@@ -12,7 +12,7 @@ import pytest
 
 from {{ cookiecutter.package_name }}.api.app import create_app
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .conftest import KEY, running
 

@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.llm.models import (
     EmbeddingRequest,
     TextCompletionRequest,
 )
-from {{ cookiecutter.package_name }}.sim import SimConfig, SimHandle
+from {{ cookiecutter.package_name }}_sim import SimConfig, SimHandle
 
 from .conftest import KEY, MODEL, UPSTREAM, FakeBalancer, FakeContext, fleet, make_settings, running
 

@@ -16,7 +16,7 @@ import pytest
 from {{ cookiecutter.package_name }}.backends import create_client
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.config import LoadBalancerSettings, NodeModel, NodeSettings
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 # Client type -> the simulator dialect that imitates its server.
 DIALECTS = {

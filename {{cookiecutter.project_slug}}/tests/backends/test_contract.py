@@ -44,7 +44,7 @@ from {{ cookiecutter.package_name }}.llm.models import (
     TextCompletionRequest,
     ToolCall,
 )
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .conftest import (
     PRESENT,

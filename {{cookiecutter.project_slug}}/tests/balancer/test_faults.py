@@ -24,7 +24,7 @@ from {{ cookiecutter.package_name }}.balancer import Balancer
 from {{ cookiecutter.package_name }}.config import ModelSettings, NodeSettings, NodeType, Settings
 from {{ cookiecutter.package_name }}.context import Context
 from {{ cookiecutter.package_name }}.llm.errors import InvalidRequestError, LlmError, OverloadedError
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .fakes import MODEL, chat, lb_settings
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from {{ cookiecutter.package_name }}.backends import create_client
 from {{ cookiecutter.package_name }}.balancer import Balancer
 from {{ cookiecutter.package_name }}.config import ModelSettings, NodeSettings, Settings
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .fakes import MODEL, chat, lb_settings
 

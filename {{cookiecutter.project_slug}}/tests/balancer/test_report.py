@@ -10,7 +10,7 @@ import pytest
 
 from {{ cookiecutter.package_name }}.balancer.report import check_nodes, print_nodes, render_table
 from {{ cookiecutter.package_name }}.config import ModelSettings, NodeSettings, Settings
-from {{ cookiecutter.package_name }}.sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .fakes import MODEL
 

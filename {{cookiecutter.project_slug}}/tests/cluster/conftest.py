@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from {{ cookiecutter.package_name }}.sim import SimConfig, SimHandle
+from {{ cookiecutter.package_name }}_sim import SimConfig, SimHandle
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 MODEL = "cluster-test-model"

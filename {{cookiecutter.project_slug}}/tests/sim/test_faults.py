@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from {{ cookiecutter.package_name }}.sim import SimConfig, create_app
+from {{ cookiecutter.package_name }}_sim import SimConfig, create_app
 
 from .helpers import eventually, sse_json
 

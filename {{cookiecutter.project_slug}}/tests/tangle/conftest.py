@@ -24,8 +24,8 @@ from eth_keys.datatypes import PrivateKey
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.config import Settings, TangleSettings
 from {{ cookiecutter.package_name }}.context import Context
-from {{ cookiecutter.package_name }}.sim import SimHandle
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 MODEL = "tangle-test-model"
 

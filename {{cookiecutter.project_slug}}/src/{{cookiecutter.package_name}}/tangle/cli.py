@@ -4,7 +4,7 @@
   submit-job   act as a customer: submit a request and print its result
   status       the service, its operators and their heartbeats, our checkpoint
   import-key   store OPERATOR_PRIVATE_KEY (or another variable) in the SDK keystore
-  bench        jobs completed per second with N jobs queued (see tangle/bench.py)
+  bench        jobs completed per second with N jobs queued (the benchmarks' tangle_jobs module)
 
 Keys never come from the command line (it shows in `ps`): the operator's from
 the keystore or OPERATOR_PRIVATE_KEY, a customer's from the variable named by
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -365,9 +366,21 @@ def main(argv: list[str]) -> int:
         if args.command == "import-key":
             return import_key(settings, args)
         if args.command == "bench":
-            from .bench import bench
-
-            return asyncio.run(bench(settings, jobs=args.jobs, key_env=args.key_env))
+            # The benchmarks are a package beside this one (src/<package>_bench), out of
+            # the wheel: found by name, as `bench` finds them.
+            benchmarks = __name__.split(".")[0] + "_bench"
+            try:
+                jobs = import_module(benchmarks + ".tangle_jobs")
+            except ModuleNotFoundError:
+                print(
+                    f"tangle bench: {benchmarks} is not installed here; it ships in the "
+                    "project's source (src/): run it from a checkout installed with "
+                    "pip install -e .",
+                    file=sys.stderr,
+                )
+                return 2
+            done: int = asyncio.run(jobs.bench(settings, jobs=args.jobs, key_env=args.key_env))
+            return done
         handler = {"register": register, "submit-job": submit_job_command, "status": status}
         return asyncio.run(handler[args.command](settings, args))
     except (ConfigError, UsageError, OperatorKeyError, ChainError, OSError) as error:

@@ -1,10 +1,10 @@
 """`bench overhead`: what the provider adds over a node, beside nginx, a bare proxy and LiteLLM.
 
 The same load goes straight to a node and through each proxy, on this
-machine, in one run.  The node (`bench_node`: canned answers on raw sockets)
+machine, in one run.  The node (`overhead_node`: canned answers on raw sockets)
 is many times faster than any proxy here, so each proxy row shows that
 proxy's own limit.  The node, each proxy and the load generator
-(`bench_load`, raw sockets too) are separate processes; each proxy is pinned
+(`overhead_load`, raw sockets too) are separate processes; each proxy is pinned
 to CPU 0, the node and the load to CPU 1 (when there are two), so the proxy
 under test never competes with the load for a core.  The "direct to the
 node" row is the ceiling of the node and the load together.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PACKAGE = __name__.split(".")[0]
+PACKAGE = "{{ cookiecutter.package_name }}"  # the product
 UPSTREAM = "bench-model"
 LISTED = "bench/model"
 KEY = "sk-bench"
@@ -112,14 +112,14 @@ def _process(
 
 
 def _node(port: int, sends: int) -> list[str]:
-    return [sys.executable, "-m", f"{PACKAGE}.api.bench_node", str(port), UPSTREAM, str(sends)]
+    return [sys.executable, "-m", f"{__package__}.overhead_node", str(port), UPSTREAM, str(sends)]
 
 
 def _passthrough(port: int, node_url: str) -> list[str]:
-    return [sys.executable, "-m", f"{PACKAGE}.api.bench_proxy", str(port), node_url]
+    return [sys.executable, "-m", f"{__package__}.overhead_proxy", str(port), node_url]
 
 
-def _provider_config(node_url: str) -> str:
+{% raw %}def _provider_config(node_url: str) -> str:
     return f"""
 [api]
 api_keys = ["{KEY}"]
@@ -185,7 +185,7 @@ general_settings:
 """
 
 
-def _measure(target: Target, duration: float) -> dict[str, Any]:
+{% endraw %}def _measure(target: Target, duration: float) -> dict[str, Any]:
     """Warm up, then each phase in turn, in a load process of its own on CPU 1."""
     small = {"stream": False, "max_tokens": SMALL_TOKENS}
     phases: dict[str, dict[str, Any]] = {
@@ -203,7 +203,7 @@ def _measure(target: Target, duration: float) -> dict[str, Any]:
         "pid": target.pid,
         "phases": phases,
     }
-    argv = [sys.executable, "-m", f"{PACKAGE}.api.bench_load", json.dumps(spec)]
+    argv = [sys.executable, "-m", f"{__package__}.overhead_load", json.dumps(spec)]
     done = subprocess.run(  # noqa: S603 - our own argv
         argv,
         capture_output=True,

@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 
 import uvloop
 
-from ..config import LoadBalancerSettings, ModelSettings, NodeSettings, Settings
-from ..llm.interfaces import StreamingLlmClient
-from ..llm.models import (
+from {{ cookiecutter.package_name }}.balancer.balancer import Balancer
+from {{ cookiecutter.package_name }}.config import LoadBalancerSettings, ModelSettings, NodeSettings, Settings
+from {{ cookiecutter.package_name }}.llm.interfaces import StreamingLlmClient
+from {{ cookiecutter.package_name }}.llm.models import (
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -35,7 +36,6 @@ from ..llm.models import (
     TextCompletionRequest,
     TextCompletionResponse,
 )
-from .balancer import Balancer
 
 MODEL = "bench-model"
 SLOTS = 4

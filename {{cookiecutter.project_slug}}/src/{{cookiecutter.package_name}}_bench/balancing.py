@@ -1,7 +1,7 @@
 """`bench balancer`: balancing quality of every strategy, beside an oracle.
 
 The real `Balancer` (filters, strategies, retries, ejection, queue) routes
-open-loop Poisson arrivals to in-process simulated nodes (`bench_fleet`) on a
+open-loop Poisson arrivals to in-process simulated nodes (`fleet`) on a
 virtual clock, so the run measures decisions, not this machine's speed.  Every
 strategy sees the same arrivals and request sizes (same seed).
 
@@ -24,11 +24,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import LoadBalancerSettings, ModelSettings, NodeSettings, Settings
-from ..llm.errors import LlmError
-from ..llm.models import ChatCompletionRequest, ChatMessage
-from .balancer import Balancer
-from .bench_fleet import (
+from {{ cookiecutter.package_name }}.balancer.balancer import Balancer
+from {{ cookiecutter.package_name }}.balancer.strategies import STRATEGIES
+from {{ cookiecutter.package_name }}.config import LoadBalancerSettings, ModelSettings, NodeSettings, Settings
+from {{ cookiecutter.package_name }}.llm.errors import LlmError
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
+
+from .fleet import (
     CHARS_PER_TOKEN,
     NodeSpec,
     Oracle,
@@ -36,7 +38,6 @@ from .bench_fleet import (
     VirtualClockLoop,
     current_request,
 )
-from .strategies import STRATEGIES
 
 MODEL = "bench-model"
 

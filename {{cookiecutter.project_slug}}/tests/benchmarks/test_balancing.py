@@ -7,21 +7,20 @@ import random
 
 import pytest
 
+from balancer.fakes import MODEL, lb_settings, node_settings, settings
 from {{ cookiecutter.package_name }}.balancer.balancer import Balancer
-from {{ cookiecutter.package_name }}.balancer.bench import MODEL as BENCH_MODEL
-from {{ cookiecutter.package_name }}.balancer.bench import Job, _request, main, simulate
-from {{ cookiecutter.package_name }}.balancer.bench_fleet import (
+from {{ cookiecutter.package_name }}.balancer.node import Node
+from {{ cookiecutter.package_name }}.balancer.strategies import RequestFacts
+from {{ cookiecutter.package_name }}.llm.models import ChatMessage
+from {{ cookiecutter.package_name }}_bench.balancing import MODEL as BENCH_MODEL
+from {{ cookiecutter.package_name }}_bench.balancing import Job, _request, main, simulate
+from {{ cookiecutter.package_name }}_bench.fleet import (
     NodeSpec,
     Oracle,
     SimNode,
     VirtualClockLoop,
     current_request,
 )
-from {{ cookiecutter.package_name }}.balancer.node import Node
-from {{ cookiecutter.package_name }}.balancer.strategies import RequestFacts
-from {{ cookiecutter.package_name }}.llm.models import ChatMessage
-
-from .fakes import MODEL, lb_settings, node_settings, settings
 
 SPEC = NodeSpec("n", slots=2, ms_per_token=20, prefill_ms_per_token=0.5)
 

@@ -1,7 +1,7 @@
 """`bench workers`: what `serve --workers 2` answers per second against one worker.
 
-The same fast node (`bench_node`: canned answers on raw sockets) and the same
-load process (`bench_load`) as `bench overhead`, in one run: the provider with
+The same fast node (`overhead_node`: canned answers on raw sockets) and the same
+load process (`overhead_load`) as `bench overhead`, in one run: the provider with
 one worker, then with two, without Redis (each worker keeps half of the node's
 limit, which is far above the load here).  The node and the load run on CPU 1
 and the provider on any CPU, so on a two-CPU machine the second worker shares a
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench import (
+from .overhead import (
     KEY,
     LISTED,
     PACKAGE,

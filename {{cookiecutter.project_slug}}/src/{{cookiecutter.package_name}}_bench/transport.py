@@ -25,15 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import LoadBalancerSettings, NodeModel, NodeSettings
-from ..llm.models import ChatCompletionRequest, ChatMessage
-from .openai_compatible import OpenAICompatibleClient
+from {{ cookiecutter.package_name }}.backends.openai_compatible import OpenAICompatibleClient
+from {{ cookiecutter.package_name }}.config import LoadBalancerSettings, NodeModel, NodeSettings
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
 Transport = Literal["httpx", "aiohttp"]
 Workload = Literal["small", "stream"]
 TRANSPORTS: tuple[Transport, ...] = ("httpx", "aiohttp")
 MODEL = "bench-model"
-PACKAGE = __name__.split(".")[0]
+PACKAGE = "{{ cookiecutter.package_name }}"  # the product
 
 
 @dataclass

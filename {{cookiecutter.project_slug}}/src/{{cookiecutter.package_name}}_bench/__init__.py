@@ -1,6 +1,7 @@
 """`bench <name>`: the benchmarks, each printing a Markdown table.
 
-Each benchmark lives beside the code it measures; this module only routes, and turns
+The benchmarks are not part of the product: this package sits beside it in src/, out
+of the wheel and the image, and imports it by name.  This module only routes, and turns
 what stops a benchmark from outside (a missing or broken tool, a process that would not
 start, a machine too busy for a node to answer) into one line and exit status 1.
 """
@@ -11,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from .llm.errors import LlmError
+from {{ cookiecutter.package_name }}.llm.errors import LlmError
 
 # What a benchmark's surroundings raise; a bug in the benchmark still shows its traceback.
 _STOPPED_BY = (OSError, RuntimeError, subprocess.SubprocessError, LlmError)
@@ -27,22 +28,22 @@ BENCHMARKS = {
 
 def _load(name: str) -> Callable[[list[str]], int]:
     if name == "transport":
-        from .backends.bench import main as transport
+        from .transport import main as transport
 
         return transport
     if name == "balancer":
-        from .balancer.bench import main as balancer
+        from .balancing import main as balancer
 
         return balancer
     if name == "workers":
-        from .api.bench_workers import main as workers
+        from .workers import main as workers
 
         return workers
     if name == "queue":
-        from .balancer.bench_queue import main as queue
+        from .queueing import main as queue
 
         return queue
-    from .api.bench import main as overhead
+    from .overhead import main as overhead
 
     return overhead
 

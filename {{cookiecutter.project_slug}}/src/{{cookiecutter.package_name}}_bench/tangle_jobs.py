@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from eth_abi.abi import encode
 
-from ..config import NodeModel, NodeSettings, Settings
-from ..sim import SimConfig, running_sim
-from .chain import Chain, ChainError
-from .cli import key_from_env, required_service_id, submit_job
-from .runner import JobRunner, serve_jobs
+from {{ cookiecutter.package_name }}.config import NodeModel, NodeSettings, Settings
+from {{ cookiecutter.package_name }}.tangle.chain import Chain, ChainError
+from {{ cookiecutter.package_name }}.tangle.cli import key_from_env, required_service_id, submit_job
+from {{ cookiecutter.package_name }}.tangle.runner import JobRunner, serve_jobs
+from {{ cookiecutter.package_name }}_sim import SimConfig, running_sim
 
 
 @dataclass

@@ -14,11 +14,12 @@ import secrets
 import shlex
 import sys
 
-from ..config import DEFAULT_MODEL, DEFAULT_NODE_TYPE, Settings
-from ..sim import SimConfig, SimHandle
-from ..sim.config import Dialect
-from .app import create_app
-from .server import Server, run_on_uvloop, server_config
+from {{ cookiecutter.package_name }}_sim import SimConfig, SimHandle
+from {{ cookiecutter.package_name }}_sim.config import Dialect
+
+from .api.app import create_app
+from .api.server import Server, run_on_uvloop, server_config
+from .config import DEFAULT_MODEL, DEFAULT_NODE_TYPE, Settings
 
 NODES = 3
 # The simulator's dialect for each node type; the others get OpenAI's dialect.

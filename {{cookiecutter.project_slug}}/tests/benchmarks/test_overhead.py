@@ -9,17 +9,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from {{ cookiecutter.package_name }}.api import bench_load, bench_node
 from {{ cookiecutter.package_name }}.backends.openai_compatible import OpenAICompatibleClient
 from {{ cookiecutter.package_name }}.config import LoadBalancerSettings, NodeModel, NodeSettings
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
+from {{ cookiecutter.package_name }}_bench import overhead_load, overhead_node
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 
 @pytest.fixture(params=[1, 102], ids=["one-send", "send-per-event"])
 async def node_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    server = await bench_node.start(0, "bench-model", request.param)
+    server = await overhead_node.start(0, "bench-model", request.param)
     port = server.sockets[0].getsockname()[1]
     async with server:
         yield f"http://127.0.0.1:{port}"
@@ -42,25 +42,25 @@ async def test_node_answers_validate_as_openai(node_url: str) -> None:
     client = _client(node_url)
     try:
         answer = await client.chat_completion(_request(False))
-        assert answer.choices[0].message.content == " word" * bench_node.ANSWER_TOKENS
+        assert answer.choices[0].message.content == " word" * overhead_node.ANSWER_TOKENS
         assert answer.usage is not None
-        assert answer.usage.completion_tokens == bench_node.ANSWER_TOKENS
+        assert answer.usage.completion_tokens == overhead_node.ANSWER_TOKENS
         chunks = [chunk async for chunk in client.stream_chat_completion(_request(True))]
         assert [models.id for models in await client.list_models()] == ["bench-model"]
     finally:
         await client.aclose()
     content = [chunk for chunk in chunks if chunk.choices]
-    assert len(content) == bench_node.STREAM_CHUNKS
+    assert len(content) == overhead_node.STREAM_CHUNKS
     assert "".join(chunk.choices[0].delta.content or "" for chunk in content) == " word" * 100
     assert content[-1].choices[0].finish_reason == "length"
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == bench_node.STREAM_CHUNKS
+    assert chunks[-1].usage.completion_tokens == overhead_node.STREAM_CHUNKS
 
 
 async def test_load_counts_answers_and_failures(node_url: str) -> None:
     target = {"url": node_url, "model": "bench-model", "headers": {}}
-    latencies, failures, _ = await bench_load.drive(
+    latencies, failures, _ = await overhead_load.drive(
         target, stream=True, concurrency=4, duration=0.2, max_tokens=100
     )
     assert latencies
@@ -68,7 +68,7 @@ async def test_load_counts_answers_and_failures(node_url: str) -> None:
     port = int(node_url.rsplit(":", 1)[1])
     server_gone = {"url": "http://127.0.0.1:1", "model": "bench-model", "headers": {}}
     assert port != 1
-    latencies, failures, _ = await bench_load.drive(
+    latencies, failures, _ = await overhead_load.drive(
         server_gone, stream=False, concurrency=2, duration=0.1, max_tokens=16
     )
     assert latencies == []

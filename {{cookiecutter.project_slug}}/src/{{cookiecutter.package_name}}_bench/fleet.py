@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from ..config import LoadBalancerSettings
-from ..llm.errors import NotSupportedError, UpstreamUnavailableError
-from ..llm.interfaces import StreamingLlmClient
-from ..llm.models import (
+from {{ cookiecutter.package_name }}.balancer.node import Node
+from {{ cookiecutter.package_name }}.balancer.strategies import Chooser, RequestFacts
+from {{ cookiecutter.package_name }}.config import LoadBalancerSettings
+from {{ cookiecutter.package_name }}.llm.errors import NotSupportedError, UpstreamUnavailableError
+from {{ cookiecutter.package_name }}.llm.interfaces import StreamingLlmClient
+from {{ cookiecutter.package_name }}.llm.models import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -38,8 +40,6 @@ from ..llm.models import (
     TextCompletionResponse,
     Usage,
 )
-from .node import Node
-from .strategies import Chooser, RequestFacts
 
 CHARS_PER_TOKEN = 4
 FAIL_FAST_S = 0.001
