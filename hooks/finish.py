@@ -108,24 +108,20 @@ def choose_license(project: Path, license_id: str) -> None:
     (project / keep).rename(project / "LICENSE")
 
 
-# Context keys that describe one machine or one run, not the project: left out of the
-# saved answers so they stay the same wherever and however the project is regenerated.
-UNRECORDED = ("_output_dir", "_repo_dir", "_commit", "_template", "_checkout")
 ANSWERS_FILE = ".cookiecutter.json"
 
 
 def write_answers(project: Path, answers: Mapping[str, Any]) -> None:
     """Save the answers as a replay file: `cookiecutter --replay-file .cookiecutter.json TEMPLATE`.
 
-    A replay takes the whole context from the file (template settings such as
-    `_extensions` included) and prompts only for options the template gained since.
-    run_generated_tests is saved false: regenerating should not reinstall and retest.
+    Only the answers: not the template's own settings (`_extensions`,
+    `_copy_without_render`, ...) nor what describes this machine or run (`_output_dir`,
+    `_template`, ...), all `_`-prefixed. A replay takes the template's current settings for
+    keys the file lacks; pinned ones from an older template would render its newer
+    verbatim files as Jinja. run_generated_tests is saved false: regenerating should not
+    reinstall and retest.
     """
-    recorded = {
-        key: value
-        for key, value in answers.items()
-        if key not in UNRECORDED and not key.startswith("__")
-    }
+    recorded = {key: value for key, value in answers.items() if not key.startswith("_")}
     recorded["run_generated_tests"] = False
     text = json.dumps({"cookiecutter": recorded}, indent=2, ensure_ascii=False) + "\n"
     (project / ANSWERS_FILE).write_text(text, encoding="utf-8")

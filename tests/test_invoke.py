@@ -176,6 +176,32 @@ def test_dot_inside_a_clone_bakes(tmp_path: Path) -> None:
     assert (out / SLUG / "src" / PACKAGE / "backends" / "vllm.py").is_file()
 
 
+def test_saved_answers_replay_against_a_template_that_moved_on(tmp_path: Path) -> None:
+    """The template's own settings are not answers: a replay file that pinned an older
+    `_copy_without_render` would render a newer verbatim file as Jinja and fail."""
+    template = copy_template(tmp_path / "template")
+    env = environment(tmp_path / "home", **{SKIP_ENV: "1"})
+    done = cookiecutter(["--no-input", str(template), "-o", "first"], tmp_path, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = tmp_path / "first" / SLUG / ".cookiecutter.json"
+
+    # Upstream moves on: a new module copied verbatim, with text that is not Jinja.
+    settings = json.loads((template / "cookiecutter.json").read_text(encoding="utf-8"))
+    settings["_copy_without_render"].append("src/*/newpart/*")
+    (template / "cookiecutter.json").write_text(json.dumps(settings, indent=2), "utf-8")
+    newpart = template / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    (newpart / "newpart").mkdir()
+    verbatim = 'ROW = "[{{ id = 1 }}]"\n'
+    (newpart / "newpart" / "table.py").write_text(verbatim, encoding="utf-8")
+
+    replayed = cookiecutter(
+        ["--replay-file", str(saved), str(template), "-o", "second"], tmp_path, env
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    table = tmp_path / "second" / SLUG / "src" / PACKAGE / "newpart" / "table.py"
+    assert table.read_text(encoding="utf-8") == verbatim
+
+
 def test_a_git_url_bakes_through_cookiecutter(
     tmp_path: Path, served: tuple[str, Path, dict[str, str]]
 ) -> None:
