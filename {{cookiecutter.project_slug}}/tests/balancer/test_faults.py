@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from api.test_processes import clean_env, process, read_until  # tests/ is on sys.path
 from {{ cookiecutter.package_name }}.api.app import Api
 from {{ cookiecutter.package_name }}.backends import available_types, create_client
+from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.balancer import Balancer
 from {{ cookiecutter.package_name }}.config import ModelSettings, NodeSettings, NodeType, Settings
 from {{ cookiecutter.package_name }}.context import Context
@@ -199,6 +200,11 @@ async def test_a_request_that_cannot_be_encoded_is_the_callers_400_and_no_node_i
         assert state.state == "healthy" and state.errors_total == 0
         assert not registry.get_sample_value("llm_node_ejections_total", {"node": "node-0"})
         assert (await balancer.chat_completion(chat())).choices
+        # A body a client builds itself (not from wire()) is guarded the same way.
+        client = next(iter(balancer.nodes())).client
+        assert isinstance(client, HttpClient)
+        with pytest.raises(InvalidRequestError, match="cannot be encoded"):
+            await client.fetch("POST", "/v1/chat/completions", body={"options": deep(30_000)})
 
 
 async def test_ready_says_when_health_checks_have_stopped(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
 from ..config import LoadBalancerSettings, NodeSettings
-from ..llm.errors import LlmError, UpstreamCredentialsError, UpstreamError
+from ..llm.errors import InvalidRequestError, LlmError, UpstreamCredentialsError, UpstreamError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
@@ -167,10 +167,14 @@ class HttpClient(StreamingLlmClient):
         if timeout is None:
             timeout = self._timeouts[read_timeout_s] = httpx.Timeout(read_timeout_s).as_dict()
         # pydantic-core's encoder: the same JSON as httpx's json=, in a fraction of the time.
+        try:
+            content = None if body is None else to_json(body)
+        except ValueError as error:  # nested too deep: the caller's request, not the node
+            raise InvalidRequestError(f"the request cannot be encoded as JSON: {error}") from None
         request = httpx.Request(
             method,
             url,
-            content=None if body is None else to_json(body),
+            content=content,
             headers=self.headers if body is None else self.json_headers,
             extensions={"timeout": timeout},
         )
