@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "{{ cookiecutter.package_name }}"  # the product
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 UPSTREAM = "bench-model"
 LISTED = "bench/model"
 KEY = "sk-bench"
@@ -65,9 +67,12 @@ def _free_port() -> int:
 
 
 def _pinned(cpu: int) -> Callable[[], None]:
+    """Run the child on `cpu`, and end it with this process: a benchmark killed from
+    outside (a test's timeout, kill -9) must not leave a node or a proxy running."""
     cpus = os.sched_getaffinity(0)
 
     def pin() -> None:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if len(cpus) > 1 and cpu in cpus:
             os.sched_setaffinity(0, {cpu})
 
