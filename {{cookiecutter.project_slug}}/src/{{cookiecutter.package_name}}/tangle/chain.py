@@ -623,7 +623,11 @@ class Chain:
             final = await self.transaction_count(final_block)
             for nonce in [nonce for nonce in self._slots if nonce < final]:
                 del self._slots[nonce]
-        moved_back = self._mined_count is not None and mined < self._mined_count
+        # A count lower than last seen, or a transaction seen mined whose nonce the chain
+        # no longer counts: the second holds even when no poll fell between mining and reorg.
+        moved_back = (self._mined_count is not None and mined < self._mined_count) or any(
+            slot.mined and nonce >= mined for nonce, slot in self._slots.items()
+        )
         self._mined_count = mined
         now = time.monotonic()
         for slot in list(self._slots.values()):
