@@ -415,13 +415,25 @@ async def test_only_standard_fields_and_allowed_extras_reach_the_node() -> None:
         "http://2852039166/",
         "http://localhost:8080/admin",
         "file:///etc/passwd",
+        # Spelled so that only the fetcher's host normalization (IDNA, as aiohttp's yarl
+        # and vLLM do) finds the address: each one passed before.
+        "http://169.254.169\uff0e254/latest/meta-data/",
+        "http://127.0.0\u30021:8000/metrics",
+        "http://\u2460\u2461\u2466.0.0.1/",
+        "http://localhost./admin",
+        "http://169.254.169.254./latest/meta-data/",
+        # A part without "type": vLLM reads its image_url directly; this passed before.
+        {"image_url": "http://169.254.169.254/latest/meta-data/"},
+        {
+            "type": "image_url",
+            "image_url": {"url": "https://example.com/a.png"},
+            "video_url": {"url": "http://169.254.169.254/"},
+        },
     ],
 )
-async def test_media_urls_naming_internal_hosts_are_refused(image: str) -> None:
-    content = [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": image}},
-    ]
+async def test_media_urls_naming_internal_hosts_are_refused(image: str | dict[str, Any]) -> None:
+    part = {"type": "image_url", "image_url": {"url": image}} if isinstance(image, str) else image
+    content = [{"type": "text", "text": "what is this? http://localhost/ is mine"}, part]
     body = {**CHAT, "messages": [{"role": "user", "content": content}]}
     async with capture_node() as (node, bodies):
         async with running(create_app(fleet(node))) as url, httpx.AsyncClient(base_url=url) as http:
@@ -431,7 +443,7 @@ async def test_media_urls_naming_internal_hosts_are_refused(image: str) -> None:
             passed = await http.post("/v1/chat/completions", json=body, headers=AUTH)
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "messages.0.content"
-    if image.startswith("http"):
+    if not isinstance(image, str) or image.startswith("http"):
         assert passed.status_code == 200
         assert len(bodies) == 1  # only the request the operator allowed reached the node
 

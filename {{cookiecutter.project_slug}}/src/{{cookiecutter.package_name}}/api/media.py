@@ -40,14 +40,19 @@ def check_media(request: ChatCompletionRequest) -> None:
 
 
 def _urls(parts: list[dict[str, Any]]) -> Iterator[str]:
-    """Strings that look like URLs in each part's own object (`image_url.url` and the like)."""
+    """Strings that look like URLs in each part, at its top level or one object down.
+
+    Every field but `text` is looked at, not only the one `type` names: vLLM also
+    reads a part without `type` by its `image_url`, `audio_url` or `video_url`.
+    """
     for part in parts:
-        kind = part.get("type")
-        value = part.get(kind) if isinstance(kind, str) else None
-        values = value.values() if isinstance(value, dict) else (value,)
-        for item in values:
-            if isinstance(item, str) and "://" in item[:16]:
-                yield item
+        for key, value in part.items():
+            if key == "text":
+                continue
+            values = value.values() if isinstance(value, dict) else (value,)
+            for item in values:
+                if isinstance(item, str) and "://" in item[:16]:
+                    yield item
 
 
 def _refusal(url: str) -> str | None:
@@ -58,6 +63,14 @@ def _refusal(url: str) -> str | None:
         return "a media URL that cannot be parsed"
     if parts.scheme not in ("http", "https"):
         return "media URLs must be http(s) or data: URIs"
+    if not host.isascii():
+        # The fetcher maps the host as IDNA does ("127.0.0\u30021" and "\u2460\u2461\u2466.0.0.1"
+        # become 127.0.0.1 in aiohttp's yarl): check what it will connect to.
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return "a media URL whose host is not a valid internationalized name"
+    host = host.removesuffix(".")  # "localhost." and "169.254.169.254." name the same hosts
     if not host:
         return "a media URL without a host"
     if ":" not in host and (  # IPv6 literals have no dots
