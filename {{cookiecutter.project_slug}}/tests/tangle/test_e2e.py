@@ -41,6 +41,18 @@ async def completed(chain: Chain, call_id: int) -> bool:
     return bool(done)
 
 
+async def assert_answered_once(customer: Chain, calls: list[tuple[int, int]]) -> None:
+    """Each call (id, block) gets its result, and exactly one result event on chain."""
+    for call_id, block in calls:
+        await wait_for_result(customer, 0, call_id, block, timeout_s=30)
+        assert await completed(customer, call_id)
+    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), "0x" + encode(["uint64"], [0]).hex()]
+    logs = await customer.get_logs(calls[0][1], await customer.block_number(), topics)
+    answered = [int.from_bytes(bytes(log["topics"][2]), "big") for log in logs]
+    ids = [call_id for call_id, _ in calls]
+    assert sorted(call for call in answered if call in ids) == sorted(ids)
+
+
 async def test_jobs_are_answered_on_chain(start_operator: OperatorFactory, customer: Chain) -> None:
     operator = await start_operator()
     chat = await submit_job(
@@ -127,17 +139,8 @@ async def test_restart_loses_nothing_and_repeats_nothing(
     await customer_keeps_submitting(2)
 
     second = await start_operator()
-    for call_id, block in calls:
-        await wait_for_result(customer, 0, call_id, block, timeout_s=30)
-        assert await completed(customer, call_id)
+    await assert_answered_once(customer, calls)
     assert await second.stop() == 0
-
-    # Exactly one result per call, all from our operator.
-    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), "0x" + encode(["uint64"], [0]).hex()]
-    logs = await customer.get_logs(calls[0][1], await customer.block_number(), topics)
-    answered = [int.from_bytes(bytes(log["topics"][2]), "big") for log in logs]
-    ids = [call_id for call_id, _ in calls]
-    assert sorted(call for call in answered if call in ids) == sorted(ids)
     # Nothing was computed again only to be refused as a duplicate.
     assert "already answered (" not in first.output() + second.output()
     assert "SIGTERM received" in first.output()
