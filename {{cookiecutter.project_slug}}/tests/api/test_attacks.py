@@ -26,7 +26,7 @@ from starlette.routing import Route
 from {{ cookiecutter.package_name }}.api.app import create_app
 from {{ cookiecutter.package_name }}.api.errors import MAX_MESSAGE, SCRUBBED, Scrubber
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
-from {{ cookiecutter.package_name }}_sim import SimHandle
+from openrouter_provider_sim import SimHandle
 
 from .attack import LoopLag, connect, exchange, is_closed, peak_rss_mb, request
 from .conftest import KEY, MODEL, UPSTREAM, FakeBalancer, fleet, running
@@ -212,6 +212,25 @@ async def test_leaving_a_non_streamed_request_frees_the_node_at_once(
     assert freed
     assert stats["cancelled_total"] == 2 and stats["completed_total"] == 0
     assert 'api_requests_total{route="/v1/chat/completions",status="499"} 2.0' in metrics
+
+
+async def test_leaving_with_a_request_pipelined_behind_frees_the_node(
+    sim_server: Callable[..., Any],
+) -> None:
+    handle: SimHandle = await sim_server(
+        dialect="openai", models=[UPSTREAM], tokens_per_s=20, output_tokens=400, max_concurrency=2
+    )
+    async with running(create_app(fleet(handle.url))) as url:
+        body = json.dumps(CHAT).encode()
+        async with connect(url) as (_, writer):
+            # The second request's head arrived while the first was answered; before, its
+            # disconnect signal replaced the first's, which then ran to its end.
+            writer.write(request("POST", "/v1/chat/completions", BEARER, body=body))
+            writer.write(request("GET", "/health"))
+            assert await until(lambda: handle.sim.stats()["running"] == 1)
+        freed = await until(lambda: handle.sim.stats()["running"] == 0, within_s=1.0)
+    assert freed
+    assert handle.sim.stats()["cancelled_total"] == 1
 
 
 # --- 4. a stream that finds no room ------------------------------------------------------

@@ -22,7 +22,10 @@ client_header_timeout and client_body_timeout:
   ends, within `body_timeout_s`, so the client can read the answer.
 
 It also tells the app when a client goes away (the `DISCONNECTED` scope
-extension), so a request's work is cancelled without a watcher task.
+extension), so a request's work is cancelled without a watcher task.  The
+signal is the connection's, shared by its requests: a pipelined request's
+head may arrive while an earlier request is still answered, and both are
+abandoned when the connection goes.
 
 The per-request cost is a few attribute writes, clock reads and one future: each
 connection has one timer that wakes at its current deadline, or after the
@@ -42,8 +45,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 _HEAD, _BODY, _APP = 0, 1, 2  # reading headers, reading the body, answering
 # Framing a chunk may take beyond the head budget: its size line and CRLFs ("1000\r\n...\r\n").
 _CHUNK_FRAMING = 32
-# An ASGI scope extension, {"future": ...}: resolved when the client goes away,
-# so the app can stop a request's work without a task watching `receive` per request.
+# An ASGI scope extension, {"future": ...}: resolved when the client (the connection) goes
+# away, so the app can stop a request's work without a task watching `receive` per request.
 DISCONNECTED = "openrouter.disconnected"
 
 
@@ -73,7 +76,7 @@ class LimitedProtocol(HttpToolsProtocol):
         self._framing = 0  # a body's bytes that were not body data: chunk lines, trailers
         self._chunks = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._gone: asyncio.Future[None] | None = None
+        self._gone: asyncio.Future[None] = self.loop.create_future()
         self._close_when_read = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -84,7 +87,7 @@ class LimitedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._gone is not None and not self._gone.done():
+        if not self._gone.done():
             self._gone.set_result(None)
         super().connection_lost(exc)
 
@@ -128,7 +131,6 @@ class LimitedProtocol(HttpToolsProtocol):
         self._head_bytes = self._head_lines = 0
         self._framing = self._chunks = 0
         self._since = self.loop.time()
-        self._gone = self.loop.create_future()
         self.scope["extensions"] = {DISCONNECTED: {"future": self._gone}}
         super().on_headers_complete()
         cycle = self.cycle
