@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from {{ cookiecutter.package_name }}.api.app import create_app
 from {{ cookiecutter.package_name }}.api.errors import MAX_MESSAGE, SCRUBBED, Scrubber
+from {{ cookiecutter.package_name }}.api.protocol import ThrottledLog
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
 from openrouter_provider_sim import SimHandle
 
@@ -537,3 +539,56 @@ async def test_405_names_the_allowed_methods_and_the_document_its_parameters(
     prompt = document["components"]["schemas"]["TextCompletionRequest"]["properties"]["prompt"]
     one = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1}
     assert one in prompt["anyOf"]
+
+
+async def test_a_trailing_slash_is_not_redirected_to_the_client_s_host(fake_api: Any) -> None:
+    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+        hostile = {"host": "evil.example"}
+        metrics = await http.get("/metrics/", headers=hostile)
+        health = await http.get("/health/", headers=hostile)
+    assert metrics.status_code in (401, 404) and health.status_code == 404
+    assert "location" not in metrics.headers and "location" not in health.headers
+
+
+async def test_a_websocket_upgrade_stays_plain_http(fake_api: Any) -> None:
+    upgrade = (
+        "GET /health HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    async with fake_api() as url, connect(url) as (reader, writer):
+        writer.write(upgrade.encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    # Answered by the HTTP protocol (with its limits), never switched to a websocket.
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+
+
+async def test_malformed_requests_write_a_bounded_number_of_log_lines(
+    fake_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn configures its loggers when it starts (no propagation): listen after that.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    async with fake_api() as url:
+        uvicorn_log.addHandler(caplog.handler)
+        try:
+            for _ in range(50):
+                answer = await exchange(url, b"NOT HTTP\r\n\r\n")
+                assert answer.startswith(b"HTTP/1.1 400")
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) <= 2, lines  # 50 before: one per request
+
+
+def test_throttled_log_says_how_many_lines_it_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="throttle-test")
+    log = ThrottledLog(logging.getLogger("throttle-test"), every_s=0.2)
+    for _ in range(5):
+        log.warning("Invalid HTTP request received.")
+    time.sleep(0.25)
+    log.warning("Invalid HTTP request received.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Invalid HTTP request received.",
+        "Invalid HTTP request received. (and 4 more since the last such line)",
+    ]

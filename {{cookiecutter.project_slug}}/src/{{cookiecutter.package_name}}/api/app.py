@@ -335,6 +335,9 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    # Starlette answers `/metrics/` with a 307 to `/metrics`, before auth, with a Location
+    # built from the client's Host header: unknown paths get 404 (or 401) instead.
+    app.router.redirect_slashes = False
     app.state.api = api
     return app
 

@@ -37,6 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +51,47 @@ _CHUNK_FRAMING = 32
 # An ASGI scope extension, {"future": ...}: resolved when the client (the connection) goes
 # away, so the app can stop a request's work without a task watching `receive` per request.
 DISCONNECTED = "openrouter.disconnected"
+
+
+class ThrottledLog(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's protocol log with each warning written at most once per `every_s`.
+
+    uvicorn writes a WARNING for every malformed request or refused upgrade: anyone
+    could fill the disk with one line per few bytes sent.  The next line written says
+    how many were left out.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        super().__init__(logger, {})
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    @property
+    def level(self) -> int:  # uvicorn reads `logger.level` before its trace lines
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level != logging.WARNING:
+            super().log(level, msg, *args, **kwargs)
+            return
+        key = str(msg)
+        now = time.monotonic()
+        previous = self._last.get(key)
+        if previous is not None and now - previous < self.every_s:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return
+        self._last[key] = now
+        left_out = self._left_out.pop(key, 0)
+        if left_out:
+            msg = f"{msg} (and {left_out} more since the last such line)"
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
+_LOG = ThrottledLog(logging.getLogger("uvicorn.error"))
 
 
 @dataclass(frozen=True)
@@ -68,6 +112,7 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _LOG  # type: ignore[assignment]  # it only calls Logger's methods
         self._phase = _HEAD
         self._since = 0.0
         self._head_bytes = 0

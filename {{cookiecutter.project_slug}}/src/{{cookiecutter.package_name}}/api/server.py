@@ -85,6 +85,9 @@ def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.C
     )
     defaults: dict[str, Any] = {
         "access_log": False,
+        # No WebSocket upgrades: uvicorn's websocket protocol would take the connection
+        # outside the limits above, and the API has no websocket route.
+        "ws": "none",
         "timeout_graceful_shutdown": 5,
         "timeout_keep_alive": api.keepalive_timeout_s,
     }
