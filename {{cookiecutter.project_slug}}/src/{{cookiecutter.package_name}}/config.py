@@ -105,6 +105,17 @@ class ApiSettings(Section):
         default=None, description="When set, /metrics asks for this Bearer key (else an API key)."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_json_keys: int = Field(
+        default=50_000,
+        ge=100,
+        description="Object keys in a request body (':' bytes, strings' included); more: 413.",
+    )
+    max_json_items: int = Field(
+        default=500_000,
+        ge=100,
+        description="Array items and object members in a request body "
+        "(',' bytes, strings' included); more: 413.",
+    )
     max_header_bytes: int = Field(
         default=32 * 1024, ge=1024, description="Request line and headers; larger: 431."
     )

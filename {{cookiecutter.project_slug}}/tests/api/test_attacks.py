@@ -592,3 +592,65 @@ def test_throttled_log_says_how_many_lines_it_left_out(
         "Invalid HTTP request received.",
         "Invalid HTTP request received. (and 4 more since the last such line)",
     ]
+
+
+# --- validation work per request -----------------------------------------------------
+
+ONE = {"role": "user", "content": "x"}
+CALL = {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+# Request shapes whose validation cost grows with the body, each filled to the default
+# body limit: before the key count they stalled every client for 0.3 to 4 s.
+FLOODS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "messages": lambda n: {"model": MODEL, "messages": [ONE] * n},
+    "tool_calls": lambda n: {
+        "model": MODEL,
+        "messages": [ONE, {"role": "assistant", "tool_calls": [CALL] * (n // 5)}],
+    },
+    "logit_bias": lambda n: {**CHAT, "logit_bias": {str(i): 0 for i in range(n)}},
+    "content parts": lambda n: {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * n}],
+    },
+    "tool properties": lambda n: {
+        **CHAT,
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "f",
+                    "parameters": {"properties": {str(i): {"type": "string"} for i in range(n)}},
+                },
+            }
+        ],
+    },
+    "stop": lambda n: {**CHAT, "stop": ["ab"] * (2 * n)},
+    "unused array": lambda n: {**CHAT, "unused": [0] * (3 * n)},
+}
+
+
+def filled(make: Callable[[int], dict[str, Any]], size: int) -> bytes:
+    """The largest body `make` builds under `size` bytes."""
+    n = 1000
+    body = json.dumps(make(n)).encode()
+    while not size * 0.95 < len(body) < size:
+        n = int(n * size * 0.97 / len(body))
+        body = json.dumps(make(n)).encode()
+    return body
+
+
+@pytest.mark.parametrize("shape", FLOODS)
+async def test_the_largest_body_of_any_shape_does_not_stall_other_clients(
+    fake_api: Any, shape: str
+) -> None:
+    body = filled(FLOODS[shape], 8 * 1024 * 1024)
+    headers = {**AUTH, "content-type": "application/json"}
+    async with fake_api() as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        async with LoopLag() as lag:
+            flood = await http.post("/v1/chat/completions", content=body, headers=headers)
+        many = {**CHAT, "messages": [ONE] * 1000, "logit_bias": {str(i): 0 for i in range(300)}}
+        fine = await http.post("/v1/chat/completions", json=many, headers=AUTH)
+    assert lag.worst < 0.25, f"{shape}: the loop stalled {lag.worst:.2f} s"
+    assert flood.status_code == 413
+    setting = "api.max_json_items" if shape in ("stop", "unused array") else "api.max_json_keys"
+    assert setting in flood.json()["error"]["message"]
+    assert fine.status_code == 200

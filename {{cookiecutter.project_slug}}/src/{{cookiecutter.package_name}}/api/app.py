@@ -42,7 +42,7 @@ from ..llm.models import (
     TextCompletionRequest,
 )
 from .auth import KeyRing
-from .body import disconnected, read_body
+from .body import check_json_size, disconnected, read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
 from .listing import build_listing, unready
 from .media import check_media
@@ -124,6 +124,7 @@ class Api:
     async def _parse(self, request: Request, model: type[Req]) -> Req:
         self._authorize(request)
         body = await read_body(request, self.settings.api.max_body_bytes)
+        check_json_size(body, self.settings.api.max_json_keys, self.settings.api.max_json_items)
         try:
             # Strict: "5" and true are not a max_tokens of 5 and 1.
             parsed = model.model_validate_json(body, strict=True)
