@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -654,3 +655,18 @@ async def test_the_largest_body_of_any_shape_does_not_stall_other_clients(
     setting = "api.max_json_items" if shape in ("stop", "unused array") else "api.max_json_keys"
     assert setting in flood.json()["error"]["message"]
     assert fine.status_code == 200
+
+
+async def test_a_refused_connection_is_reported_as_refused_without_the_address() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    async with (
+        running(create_app(fleet(f"http://127.0.0.1:{port}"))) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        answer = await http.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    message = answer.json()["error"]["message"]
+    assert answer.status_code in (502, 503), message
+    assert "refused" in message and "in time" not in message, message
+    assert "127.0.0.1" not in message and str(port) not in message, message

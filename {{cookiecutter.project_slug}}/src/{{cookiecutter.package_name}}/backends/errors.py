@@ -144,9 +144,16 @@ def error_for_status(
 
 def error_for_transport(error: httpx.HTTPError, node_name: str) -> LlmError:
     """A failure below HTTP: refused or dropped connections and timeouts."""
-    if isinstance(error.__cause__, aiohttp.ServerDisconnectedError):
-        # httpx-aiohttp reports every aiohttp connection error as a ConnectTimeout.
+    cause = error.__cause__
+    # httpx-aiohttp reports every aiohttp connection error as a ConnectTimeout: the cause
+    # says what happened.  Its text names the node's address, so only its kind is reported.
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
         return UpstreamError(f"node {node_name!r} closed the connection before answering")
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        if isinstance(cause.os_error, ConnectionRefusedError):
+            return UpstreamUnavailableError(f"node {node_name!r} refused the connection")
+        reason = type(cause.os_error).__name__
+        return UpstreamUnavailableError(f"node {node_name!r} could not be reached ({reason})")
     if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
         return UpstreamUnavailableError(f"node {node_name!r} did not accept a connection in time")
     if isinstance(error, httpx.ConnectError):
