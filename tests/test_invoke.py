@@ -310,7 +310,9 @@ def test_the_readmes_cruft_link_keeps_the_projects_answers_and_regenerates_cheap
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     line = next(line for line in readme.splitlines() if line.startswith("cruft link "))
     command = line.split("  #")[0].replace("gh:<org>/openrouter-blueprint", url)
-    linked = run(["bash", "-c", command], project, env, timeout=300)
+    # As a user runs it: with the environment that has cruft on PATH (CI does not activate it).
+    path = f"{Path(CRUFT).parent}{os.pathsep}{env.get('PATH', '')}"
+    linked = run(["bash", "-c", command], project, {**env, "PATH": path}, timeout=300)
     assert linked.returncode == 0, linked.stdout + linked.stderr
     saved = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
     assert saved["context"]["cookiecutter"]["llm_backend"] == "vllm"
