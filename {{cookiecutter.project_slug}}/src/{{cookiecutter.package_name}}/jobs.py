@@ -23,6 +23,7 @@ from eth_abi.abi import decode, encode
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from .config import ApiSettings
 from .context import Context
 from .llm.errors import (
     InvalidRequestError,
@@ -30,6 +31,7 @@ from .llm.errors import (
     PayloadTooLargeError,
     UpstreamTimeoutError,
 )
+from .llm.limits import check_json_size
 from .llm.models import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -109,18 +111,21 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_llm_request(text: str, *, limit: int) -> LlmRequest:
+def parse_llm_request(text: str, *, limits: ApiSettings) -> LlmRequest:
     """An LlmRequest JSON (`type` plus the OpenAI body) as a typed request.
 
-    The text comes from anyone who can submit a job: it is bounded in size and
-    parsed by pydantic-core, which is linear and refuses deep nesting with
+    The text comes from anyone who can submit a job: it is bounded in size and in
+    JSON values as the HTTP API's bodies are (validation holds the event loop that
+    serves the API too), and parsed by pydantic-core, which is linear and refuses deep nesting with
     ValueError.  (json.loads is not safe here: web3's dependency py_ecc raises the
     recursion limit, and the C decoder then overflows the stack on deep input.)
     """
-    if len(text) > limit:
-        raise PayloadTooLargeError(f"request exceeds the limit of {limit} bytes")
+    if len(text) > limits.max_body_bytes:
+        raise PayloadTooLargeError(f"request exceeds the limit of {limits.max_body_bytes} bytes")
+    raw = text.encode()
+    check_json_size(raw, limits.max_json_keys, limits.max_json_items)
     try:
-        body = from_json(text)
+        body = from_json(raw)
     except ValueError as error:
         raise InvalidRequestError(f"request is not JSON: {error}") from None
     if not isinstance(body, dict):
@@ -155,11 +160,12 @@ class Job(abc.ABC, Generic[In, Out]):
     result: ClassVar[tuple[str, ...]]  # the output's Solidity ABI types
 
     @abc.abstractmethod
-    def decode(self, inputs: bytes, *, max_bytes: int) -> In:
+    def decode(self, inputs: bytes, *, limits: ApiSettings) -> In:
         """The job's input; raise InvalidRequestError naming what is wrong.
 
-        The input is untrusted: refuse more than `max_bytes` (the HTTP API's body
-        limit) and parse JSON with `pydantic_core.from_json`, never `json.loads`.
+        The input is untrusted: hold it to the HTTP API's `limits` (`max_body_bytes`;
+        JSON through `check_json_size`) and parse JSON with `pydantic_core.from_json`,
+        never `json.loads`.
         """
 
     @abc.abstractmethod
@@ -176,7 +182,7 @@ class Job(abc.ABC, Generic[In, Out]):
     async def run(self, env: JobEnv, inputs: bytes, *, timeout_s: float) -> bytes:
         try:
             with env.reading_input():
-                request = self.decode(inputs, max_bytes=env.context.settings.api.max_body_bytes)
+                request = self.decode(inputs, limits=env.context.settings.api)
             async with asyncio.timeout(timeout_s):
                 output = await self.handle(env, request)
             return self.encode(output)
@@ -199,9 +205,9 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
     params = ("string",)
     result = ("string",)
 
-    def decode(self, inputs: bytes, *, max_bytes: int) -> LlmRequest:
-        text = _abi_string(inputs, "job input", max_bytes)
-        return parse_llm_request(text, limit=max_bytes)
+    def decode(self, inputs: bytes, *, limits: ApiSettings) -> LlmRequest:
+        text = _abi_string(inputs, "job input", limits.max_body_bytes)
+        return parse_llm_request(text, limits=limits)
 
     def encode(self, output: LlmResponse) -> bytes:
         return encode(["string"], [json.dumps(tag_response(output))])
@@ -243,7 +249,7 @@ class ReportMetrics(Job[None, MetricsReport]):
     params = ()
     result = ("string",)
 
-    def decode(self, inputs: bytes, *, max_bytes: int) -> None:
+    def decode(self, inputs: bytes, *, limits: ApiSettings) -> None:
         # The job takes no input; whatever the caller sent is ignored.
         return None
 

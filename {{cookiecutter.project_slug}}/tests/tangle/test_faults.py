@@ -484,10 +484,10 @@ import os, signal, sys
 from {package} import jobs
 
 class Killer(jobs.ProcessLlmRequest):
-    def decode(self, inputs, *, max_bytes):
+    def decode(self, inputs, *, limits):
         if b"kill the runner" in inputs:
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().decode(inputs, max_bytes=max_bytes)
+        return super().decode(inputs, limits=limits)
 
 jobs.JOBS[0] = Killer()
 from {package}.cli import main

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from eth_abi.abi import decode, encode
 
+from {{ cookiecutter.package_name }}.config import ApiSettings
 from {{ cookiecutter.package_name }}.context import Context
 from {{ cookiecutter.package_name }}.jobs import (
     JOBS,
@@ -95,7 +96,7 @@ async def test_a_streamed_request_is_answered_whole(context: Context) -> None:
 
 def test_decode_is_typed() -> None:
     request = ProcessLlmRequest().decode(
-        job_input({**CHAT, "temperature": 0.5, "seed": 7}), max_bytes=1 << 20
+        job_input({**CHAT, "temperature": 0.5, "seed": 7}), limits=ApiSettings()
     )
     assert isinstance(request, ChatCompletionRequest)
     assert (request.temperature, request.seed) == (0.5, 7)
@@ -142,6 +143,28 @@ async def test_input_over_the_body_limit_is_refused_before_parsing(sim_server: S
         result = await answer(context, body)
         assert result["error"]["code"] == "payload_too_large"
         assert "4096 bytes" in result["error"]["message"]
+        assert (await answer(context, CHAT))["type"] == "chat.completion"
+
+
+@pytest.mark.parametrize(
+    ("setting", "body"),
+    [
+        # Many small messages: validation of each costs the event loop the API shares.
+        ("max_json_keys", {**CHAT, "messages": [{"role": "user", "content": "x"}] * 600}),
+        ("max_json_items", {**CHAT, "stop": [""] * 1200}),
+    ],
+)
+async def test_input_with_too_many_json_values_is_refused_before_parsing(
+    sim_server: SimFactory, setting: str, body: dict[str, Any]
+) -> None:
+    """Job input is held to the HTTP API's JSON-count caps, not only its byte limit."""
+    sim = await sim_server(dialect="openai", models=[MODEL])
+    settings = fleet_settings(sim.url)
+    settings.api.max_json_keys, settings.api.max_json_items = 1000, 1000
+    async with Context.open(settings) as context:
+        result = await answer(context, body)
+        assert result["error"]["code"] == "payload_too_large", result
+        assert f"api.{setting}" in result["error"]["message"]
         assert (await answer(context, CHAT))["type"] == "chat.completion"
 
 

@@ -34,6 +34,7 @@ from ..llm.errors import (
     ModelNotFoundError,
     UpstreamTimeoutError,
 )
+from ..llm.limits import check_json_size
 from ..llm.models import (
     MAX_MODEL_ID,
     ChatCompletionRequest,
@@ -42,7 +43,7 @@ from ..llm.models import (
     TextCompletionRequest,
 )
 from .auth import KeyRing
-from .body import check_json_size, disconnected, read_body
+from .body import disconnected, read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
 from .listing import build_listing, unready
 from .media import check_media

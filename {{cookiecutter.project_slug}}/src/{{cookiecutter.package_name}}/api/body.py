@@ -30,28 +30,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def check_json_size(body: bytes, max_keys: int, max_items: int) -> None:
-    """Refuse with 413 a body that could hold more than `max_keys` object keys or
-    `max_items` array items and object members in all.
-
-    Validation holds the GIL, so it stalls every client: 8 MB of small messages or tool
-    calls took over a second, logit_bias keys or content parts a third of one.  Its cost
-    grows with the objects' keys (each followed by ':'), and less steeply with the values
-    (all but a container's first preceded by ','): counting those bytes (in C, a few
-    milliseconds for the largest body) bounds the work before any of it is done.  Bytes
-    inside strings count too, so the bound errs on the side of refusing.
-    """
-    if body.count(b":") > max_keys:
-        raise PayloadTooLargeError(
-            f"request body has more than {max_keys} JSON object keys (api.max_json_keys)"
-        )
-    if body.count(b",") >= max_items:
-        raise PayloadTooLargeError(
-            f"request body has more than {max_items} JSON array items and object members "
-            "(api.max_json_items)"
-        )
-
-
 async def disconnected(receive: Receive) -> None:
     """Return when the client has gone (call it once the body has been read)."""
     while (await receive())["type"] != "http.disconnect":
