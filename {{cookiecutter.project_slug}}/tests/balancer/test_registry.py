@@ -222,19 +222,21 @@ async def test_a_refused_reload_changes_nothing_and_says_why() -> None:
     for node in first.nodes:
         instance.add_node(node, clients[node.name])
     built: list[FakeClient] = []
+    # A type this factory cannot build: any but the bake's default node type.
+    missing = "vllm" if node_settings("x").type == "tgi" else "tgi"
 
     def factory(node: NodeSettings, _lb: object) -> FakeClient:
-        if node.type == "tgi":
-            raise ConfigError(f"node {node.name!r} has type 'tgi', but no tgi client")
+        if node.type == missing:
+            raise ConfigError(f"node {node.name!r} has type {missing!r}, but no {missing} client")
         built.append(FakeClient(node.name))
         return built[-1]
 
     second = Settings(
-        nodes=[node_settings("new"), node_settings("b", type="tgi")],
+        nodes=[node_settings("new"), node_settings("b", type=missing)],
         models=[ModelSettings(id=MODEL)],
         load_balancer=lb_settings(strategy="least_loaded"),
     )
-    with pytest.raises(ConfigError, match=r"reload refused, nothing changed: node 'b'.*tgi"):
+    with pytest.raises(ConfigError, match=rf"reload refused, nothing changed: node 'b'.*{missing}"):
         instance.apply_settings(second, factory)
     assert [state.name for state in instance.node_states()] == ["a", "b"]
     assert instance.settings is first and instance.lb.strategy == "round_robin"
