@@ -618,6 +618,8 @@ class Chain:
         """
         if self.account is None:
             return
+        # Taken before the count: a receipt seen while we wait for it is no reorg.
+        seen_mined = {nonce for nonce, slot in self._slots.items() if slot.mined}
         mined = await self.transaction_count("latest")
         if self._slots:
             final = await self.transaction_count(final_block)
@@ -625,9 +627,8 @@ class Chain:
                 del self._slots[nonce]
         # A count lower than last seen, or a transaction seen mined whose nonce the chain
         # no longer counts: the second holds even when no poll fell between mining and reorg.
-        moved_back = (self._mined_count is not None and mined < self._mined_count) or any(
-            slot.mined and nonce >= mined for nonce, slot in self._slots.items()
-        )
+        lost = sorted(nonce for nonce in seen_mined if nonce >= mined and nonce in self._slots)
+        moved_back = bool(lost) or (self._mined_count is not None and mined < self._mined_count)
         self._mined_count = mined
         now = time.monotonic()
         for slot in list(self._slots.values()):
@@ -640,7 +641,6 @@ class Chain:
                     log.warning("nonce %d was used by another transaction", slot.nonce)
         if not moved_back:
             return
-        lost = sorted(nonce for nonce, slot in self._slots.items() if nonce >= mined and slot.mined)
         log.warning(
             "the chain moved back: %d of our transactions left their blocks; sending them again",
             len(lost),
