@@ -31,7 +31,8 @@ def choices(template_root: Path) -> dict[str, list[str]]:
     }
 
 
-_CHOICES = choices(Path(__file__).resolve().parents[1])
+_ROOT = Path(__file__).resolve().parents[1]
+_CHOICES = choices(_ROOT)
 BACKENDS = tuple(_CHOICES["llm_backend"])
 STRATEGIES = tuple(_CHOICES["balancing_strategy"])
 LICENSES = tuple(_CHOICES["license"])
@@ -60,24 +61,52 @@ def _problem(field: str, value: object, expected: str) -> str:
     return f"{field}: got {value!r}; expected {expected}"
 
 
+def _taken() -> dict[str, frozenset[str]]:
+    """Names the project's dependencies occupy (scripts/taken_names.py records them)."""
+    recorded = json.loads((_ROOT / "hooks" / "taken_names.json").read_text(encoding="utf-8"))
+    return {kind: frozenset(names) for kind, names in recorded.items()}
+
+
+_TAKEN = _taken()
+# The generated tests' own top-level packages (tests/api, tests/sim, ...): pytest imports
+# them by these names, so a project package of the same name would be shadowed in its tests.
+TEST_PACKAGES = frozenset(
+    path.parent.name
+    for path in (_ROOT / "{{cookiecutter.project_slug}}" / "tests").glob("*/__init__.py")
+)
+
+
 def check_slug(value: str) -> str | None:
     """The directory, distribution and command name: lowercase words joined by '-'."""
-    if _SLUG.fullmatch(value) and len(value) <= MAX_NAME:
-        return None
-    return (
-        f"at most {MAX_NAME} lowercase letters and digits, in words joined by single '-', "
-        "starting with a letter"
-    )
+    if not _SLUG.fullmatch(value) or len(value) > MAX_NAME:
+        return (
+            f"at most {MAX_NAME} lowercase letters and digits, in words joined by single '-', "
+            "starting with a letter"
+        )
+    if value in _TAKEN["distributions"]:
+        return (
+            "a name no dependency of the project is distributed as "
+            f"('pip install' of {value!r} would replace that dependency)"
+        )
+    return None
 
 
 def check_package_name(value: str) -> str | None:
-    """An importable, lowercase Python identifier that does not shadow the stdlib."""
+    """An importable, lowercase Python identifier that shadows nothing the project imports."""
     if not value.isidentifier() or not value.isascii() or value != value.lower():
         return "a lowercase ASCII Python identifier such as 'openrouter_provider'"
     if len(value) > MAX_NAME:
         return f"at most {MAX_NAME} characters"
     if keyword.iskeyword(value) or value in sys.stdlib_module_names:
         return "a name that is neither a Python keyword nor a standard-library module"
+    for name in (value, f"{value}_sim", f"{value}_bench"):
+        if name in _TAKEN["modules"]:
+            return f"a name no dependency of the project uses ({name!r} is one of their modules)"
+    if value in TEST_PACKAGES:
+        return (
+            "a name the generated tests do not use for a package of their own "
+            f"({', '.join(sorted(TEST_PACKAGES))})"
+        )
     return None
 
 

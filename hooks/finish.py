@@ -155,14 +155,7 @@ def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def find_python(version: str) -> str | None:
-    """An interpreter of at least `version`: this one if new enough, else python3.X on PATH."""
-    wanted = tuple(int(part) for part in version.split("."))
-    if sys.version_info[:2] >= wanted:
-        return sys.executable
-    candidate = shutil.which(f"python{version}")
-    if candidate is None:
-        return None
+def _runs(candidate: str, wanted: tuple[int, ...]) -> bool:
     # Version managers put shims on PATH that exist but refuse to run: ask it.
     probe = subprocess.run(
         [candidate, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
@@ -170,9 +163,27 @@ def find_python(version: str) -> str | None:
         text=True,
         check=False,
     )
-    if probe.returncode != 0 or tuple(map(int, probe.stdout.split())) < wanted:
-        return None
-    return candidate
+    return probe.returncode == 0 and tuple(map(int, probe.stdout.split())) >= wanted
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of at least `version`: this one if new enough, else python3.X on PATH."""
+    wanted = tuple(int(part) for part in version.split("."))
+    if sys.version_info[:2] >= wanted:
+        return sys.executable
+    candidate = shutil.which(f"python{version}")
+    return candidate if candidate is not None and _runs(candidate, wanted) else None
+
+
+def no_python_reason(version: str) -> str:
+    """Why find_python found nothing: no such command, or one that does not run."""
+    candidate = shutil.which(f"python{version}")
+    if candidate is None:
+        return f"python{version} is not on PATH"
+    return (
+        f"python{version} on PATH ({candidate}) does not run as Python {version} "
+        "(a version manager's shim for a version it has not installed?)"
+    )
 
 
 def summary_line(output: str) -> str | None:
@@ -256,8 +267,29 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# pytest's "_____ test_name _____" heading of one failure or error in its report.
+_FAILURE_HEADING = re.compile(r"^_{3,} .+ _{3,}$", re.MULTILINE)
+
+
+def first_failure(output: str, lines: int = 40) -> str:
+    """The first failure's report, its reason (pytest's `E` lines) included, then the
+    FAILED and ERROR lines of the short summary: never a screenful of SKIPPED lines."""
+    found = _FAILURE_HEADING.search(output)
+    if found is None:
+        return _tail(output, lines)
+    rest = output[found.end() :]
+    ends = [m.start() for m in (_FAILURE_HEADING.search(rest), re.search(r"^=+ ", rest, re.M)) if m]
+    body = (found.group(0) + rest[: min(ends, default=len(rest))]).strip().splitlines()
+    if len(body) > lines:
+        # The reason is at the end of a traceback: keep the heading and the last lines.
+        body = [body[0], "...", *body[-(lines - 2) :]]
+    summary = [line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return "\n".join([*body, *summary])
+
+
 INSTALL = ".venv/bin/python -m pip install -e '.[dev]'"
-TEST = ".venv/bin/python -m pytest"
+# At generation, the suite's fast part (tests/conftest.py's GENERATION); `make test` runs all.
+TEST = ".venv/bin/python -m pytest -m generation"
 KEEP_HINT = (
     "Unless generation was started with --keep-project-on-failure, cookiecutter now deletes "
     "the project, as it does whenever a hook fails."
@@ -306,7 +338,7 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
     if python is None:
         _say(
             f"Tests not run: this project needs Python {python_version} or newer, "
-            f"and python{python_version} is not on PATH. To run them later:\n  {later}"
+            f"and {no_python_reason(python_version)}. To run them later:\n  {later}"
         )
         return "not run"
     env = child_env(environ)
@@ -328,9 +360,21 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
         _say(f"Installing the project FAILED:\n{_tail(output)}\nTo retry:\n  {where} && {install}")
         _say(f"{KEEP_HINT}\nInstalling the project FAILED")
         return "failed"
-    _say("Running the project's tests...")
+    _say("Running the fast part of the project's tests (make test runs them all)...")
     status, output = _run(
-        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        # -x: the first failure is the one to read; -rfE: no SKIPPED lines in the report.
+        [
+            venv_python,
+            "-m",
+            "pytest",
+            "-m",
+            "generation",
+            "-x",
+            "-rfE",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
         project,
         env,
         TEST_TIMEOUT_S,
@@ -338,7 +382,7 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
     )
     summary = summary_line(output) or "no pytest summary line"
     if status != 0:
-        _say(f"{_tail(output)}\nTo rerun:\n  {where} && {test}\n{KEEP_HINT}")
+        _say(f"{first_failure(output)}\nTo rerun:\n  {where} && {test}\n{KEEP_HINT}")
         _say(f"Generated tests FAILED: {summary}")
         return "failed"
     _say(f"Generated tests: {summary}")
@@ -353,14 +397,17 @@ def finish(project: Path, answers: Mapping[str, Any], environ: Mapping[str, str]
     answers) carry run_generated_tests false and end right after pruning.
     """
     prune(project, answers)
+    slug = answers["project_slug"]
     if not answers["run_generated_tests"]:
+        _say(next_steps(project, slug, installed=False))
         return 0
     if environ.get(SKIP_ENV) == "1":
         later = later_command(project, answers["python_version"])
         _say(f"Tests not run: {SKIP_ENV}=1. To run them:\n  {later}")
+        _say(next_steps(project, slug, installed=False))
         return 0
     outcome = run_generated_tests(project, answers["python_version"], environ)
     if outcome == "failed":
         return 1
-    _say(next_steps(project, answers["project_slug"], installed=outcome == "passed"))
+    _say(next_steps(project, slug, installed=outcome == "passed"))
     return 0

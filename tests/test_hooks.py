@@ -298,6 +298,47 @@ def test_find_python_ignores_shims_that_do_not_run(
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert finish.find_python("3.99") is None
+    # Said as it is: the command is there, it does not run.
+    assert finish.no_python_reason("3.99") == (
+        f"python3.99 on PATH ({shim}) does not run as Python 3.99 "
+        "(a version manager's shim for a version it has not installed?)"
+    )
+    assert finish.no_python_reason("3.98") == "python3.98 is not on PATH"
+
+
+# pytest -ra's report of one failure among many skips, as the generated suite prints it.
+FAILED_RUN = (
+    "sss.F\n"
+    "=================================== FAILURES ===================================\n"
+    "____________________________________ test_a ____________________________________\n"
+    "\n"
+    "    def test_a():\n"
+    ">       assert x == 2, 'x was not two'\n"
+    "E       AssertionError: x was not two\n"
+    "\n"
+    "tests/test_x.py:6: AssertionError\n"
+    "____________________________________ test_b ____________________________________\n"
+    "E       assert False\n"
+    "=========================== short test summary info ============================\n"
+    + "".join(f"SKIPPED [1] tests/test_x.py:{n}: no chain\n" for n in range(50))
+    + "FAILED tests/test_x.py::test_a - AssertionError: x was not two\n"
+    "FAILED tests/test_x.py::test_b - assert False\n"
+    "2 failed, 1 passed, 50 skipped in 1.2s\n"
+)
+
+
+def test_first_failure_shows_its_reason_not_the_skips() -> None:
+    shown = finish.first_failure(FAILED_RUN)
+    assert "E       AssertionError: x was not two" in shown
+    assert "FAILED tests/test_x.py::test_a - AssertionError: x was not two" in shown
+    assert "SKIPPED" not in shown
+    assert "E       assert False" not in shown  # only the first failure's report
+    # A long traceback keeps its heading and its end, where the reason is.
+    long = FAILED_RUN.replace(">       assert", "    pass\n" * 100 + ">       assert")
+    shown = finish.first_failure(long, lines=10)
+    assert shown.splitlines()[0].strip("_ ") == "test_a"
+    assert "E       AssertionError: x was not two" in shown
+    assert len(shown.splitlines()) == 10 + 2
 
 
 def test_summary_line() -> None:
@@ -314,8 +355,20 @@ def test_skip_env_prunes_but_runs_nothing(
 ) -> None:
     project = make_project(tmp_path)
     finish.finish(project, default_answers(package_name="pkg"), {finish.SKIP_ENV: "1"})
-    assert "Tests not run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Tests not run" in out
+    assert "  make setup " in out[out.index("Next steps:") :]
     assert not (project / ".venv").exists()
+
+
+def test_answering_no_to_the_test_run_still_says_what_to_do_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = default_answers(package_name="pkg", run_generated_tests=False)
+    assert finish.finish(make_project(tmp_path), answers, {}) == 0
+    out = capsys.readouterr().out
+    steps = out[out.index("Next steps:") :].splitlines()
+    assert steps[1:3] == [f"  cd {tmp_path}", "  make setup                # or: make setup-uv"]
 
 
 def test_hooks_are_plain_python_before_rendering() -> None:
@@ -388,16 +441,18 @@ def test_unreachable_index_is_said_plainly_and_does_not_fail(
 def test_failing_tests_say_what_failed_and_how_to_rerun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeRun(
-        (0, ""), (0, ""), (1, "FAILED tests/test_x.py::test_y\n1 failed, 9 passed in 1.2s\n")
-    )
+    fake = FakeRun((0, ""), (0, ""), (1, FAILED_RUN))
     monkeypatch.setattr(finish, "_run", fake)
     assert finish.run_generated_tests(tmp_path, "3.11", {"PYTEST_ADDOPTS": "-x"}) == "failed"
     out = capsys.readouterr().out
-    assert "FAILED tests/test_x.py::test_y" in out
-    assert out.splitlines()[-1] == "Generated tests FAILED: 1 failed, 9 passed in 1.2s"
-    assert f"cd {tmp_path} && .venv/bin/python -m pytest" in out
-    assert fake.commands[2][-3:] == ["-q", "-p", "no:cacheprovider"]
+    assert "E       AssertionError: x was not two" in out
+    assert "SKIPPED" not in out
+    assert out.splitlines()[-1] == "Generated tests FAILED: 2 failed, 1 passed, 50 skipped in 1.2s"
+    assert f"cd {tmp_path} && .venv/bin/python -m pytest -m generation" in out
+    # The fast part only, stopping at the first failure; the full suite is make test.
+    assert fake.commands[2][2:] == [
+        *("pytest", "-m", "generation", "-x", "-rfE", "-q", "-p", "no:cacheprovider")
+    ]
     assert "PYTEST_ADDOPTS" not in fake.envs[2]
 
 
@@ -413,6 +468,7 @@ def test_missing_interpreter_says_how_to_run_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(finish, "find_python", lambda version: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
     assert finish.run_generated_tests(tmp_path, "3.13", {}) == "not run"
     out = capsys.readouterr().out
     assert "python3.13 is not on PATH" in out
@@ -466,7 +522,7 @@ def test_printed_commands_survive_spaces_quotes_and_dollars_in_the_project_path(
     assert finish.finish(make_project(odd / "b"), answers, {}) == 0
     assert cd_targets(capsys.readouterr().out) == [str(odd / "b")]
     assert finish.finish(make_project(odd / "c"), answers, {finish.SKIP_ENV: "1"}) == 0
-    assert cd_targets(capsys.readouterr().out) == [str(odd / "c")]
+    assert set(cd_targets(capsys.readouterr().out)) == {str(odd / "c")}
 
 
 def test_a_quiet_step_shows_a_line_every_few_seconds(
