@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -35,6 +36,12 @@ BAD_ANSWERS: list[tuple[str, ...]] = [
     ("chain", "mainnet"),  # a local network is never mainnet
     ("default_model", "two words"),
     ("project_slug", "a" * 65),
+    # Names that would shadow what the project imports, or replace what it installs.
+    ("package_name", "json"),
+    ("package_name", "redis"),
+    ("package_name", "web3"),
+    ("package_name", "api"),  # the generated tests' own tests/api package
+    ("project_slug", "httpx"),
 ]
 
 
@@ -171,3 +178,28 @@ def test_recorded_answers_regenerate_the_same_project(tmp_path: Path) -> None:
         }
 
     assert tree(again) == tree(first)
+
+
+def test_a_project_named_like_a_dependency_is_refused_by_its_derived_names(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(FailedHookException):
+        generate(tmp_path, project_name="Redis")
+    err = capfd.readouterr().err
+    assert "ERROR: project_slug: got 'redis'; expected a name no dependency" in err
+    assert "ERROR: package_name: got 'redis'; expected a name no dependency" in err
+    assert "'redis' is one of their modules" in err
+
+
+def test_the_names_dependencies_take_are_recorded() -> None:
+    """hooks/taken_names.json holds every module and distribution of the project's
+    dependencies as installed here (the generated project's pyproject.toml, resolved)."""
+    from scripts.taken_names import taken_names
+
+    recorded = json.loads((REPO / "hooks" / "taken_names.json").read_text(encoding="utf-8"))
+    for kind, names in taken_names().items():
+        missing = sorted(set(names) - set(recorded[kind]))
+        assert not missing, (
+            f"{kind} missing from hooks/taken_names.json: {missing}; "
+            "rerun python scripts/taken_names.py > hooks/taken_names.json"
+        )

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-import backends.conftest
 from {{ cookiecutter.package_name }}.api.app import create_app
 
+import backends.conftest
 from .conftest import KEY, MODEL, UPSTREAM, fleet, running
 
 AUTH = {"authorization": f"Bearer {KEY}"}

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import sim.helpers
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
 from {{ cookiecutter.package_name }}.llm.errors import (
     ContextLengthExceededError,
@@ -47,6 +46,7 @@ from {{ cookiecutter.package_name }}.llm.models import (
 )
 from {{ cookiecutter.package_name }}_sim import SimHandle
 
+import sim.helpers
 from .conftest import (
     PRESENT,
     REAL_CONTEXT,

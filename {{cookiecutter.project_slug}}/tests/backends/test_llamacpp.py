@@ -8,11 +8,11 @@ from contextlib import aclosing
 import httpx
 import pytest
 
-import sim.helpers
 from {{ cookiecutter.package_name }}.backends.llamacpp import LlamaCppClient
 from {{ cookiecutter.package_name }}.llm.errors import ContextLengthExceededError
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
 
+import sim.helpers
 from .conftest import ClientFactory, canned
 
 

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.test_processes import clean_env, process, read_until  # tests/ is on sys.path
 from {{ cookiecutter.package_name }}.api.app import Api
 from {{ cookiecutter.package_name }}.backends import available_types, create_client
 from {{ cookiecutter.package_name }}.backends.base import HttpClient
@@ -28,6 +27,7 @@ from {{ cookiecutter.package_name }}.llm.errors import InvalidRequestError, LlmE
 from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .fakes import MODEL, chat, lb_settings
+from api.test_processes import clean_env, process, read_until  # tests/ is on sys.path
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 

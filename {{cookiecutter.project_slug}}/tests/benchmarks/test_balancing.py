@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from balancer.fakes import MODEL, lb_settings, node_settings, settings
 from {{ cookiecutter.package_name }}.balancer.balancer import Balancer
 from {{ cookiecutter.package_name }}.balancer.node import Node
 from {{ cookiecutter.package_name }}.balancer.strategies import RequestFacts
@@ -21,6 +20,8 @@ from {{ cookiecutter.package_name }}_bench.fleet import (
     VirtualClockLoop,
     current_request,
 )
+
+from balancer.fakes import MODEL, lb_settings, node_settings, settings
 
 SPEC = NodeSpec("n", slots=2, ms_per_token=20, prefill_ms_per_token=0.5)
 

@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from balancer.fakes import FakeClient, lb_settings, node_settings
 from {{ cookiecutter.package_name }}.balancer.node import Node
 from {{ cookiecutter.package_name }}.cluster import Fleet, connect
 from {{ cookiecutter.package_name }}.config import ClusterSettings
 
 from .conftest import RedisServer, free_port
+from balancer.fakes import FakeClient, lb_settings, node_settings
 
 
 def fleet(url: str, **settings: object) -> Fleet:

@@ -11,12 +11,12 @@ import asyncio
 import time
 from pathlib import Path
 
-from cluster.conftest import RedisServer, redis_server  # noqa: F401  (the fixture)
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.cli import submit_job, wait_for_result
 
 from .conftest import MODEL, Operator, OperatorFactory, free_port
 from .test_e2e import assert_answered_once, job_input
+from cluster.conftest import RedisServer, redis_server  # noqa: F401  (the fixture)
 
 LEASE_S = 2.0
 # Appended to the config's [tangle] table, then a table of its own.  Without a checkpoint
