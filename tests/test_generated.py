@@ -8,9 +8,13 @@ PYTHONPATH=src. Each run gets its own fresh anvil with tnt-core's local testnet.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,42 @@ def test_generated_suite_passes(variants: Variants, suite_python: str, backend: 
     # Here every dependency and a chain are present: a skip means a test did not run.
     skips = [line for line in output.splitlines() if line.startswith("SKIPPED")]
     assert "skipped" not in summary, "\n".join(skips)
+
+
+# Two busy loops per core, as a laptop compiling or a shared CI runner would add.
+BUSY_LOOPS_PER_CORE = 2
+
+
+@contextmanager
+def cpu_load(per_core: int) -> Iterator[int]:
+    """Busy-loop processes, per_core for each core, stopped on exit; yields their count."""
+    count = per_core * (os.cpu_count() or 1)
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield count
+    finally:
+        for loop in loops:
+            loop.kill()
+        for loop in loops:
+            loop.wait()
+
+
+def test_generation_tests_pass_on_a_busy_machine(variants: Variants, suite_python: str) -> None:
+    """The part of the suite generation runs holds no bound on wall-clock time or loop lag:
+    it passes with every core kept busy (the suite under load, at the price of its fast part)."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"the generation tests include a chain round trip: {reason}")
+    project = variants.get(BACKENDS[0], DEFAULT_STRATEGY)
+    with tangle_chain() as rpc_url, cpu_load(BUSY_LOOPS_PER_CORE) as loops:
+        done = run(
+            [suite_python, "-m", "pytest", "-m", "generation", "-q", "-p", "no:cacheprovider"],
+            project,
+            env=project_env(project, TANGLE_E2E_RPC_URL=rpc_url),
+        )
+        load = os.getloadavg()[0]
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"under {loops} busy loops (load {load:.1f}):\n{tail(output, 80)}"
+    summary = summary_line(output) or ""
+    assert re.fullmatch(r"\d+ passed, \d+ deselected(, \d+ warnings?)? in .*", summary), summary
+    print(f"\ngeneration tests with {loops} busy loops, load average {load:.1f}: {summary}")
