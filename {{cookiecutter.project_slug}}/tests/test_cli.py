@@ -92,3 +92,19 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{PROG} {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "port"),
+    [(["demo"], 9123), (["demo", "--port", "9124"], 9124), (["demo", "--port", "0"], 0)],
+)
+def test_demo_listens_on_the_configured_port(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], port: int
+) -> None:
+    import {{ cookiecutter.package_name }}.demo as demo
+
+    ports: list[int] = []
+    monkeypatch.setattr(demo, "run_demo", lambda *, port: ports.append(port) or 0)
+    monkeypatch.setenv("OPENROUTER_API_PORT", "9123")
+    assert main(argv) == 0
+    assert ports == [port]

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(config)
 
     demo = commands.add_parser("demo", help="three simulated nodes behind the provider, no GPU")
-    demo.add_argument("--port", type=int, default=8090, help="the provider's port")
+    _add_config_option(demo)
+    demo.add_argument("--port", type=int, help="the provider's port (default from config)")
 
     for name, help_text in PASS_THROUGH.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
@@ -157,18 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(words)
+    try:
+        settings = load_settings(args.config)
+        from .backends import check_node_types
+
+        if args.command != "demo":  # the demo brings its own nodes, only its port is read
+            check_node_types(settings.nodes)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         try:
             from .demo import run_demo
         except ModuleNotFoundError as error:
             return _not_here("demo", error)
-        return run_demo(port=args.port)
-    try:
-        settings = load_settings(args.config)
-        from .backends import check_node_types
-
-        check_node_types(settings.nodes)
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
+        return run_demo(port=settings.api.port if args.port is None else args.port)
     return _dispatch(args, settings)
