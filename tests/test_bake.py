@@ -150,7 +150,7 @@ def test_options_add_and_remove_files(
         assert ("Apache License" in texts) == ("Apache" in license_id)
 
 
-@pytest.mark.parametrize("python_version", ["3.12", "3.13"])
+@pytest.mark.parametrize("python_version", ["3.12", "3.13", "3.14"])
 def test_python_version_reaches_every_tool(cookies: Any, python_version: str) -> None:
     result = cookies.bake(extra_context={**NO_RUN, "python_version": python_version})
     assert result.exception is None, str(result.exception)
@@ -158,11 +158,13 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["requires-python"] == f">={python_version}"
     assert pyproject["tool"]["mypy"]["python_version"] == python_version
-    assert pyproject["tool"]["ruff"]["target-version"] == "py" + python_version.replace(".", "")
+    ruff_target = min(python_version, "3.13")  # see the generated pyproject.toml
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + ruff_target.replace(".", "")
     assert f"FROM python:{python_version}-slim" in (project / "Dockerfile").read_text()
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
-    # CI tests every Python from the lowest supported one up to 3.13, reading nothing more.
-    versions = ["3.11", "3.12", "3.13"]
+    # CI tests every Python from the lowest supported one up to 3.14, reading nothing more
+    # (every dependency has wheels for 3.14).
+    versions = ["3.11", "3.12", "3.13", "3.14"]
     matrix = workflow["jobs"]["check"]["strategy"]["matrix"]["python-version"]
     assert matrix == versions[versions.index(python_version) :]
     assert workflow["permissions"] == {"contents": "read"}
