@@ -287,7 +287,11 @@ def first_failure(output: str, lines: int = 40) -> str:
     return "\n".join([*body, *summary])
 
 
-INSTALL = ".venv/bin/python -m pip install -e '.[dev]'"
+# The locked versions (requirements-dev.txt, exported from uv.lock), then the project itself.
+INSTALL = (
+    ".venv/bin/python -m pip install -r requirements-dev.txt"
+    " && .venv/bin/python -m pip install --no-deps -e ."
+)
 # At generation, the suite's fast part (tests/conftest.py's GENERATION); `make test` runs all.
 TEST = ".venv/bin/python -m pytest -m generation"
 KEEP_HINT = (
@@ -348,8 +352,14 @@ def run_generated_tests(project: Path, python_version: str, environ: Mapping[str
         _say(f"Creating .venv FAILED:\n{_tail(output)}\nTo retry:\n  {later}")
         return "failed"
     venv_python = str(project / ".venv" / "bin" / "python")
-    pip = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]"]
-    status, output = _run(pip, project, env, INSTALL_TIMEOUT_S, "installing")
+    pip = [venv_python, "-m", "pip", "install", "--disable-pip-version-check"]
+    status, output = _run(
+        [*pip, "-r", "requirements-dev.txt"], project, env, INSTALL_TIMEOUT_S, "installing"
+    )
+    if status == 0:
+        status, output = _run(
+            [*pip, "--no-deps", "-e", "."], project, env, INSTALL_TIMEOUT_S, "installing"
+        )
     if status != 0 and _OFFLINE.search(output):
         _say(
             "Tests not run: pip could not reach the package index to install the "

@@ -161,6 +161,9 @@ def test_python_version_reaches_every_tool(cookies: Any, python_version: str) ->
     ruff_target = min(python_version, "3.13")  # see the generated pyproject.toml
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ruff_target.replace(".", "")
     assert f"FROM python:{python_version}-slim" in (project / "Dockerfile").read_text()
+    lock = (project / "uv.lock").read_text(encoding="utf-8")
+    assert lock.splitlines()[2] == f'requires-python = ">={python_version}"'
+
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     # CI tests every Python from the lowest supported one up to 3.14, reading nothing more
     # (every dependency has wheels for 3.14).

@@ -412,7 +412,8 @@ def test_pystr_is_what_ruff_format_writes(tmp_path: Path) -> None:
 
 
 class FakeRun:
-    """Stands in for finish._run: answers each step (venv, pip, pytest) from a script."""
+    """Stands in for finish._run: answers each step (venv, pip -r requirements-dev.txt,
+    pip -e ., pytest) from a script."""
 
     def __init__(self, *answers: tuple[int, str]) -> None:
         self.answers = list(answers)
@@ -435,13 +436,13 @@ def test_unreachable_index_is_said_plainly_and_does_not_fail(
     assert finish.run_generated_tests(tmp_path, "3.11", {}) == "not run"
     out = capsys.readouterr().out
     assert "could not reach the package index" in out
-    assert "pip install -e '.[dev]'" in out
+    assert "pip install -r requirements-dev.txt" in out
 
 
 def test_failing_tests_say_what_failed_and_how_to_rerun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeRun((0, ""), (0, ""), (1, FAILED_RUN))
+    fake = FakeRun((0, ""), (0, ""), (0, ""), (1, FAILED_RUN))
     monkeypatch.setattr(finish, "_run", fake)
     assert finish.run_generated_tests(tmp_path, "3.11", {"PYTEST_ADDOPTS": "-x"}) == "failed"
     out = capsys.readouterr().out
@@ -449,17 +450,22 @@ def test_failing_tests_say_what_failed_and_how_to_rerun(
     assert "SKIPPED" not in out
     assert out.splitlines()[-1] == "Generated tests FAILED: 2 failed, 1 passed, 50 skipped in 1.2s"
     assert f"cd {tmp_path} && .venv/bin/python -m pytest -m generation" in out
+    # The locked versions, then the project without dependencies of its own choosing.
+    assert fake.commands[1][-2:] == ["-r", "requirements-dev.txt"]
+    assert fake.commands[2][-3:] == ["--no-deps", "-e", "."]
     # The fast part only, stopping at the first failure; the full suite is make test.
-    assert fake.commands[2][2:] == [
+    assert fake.commands[3][2:] == [
         *("pytest", "-m", "generation", "-x", "-rfE", "-q", "-p", "no:cacheprovider")
     ]
-    assert "PYTEST_ADDOPTS" not in fake.envs[2]
+    assert "PYTEST_ADDOPTS" not in fake.envs[3]
 
 
 def test_passing_tests_print_one_summary_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "== 9 passed in 1.2s ==\n")))
+    monkeypatch.setattr(
+        finish, "_run", FakeRun((0, ""), (0, ""), (0, ""), (0, "== 9 passed in 1.2s ==\n"))
+    )
     assert finish.run_generated_tests(tmp_path, "3.11", {}) == "passed"
     assert capsys.readouterr().out.splitlines()[-1] == "Generated tests: 9 passed in 1.2s"
 
@@ -490,12 +496,16 @@ def test_a_failed_run_fails_generation_and_a_passed_one_ends_with_next_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     answers = default_answers(package_name="pkg")
-    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (1, "1 failed in 0.1s\n")))
+    monkeypatch.setattr(
+        finish, "_run", FakeRun((0, ""), (0, ""), (0, ""), (1, "1 failed in 0.1s\n"))
+    )
     assert finish.finish(make_project(tmp_path / "a"), answers, {}) == 1
     assert "--keep-project-on-failure" in capsys.readouterr().out
     monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (1, "No matching distribution")))
     assert finish.finish(make_project(tmp_path / "b"), answers, {}) == 1
-    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "9 passed in 0.1s\n")))
+    monkeypatch.setattr(
+        finish, "_run", FakeRun((0, ""), (0, ""), (0, ""), (0, "9 passed in 0.1s\n"))
+    )
     assert finish.finish(make_project(tmp_path / "c"), answers, {}) == 0
     out = capsys.readouterr().out
     steps = out[out.index("Next steps:") :]
@@ -515,10 +525,14 @@ def test_printed_commands_survive_spaces_quotes_and_dollars_in_the_project_path(
         assert lines, out
         return [shlex.split(line)[1] for line in lines]
 
-    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (1, "1 failed in 0.1s\n")))
+    monkeypatch.setattr(
+        finish, "_run", FakeRun((0, ""), (0, ""), (0, ""), (1, "1 failed in 0.1s\n"))
+    )
     assert finish.finish(make_project(odd / "a"), answers, {}) == 1
     assert cd_targets(capsys.readouterr().out) == [str(odd / "a")]
-    monkeypatch.setattr(finish, "_run", FakeRun((0, ""), (0, ""), (0, "9 passed in 0.1s\n")))
+    monkeypatch.setattr(
+        finish, "_run", FakeRun((0, ""), (0, ""), (0, ""), (0, "9 passed in 0.1s\n"))
+    )
     assert finish.finish(make_project(odd / "b"), answers, {}) == 0
     assert cd_targets(capsys.readouterr().out) == [str(odd / "b")]
     assert finish.finish(make_project(odd / "c"), answers, {finish.SKIP_ENV: "1"}) == 0

@@ -40,6 +40,7 @@ from tests.helpers import (
     text_files,
     tool,
 )
+from tests.test_lock import check_lock
 
 # name -> answers; the project's directory, distribution and package follow from them.
 AWKWARD: dict[str, dict[str, Any]] = {
@@ -191,6 +192,18 @@ def test_awkward_bake_imports_and_names_its_command(awkward: Awkward, name: str)
     )
     assert usage.returncode == 0, usage.stderr
     assert usage.stdout.startswith(f"usage: {project.name} "), usage.stdout[:200]
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, answers in AWKWARD.items() if "python_version" not in answers]
+)
+def test_the_lock_names_the_project_and_is_current(awkward: Awkward, name: str) -> None:
+    """uv.lock holds the project's own name and version, which are answers."""
+    project = awkward.projects[name]
+    assert f'\nname = "{project.name}"\nversion = "0.1.0"\nsource = {{ editable = "." }}' in (
+        project / "uv.lock"
+    ).read_text(encoding="utf-8")
+    check_lock(project)
 
 
 @pytest.mark.generated

@@ -1,7 +1,8 @@
 """The README's first command: generate with the defaults and let the hook test the project.
 
-This is the slow, real path: a .venv in the new project, `pip install -e '.[dev]'` from
-the package index, and the project's own suite.
+This is the slow, real path: a .venv in the new project, the locked versions of
+requirements-dev.txt installed from the package index (hash-checked), and the fast part
+of the project's own suite.
 """
 
 from __future__ import annotations
