@@ -49,14 +49,15 @@ def test_dockerfile_installs_dependencies_before_copying_the_source(variants: Va
     # One package directory, the product's: the simulator and the benchmarks stay out.
     copied = steps[source][1].split()[0].removeprefix("src/").rstrip("/")
     assert copied.isidentifier() and not copied.endswith(("_sim", "_bench")), steps[source]
-    manifest = next(index for index, args in copies if args.startswith("pyproject.toml "))
+    manifest = next(index for index, args in copies if args.startswith("requirements.txt "))
     installs = [
         index for index, (op, args) in enumerate(steps) if op == "RUN" and "pip install" in args
     ]
-    # The layer with every dependency comes from pyproject.toml alone (and the license texts
-    # it names): not the README, which is edited far more often than the dependencies ...
+    # The layer with every dependency comes from the lock's export alone, hash-checked: not
+    # pyproject.toml or the README, which are edited far more often than the lock ...
     assert manifest < installs[0] < source
-    assert set(steps[manifest][1].split()[:-1]) <= {"pyproject.toml", "LICENSE*"}
+    assert steps[manifest][1].split()[:-1] == ["requirements.txt"]
+    assert "--require-hashes -r requirements.txt" in steps[installs[0]][1]
     readme = next(index for index, args in copies if "README.md" in args.split()[:-1])
     assert installs[0] < readme < installs[-1]
     # ... and the source layer installs only the project itself.
@@ -105,7 +106,7 @@ def test_makefile_tasks_run(cookies: Any) -> None:
     venv = f"VENV={Path(sys.executable).parent.parent}"
     listed = run(["make", "help"], project)
     assert listed.returncode == 0, listed.stderr
-    for task in ("setup", "setup-uv", "test", "lint", "format", "serve", "demo"):
+    for task in ("setup", "setup-uv", "lock", "test", "lint", "format", "serve", "demo"):
         assert re.search(rf"^{task}\t", listed.stdout, re.MULTILINE), listed.stdout
     dry = run(["make", "-n", venv, "setup", "test", "serve", "demo"], project)
     assert dry.returncode == 0, dry.stderr
