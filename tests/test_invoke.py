@@ -335,6 +335,7 @@ def test_a_failing_generated_test_fails_generation_and_shows_why(tmp_path: Path)
     shutil.rmtree(project_template / "tests")
     (project_template / "tests").mkdir()
     (project_template / "tests" / "test_planted.py").write_text(
+        "import pytest\n\npytestmark = pytest.mark.generation  # the part generation runs\n\n\n"
         "def test_fine():\n    assert True\n\n\n"
         "def test_planted():\n    assert 1 + 1 == 3, 'planted failure'\n",
         encoding="utf-8",
@@ -344,6 +345,7 @@ def test_a_failing_generated_test_fails_generation_and_shows_why(tmp_path: Path)
     text = re.sub(r"(?ms)^dependencies = \[.*?^\]", "dependencies = []", text)
     text = re.sub(r"(?ms)^dev = \[.*?^\]", 'dev = ["pytest>=8"]', text)
     pyproject.write_text(text, encoding="utf-8")
+    (project_template / "requirements-dev.txt").write_text("pytest>=8\n", encoding="utf-8")
 
     # The caller's HOME, unlike the other tests: pip may find its index through it.
     env = environment(Path.home())
