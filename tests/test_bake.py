@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,21 @@ def test_template_dev_extra_covers_the_generated_dependencies(variants: Variants
     wanted = {*generated["dependencies"], *generated["optional-dependencies"]["dev"]}
     missing = wanted - set(ours["optional-dependencies"]["dev"])
     assert not missing, f"add to the dev extra of the template's pyproject.toml: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_generation_test_named_exists(variants: Variants, backend: str) -> None:
+    """tests/conftest.py names the fast part generation runs by path: a renamed file or test
+    would silently leave it, so each entry must still name something."""
+    project = variants.get(backend, DEFAULT_STRATEGY)
+    conftest = (project / "tests" / "conftest.py").read_text(encoding="utf-8")
+    listed = conftest[
+        conftest.index("GENERATION = (") : conftest.index(")\n", conftest.index("GENERATION = ("))
+    ]
+    entries = re.findall(r'"(tests/[^"]+)"', listed)
+    assert len(entries) >= 10, listed
+    for entry in entries:
+        path, _, test = entry.partition("::")
+        assert (project / path).is_file(), entry
+        if test:
+            assert f"def {test}(" in (project / path).read_text(encoding="utf-8"), entry

@@ -44,7 +44,9 @@ GENERATION = (
     "tests/balancer/test_balancer.py",
     "tests/balancer/test_strategies.py",
     "tests/backends/test_shared.py",
+{% if cookiecutter.llm_backend != "openai_compatible" %}
     "tests/backends/test_{{ cookiecutter.llm_backend }}.py",
+{% endif %}
     "tests/sim/test_dialects.py",
     "tests/tangle/test_e2e.py::test_jobs_are_answered_on_chain",
 )
