@@ -254,7 +254,7 @@ async def test_unknown_route_and_model_use_the_openai_error_shape(fake_api: Any)
 
 
 async def test_flat_listing(fake_api: Any) -> None:
-    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+    async with fake_api(listing_format="flat") as url, httpx.AsyncClient(base_url=url) as http:
         listing = (await http.get("/v1/models", headers=AUTH)).json()
     (model,) = listing["data"]
     assert model["id"] == MODEL

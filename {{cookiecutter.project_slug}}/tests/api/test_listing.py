@@ -33,7 +33,7 @@ def v2_document(**model: Any) -> dict[str, Any]:
 
 def test_flat_listing_limits_prices_and_omissions() -> None:
     listing = build_listing(
-        make_settings(),
+        make_settings(listing_format="flat"),
         fleet(context_length=32768, max_output_length=100000, pricing={"prompt": "5e-7"}),
         created=1,
     )

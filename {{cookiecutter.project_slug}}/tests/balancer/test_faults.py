@@ -288,4 +288,4 @@ async def test_serve_reload_is_all_or_nothing_and_the_api_follows_it(tmp_path: P
                 assert await ask(100, {}) == 400  # above the new cap, and no key needed
                 assert await ask(50, {}) == 200
                 document = (await http.get(f"/v1/models/{MODEL}")).json()
-                assert document["max_output_length"] == 50
+                assert document["output_modalities"][0]["max_length"]["value"] == 50
