@@ -61,7 +61,16 @@ models = st.fixed_dictionaries(
         ),
         "output_modalities": st.lists(
             st.sampled_from(
-                ["text", "image", "embeddings", "audio", "video", "rerank", "speech", "transcription"]
+                [
+                    "text",
+                    "image",
+                    "embeddings",
+                    "audio",
+                    "video",
+                    "rerank",
+                    "speech",
+                    "transcription",
+                ]
             ),
             min_size=1,
         ),
@@ -115,7 +124,9 @@ def test_every_config_a_user_can_write_lists_valid_v2(
     except ValidationError:
         assume(False)  # start-up refuses it, with the key and the reason
         raise
-    fleet = [ListedModel(settings=model, nodes=["n1"], context_length=node_context, healthy=healthy)]
+    fleet = [
+        ListedModel(settings=model, nodes=["n1"], context_length=node_context, healthy=healthy)
+    ]
     (document,) = build_listing(make_settings(), fleet, created=1)["data"]
     assert openrouter_errors(document) == []
     # What the schema cannot say, checked on what is served:
@@ -161,7 +172,12 @@ def all_fields() -> dict[str, Any]:
 
 def served(listing_format: str = "v2", **model: Any) -> dict[str, Any]:
     fleet = [
-        ListedModel(settings=ModelSettings(**{"id": "acme/m", **model}), nodes=["n1"], context_length=8192, healthy=True)
+        ListedModel(
+            settings=ModelSettings(**{"id": "acme/m", **model}),
+            nodes=["n1"],
+            context_length=8192,
+            healthy=True,
+        )
     ]
     listing = build_listing(make_settings(listing_format=listing_format), fleet, created=1)
     document: dict[str, Any] = listing["data"][0]
@@ -218,7 +234,9 @@ def test_what_the_schema_lets_through_our_models_refuse(where: str, entry: dict[
 
 def test_is_ready_follows_the_fleet() -> None:
     fleet = [
-        ListedModel(settings=ModelSettings(id="acme/m"), nodes=["n1"], context_length=None, healthy=False)
+        ListedModel(
+            settings=ModelSettings(id="acme/m"), nodes=["n1"], context_length=None, healthy=False
+        )
     ]
     for listing_format in ("v2", "flat"):
         listing = build_listing(make_settings(listing_format=listing_format), fleet, created=1)

@@ -211,7 +211,10 @@ def model_document(
         else None,
     }
     media = [
-        {"type": kind, "pricing": _prices(("prompt", "image", price.image) if kind == "image" else None)}
+        {
+            "type": kind,
+            "pricing": _prices(("prompt", "image", price.image) if kind == "image" else None),
+        }
         for kind in dict.fromkeys(model.input_modalities)
         if kind != "text"
     ]

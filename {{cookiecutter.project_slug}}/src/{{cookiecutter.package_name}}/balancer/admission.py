@@ -1,13 +1,18 @@
 """Admission: which nodes may take a request, the strategy's pick, and the FIFO queue.
 
-A request that finds every candidate full waits in one bounded queue, first in
-first out.  A slot that frees is handed to the first waiter that can use it and
-reserved for it, so a request arriving meanwhile cannot take it: one waiter
-wakes per completion, not all of them (the cost of a completion no longer grows
-with the queue).  Changes that may open several slots at once (a node added,
-readmitted or reloaded) wake every waiter to look again, and each waiter also
-looks again every second for changes nobody announces (a backoff ending, a
-server's own gauges).
+An API request that finds every candidate full is refused with 429 at once by
+default: OpenRouter asks providers to refuse early rather than queue, so it can
+route elsewhere (its "for providers" guide, Performance metrics).  An operator
+may allow a short queue (`max_queue`, `selection_timeout_s`); a Tangle job,
+already paid for, waits as long as its own deadline (`patience`).
+
+Waiters share one bounded queue, first in first out.  A slot that frees is
+handed to the first waiter that can use it and reserved for it, so a request
+arriving meanwhile cannot take it: one waiter wakes per completion, not all of
+them (the cost of a completion no longer grows with the queue).  Changes that
+may open several slots at once (a node added, readmitted or reloaded) wake
+every waiter to look again, and each waiter also looks again every second for
+changes nobody announces (a backoff ending, a server's own gauges).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from ..llm.errors import (
     ContextLengthExceededError,
@@ -31,6 +38,19 @@ from .strategies import RequestFacts
 
 # How often a waiter looks again without being woken.
 RECHECK_S = 1.0
+# How long requests made by the current task may wait for a node; None: the API's bound.
+# A context variable, because jobs and the API share the balancer's call signatures.
+_patience: ContextVar[float | None] = ContextVar("patience", default=None)
+
+
+@contextmanager
+def patience(wait_s: float) -> Iterator[None]:
+    """Let this task's requests wait up to `wait_s` for a free node, past `max_queue`."""
+    token = _patience.set(wait_s)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
 
 
 class _Waiter:
@@ -78,9 +98,11 @@ class Admission:
         node = self._choose(candidates, facts)
         if node is not None:
             return node
-        if self._waiting >= self._registry.lb.max_queue:
+        wait_s = _patience.get()
+        if wait_s is None and self._waiting >= self._registry.lb.max_queue:
             raise self._overloaded(facts, candidates)
-        return await self._wait(facts, tried, last_error, candidates)
+        limit = self._registry.lb.selection_timeout_s if wait_s is None else wait_s
+        return await self._wait(facts, tried, last_error, candidates, limit)
 
     async def _wait(
         self,
@@ -88,9 +110,10 @@ class Admission:
         tried: set[str],
         last_error: LlmError | None,
         candidates: list[Node],
+        wait_s: float,
     ) -> Node:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._registry.lb.selection_timeout_s
+        give_up = loop.time() + wait_s
         waiter = _Waiter(facts, tried, loop.create_future())
         self._queue.append(waiter)
         self._waiting += 1
