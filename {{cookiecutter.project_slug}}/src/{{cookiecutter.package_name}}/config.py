@@ -137,7 +137,9 @@ class ApiSettings(Section):
         default=5.0, gt=0, description="A silent stream gets a `: keep-alive` comment this often."
     )
     always_include_usage: bool = Field(
-        default=False, description="Send the usage chunk even when stream_options does not ask."
+        default=True,
+        description="End every stream with the usage chunk, asked for or not: OpenRouter "
+        "bills from it and always gives its users one (its Usage Accounting guide).",
     )
     listing_format: Literal["v2", "flat"] = Field(
         default="v2", description="OpenRouter's current schema (v2) or its legacy flat format."

@@ -18,9 +18,10 @@ changes nobody announces (a backoff ending, a server's own gauges).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -91,10 +92,25 @@ class Admission:
         return self._waiting
 
     async def select(
-        self, facts: RequestFacts, tried: set[str], last_error: LlmError | None
+        self,
+        facts: RequestFacts,
+        tried: set[str],
+        last_error: LlmError | None,
+        count: Callable[[Node], Awaitable[int | None]] | None = None,
     ) -> Node:
-        """A node with a free slot for this attempt, waiting in the queue while all are full."""
-        candidates = self._candidates(facts, tried, last_error)
+        """A node with a free slot for this attempt, waiting in the queue while all are full.
+
+        A prompt the estimate finds too long for every node is counted by the node with
+        the largest context, where its server can (`count`): it is refused only if that
+        count says so too, so the estimate never refuses what a node would serve.
+        """
+        try:
+            candidates = self._candidates(facts, tried, last_error)
+        except ContextLengthExceededError:
+            if count is None or (counted := await self._count(facts, count)) is None:
+                raise
+            facts = counted
+            candidates = self._candidates(facts, tried, last_error)
         node = self._choose(candidates, facts)
         if node is not None:
             return node
@@ -218,6 +234,22 @@ class Admission:
         usable = [node for node in fitting if node.usable(now)]
         # Panic mode (as Envoy): when every node is down, trying them beats refusing.
         return usable or fitting
+
+    async def _count(
+        self, facts: RequestFacts, count: Callable[[Node], Awaitable[int | None]]
+    ) -> RequestFacts | None:
+        serving = [node for node in self._registry.nodes.values() if facts.model in node.served]
+        largest = max(serving, key=lambda node: node.served[facts.model].context_length or 0)
+        try:
+            tokens = await count(largest)
+        except LlmError:
+            return None  # the estimate stands
+        if tokens is None:
+            return None
+        extra = tokens - facts.prompt_tokens
+        return dataclasses.replace(
+            facts, prompt_tokens=tokens, needed_tokens=facts.needed_tokens + extra
+        )
 
     def _choose(self, candidates: list[Node], facts: RequestFacts) -> Node | None:
         room = [node for node in candidates if self._has_room(node)]
