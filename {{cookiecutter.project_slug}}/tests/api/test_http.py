@@ -96,7 +96,8 @@ async def test_headers_and_a_comment_leave_before_the_first_token(
         fake.first_gate.set()
         rest = [line async for line in lines if line]
     assert rest[-1] == "data: [DONE]"
-    assert sum(line.startswith("data: {") for line in rest) == len(fake.words) + 2  # + finish, usage
+    # The words, the finish chunk and the usage chunk.
+    assert sum(line.startswith("data: {") for line in rest) == len(fake.words) + 2
 
 
 async def test_client_going_away_closes_the_upstream_stream(
