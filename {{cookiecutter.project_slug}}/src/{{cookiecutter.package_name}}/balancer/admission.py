@@ -115,10 +115,13 @@ class Admission:
         if node is not None:
             return node
         wait_s = _patience.get()
-        if wait_s is None and self._waiting >= self._registry.lb.max_queue:
-            raise self._overloaded(facts, candidates)
-        limit = self._registry.lb.selection_timeout_s if wait_s is None else wait_s
-        return await self._wait(facts, tried, last_error, candidates, limit)
+        if wait_s is None:
+            # A replica may first have to fetch from its peers a slot they are not using.
+            fetching = self._shared is not None and any(not n.saturated() for n in candidates)
+            if self._waiting >= self._registry.lb.max_queue and not fetching:
+                raise self._overloaded(facts, candidates)
+            wait_s = self._registry.lb.selection_timeout_s
+        return await self._wait(facts, tried, last_error, candidates, wait_s)
 
     async def _wait(
         self,
