@@ -90,8 +90,8 @@ def build_listing(
     """The whole `{"data": [...]}` document in the configured format.
 
     `fleet` is the balancer's view of each listed model; a model no node serves
-    is left out.  Each V2 document is validated as it is built (pydantic's
-    ValidationError if it does not pass).
+    is left out.  Each V2 document is checked as it is built (ValueError if
+    OpenRouter would reject it).
     """
     data = []
     for listed in fleet:
@@ -100,13 +100,14 @@ def build_listing(
         context, output = limits(listed)
         ready = listed.healthy and listed.settings.is_ready is not False
         build = v2.model_document if settings.api.listing_format == "v2" else flat_document
-        document = build(
-            listed.settings, context_length=context, max_output=output, created=created, ready=ready
-        )
         data.append(
-            document.model_dump(mode="json", exclude_none=True)
-            if isinstance(document, v2.ModelDocument)
-            else document
+            build(
+                listed.settings,
+                context_length=context,
+                max_output=output,
+                created=created,
+                ready=ready,
+            )
         )
     return {"data": data}
 
@@ -126,7 +127,7 @@ def check_listing(path: str) -> int:
     """`models --check FILE`: what OpenRouter would reject in a V2 listing, before it sees it."""
     try:
         v2.validate(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError) as error:  # pydantic's ValidationError is a ValueError
+    except (OSError, ValueError) as error:  # json's and v2's errors are ValueErrors
         print(f"{path}: not a valid V2 listing: {error}", file=sys.stderr)
         return 1
     print(f"{path}: a valid V2 listing (schema 2.4)")

@@ -1,162 +1,78 @@
-"""OpenRouter's Provider Monitor Schema V2 (`schema_version` "2.4"), as closed pydantic models.
+"""OpenRouter's Provider Monitor Schema V2 (`schema_version` "2.4"): building and checking.
 
 OpenRouter drops a whole V2 document for one key it does not know, and hides
-endpoints it already served, so every object here forbids extra keys and a
-document is validated before it is served.  Shapes follow OpenRouter's
-published schema (OpenRouterTeam/docs, assets/provider-monitor-schema-v2.openapi.json,
-2.4), plus rules its guide states in prose only: price and capacity entries are
-unique within their scope, and a text input is priced per token, not per image.
+endpoints it already served, so each document is checked before it is served:
+against OpenRouter's own published schema (provider-monitor-schema-v2.openapi.json
+beside this file, unchanged from OpenRouterTeam/docs, assets/, schema 2.4, commit
+c26125a5) and against the rules its guide states in prose only: price and
+capacity entries unique within their scope, and a text input priced per token,
+not per image.
 """
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
-from typing import Any, Literal, Self
+from importlib.resources import files
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.exceptions import best_match
 
-from ..config import Datacenter, ModelSettings
+from ..config import ModelSettings
 
-Unit = Literal["second", "pixel", "byte", "token", "character"]
-InputUnit = Literal["token", "image", "megapixel", "second", "character"]
-
-
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Limit(Closed):
-    value: int = Field(ge=1)
-    unit: Unit = "token"
+_SPEC = json.loads(
+    files(__package__).joinpath("provider-monitor-schema-v2.openapi.json").read_bytes()
+)
+_SCHEMA = Draft202012Validator(
+    {"$ref": "#/components/schemas/ModelDocumentV2", "components": _SPEC["components"]}
+)
 
 
-class InputPrice(Closed):
-    type: Literal["prompt", "cached_prompt", "cache_write"]
-    unit: InputUnit
-    cost_usd: str = Field(pattern=r"^\d+(\.\d+)?$")
+def check(document: dict[str, Any]) -> None:
+    """Raise ValueError naming the first thing OpenRouter would reject in one model's document."""
+    error = best_match(_SCHEMA.iter_errors(document))
+    if error is not None:
+        error = _leaf(error)
+        raise ValueError(f"{error.json_path}: {error.message}")
+    scopes = [("input", document["input_modalities"]), ("output", document["output_modalities"])]
+    for where, modalities in scopes:
+        _unique(f"{where} modality", [modality["type"] for modality in modalities])
+        for modality in modalities:
+            place = f"the {modality['type']} {where}"
+            # "Entries must be unique by type together with the qualifier fields" (none used).
+            _unique(f"{place}'s price", [price["type"] for price in modality.get("pricing", [])])
+            slots = [(c["type"], c["unit"], c.get("per")) for c in modality.get("capacity", [])]
+            _unique(f"{place}'s capacity", slots)
+            units = {price["unit"] for price in modality.get("pricing", [])}
+            if modality["type"] == "text" and units - {"token", "character"}:
+                raise ValueError(f"{place} is priced per {sorted(units)}: per token only")
+    _unique("request price", [price["type"] for price in document.get("pricing", [])])
 
 
-class OutputPrice(Closed):
-    type: Literal["completion", "internal_reasoning"]
-    unit: Literal[InputUnit, "request"]
-    cost_usd: str = Field(pattern=r"^\d+(\.\d+)?$")
+def validate(listing: Any) -> None:
+    """Check a whole `{"data": [...]}` listing; raises ValueError."""
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        raise ValueError('expected {"data": [model documents]}')
+    for index, document in enumerate(listing["data"]):
+        try:
+            check(document)
+        except ValueError as error:
+            raise ValueError(f"data[{index}] {error}") from None
 
 
-class RequestPrice(Closed):
-    type: Literal["request", "web_search"]
-    unit: Literal["request", "search"]
-    cost_usd: str = Field(pattern=r"^\d+(\.\d+)?$")
-
-
-class Capacity(Closed):
-    type: Literal["prompt", "cached_prompt", "cache_write"]
-    unit: InputUnit
-    per: Literal["minute", "hour", "day"]
-    value: int = Field(ge=1)
-
-
-class Descriptor(Closed):
-    """How a request parameter may be set: its kind and bounds."""
-
-    type: Literal["range", "integer", "boolean", "enum", "array", "object", "unknown"]
-    min: float | None = None
-    max: float | None = None
-    unit: Unit | None = None
-    values: list[str | float] | None = None
-    max_items: int | None = Field(default=None, ge=1)
-    properties: dict[str, Descriptor] | None = None
-
-    @model_validator(mode="after")
-    def _keys_of_its_kind(self) -> Self:
-        # The schema's if/then rules: each kind carries its own keys; enum and object need them.
-        own = _OWN_KEYS.get(self.type, set())
-        given = {key for key in self.model_fields_set - {"type"} if getattr(self, key) is not None}
-        if given - own or (self.type in ("enum", "object") and not given):
-            raise ValueError(f"a {self.type!r} descriptor takes {sorted(own) or 'no keys'}")
-        return self
-
-
-_OWN_KEYS = {
-    "range": {"min", "max", "unit"},
-    "integer": {"min", "max", "unit"},
-    "enum": {"values"},
-    "array": {"max_items"},
-    "object": {"properties"},
-}
+def _leaf(error: ValidationError) -> ValidationError:
+    # Inside a oneOf, the branch of the entry's own `type` says what is wrong with it.
+    while error.context:
+        wrong_type = {sub.schema_path[0] for sub in error.context if list(sub.path) == ["type"]}
+        own = [sub for sub in error.context if sub.schema_path[0] not in wrong_type]
+        error = max(own or error.context, key=lambda sub: len(sub.absolute_path))
+    return error
 
 
 def _unique(what: str, keys: list[Any]) -> None:
     if len(keys) != len(set(keys)):
-        raise ValueError(f"{what} entries must be unique, got {keys}")
-
-
-class SupportedInputs(Closed):
-    max_context_length: Limit | None = None
-
-
-class InputModality(Closed):
-    type: Literal["text", "image", "video", "audio", "file"]
-    supported_inputs: SupportedInputs | None = None
-    pricing: list[InputPrice] | None = None
-    capacity: list[Capacity] | None = None
-
-    @model_validator(mode="after")
-    def _prose_rules(self) -> Self:
-        # "Entries must be unique by type together with the qualifier fields" (none used here).
-        _unique(f"{self.type} pricing", [price.type for price in self.pricing or []])
-        _unique(f"{self.type} capacity", [(c.type, c.unit, c.per) for c in self.capacity or []])
-        media = {price.unit for price in self.pricing or []} - {"token", "character"}
-        if self.type == "text" and media:
-            raise ValueError(f"a text input is not priced per {sorted(media)}")
-        if self.type != "text" and self.supported_inputs is not None:
-            raise ValueError("only the text input has a context length")
-        return self
-
-
-class OutputModality(Closed):
-    type: Literal[
-        "text", "image", "video", "speech", "transcription", "embeddings", "rerank", "audio"
-    ]
-    max_length: Limit | None = None
-    streaming: bool | None = None
-    supported_parameters: dict[str, Descriptor]
-    pricing: list[OutputPrice] | None = None
-
-    @model_validator(mode="after")
-    def _prose_rules(self) -> Self:
-        _unique(f"{self.type} pricing", [price.type for price in self.pricing or []])
-        return self
-
-
-class ModelDocument(Closed):
-    schema_version: Literal["2.4"] = "2.4"
-    id: str = Field(min_length=1)
-    name: str
-    hugging_face_id: str | None = None
-    created: int | None = None
-    quantization: str | None = None
-    tokenizer: str | None = None
-    description: str | None = None
-    input_modalities: list[InputModality] = Field(min_length=1)
-    output_modalities: list[OutputModality] = Field(min_length=1)
-    pricing: list[RequestPrice] | None = None
-    passthrough_parameters: dict[str, Descriptor] | None = None
-    deprecation_date: str | None = None
-    is_ready: bool | None = None
-    is_free: bool | None = None
-    discount_to_user: float | None = Field(default=None, lt=1)
-    datacenters: list[Datacenter] | None = None
-
-    @model_validator(mode="after")
-    def _unique_modalities(self) -> Self:
-        _unique("input modality", [modality.type for modality in self.input_modalities])
-        _unique("output modality", [modality.type for modality in self.output_modalities])
-        _unique("request pricing", [price.type for price in self.pricing or []])
-        return self
-
-
-class Document(Closed):
-    data: list[ModelDocument]
+        raise ValueError(f"each {what} must be unique, got {keys}")
 
 
 # The descriptor each plain sampling parameter is declared with.  logit_bias maps any token
@@ -185,8 +101,8 @@ def model_document(
     max_output: int | None,
     created: int,
     ready: bool,
-) -> ModelDocument:
-    """One model in V2 form, from the same settings and limits as the flat listing."""
+) -> dict[str, Any]:
+    """One model in V2 form, checked, from the same settings and limits as the flat listing."""
     parameters: dict[str, dict[str, Any]] = {
         name: _SAMPLING[name] for name in model.supported_sampling_parameters if name in _SAMPLING
     }
@@ -228,6 +144,7 @@ def model_document(
         ),
     }
     document = {
+        "schema_version": "2.4",
         "id": model.id,
         "name": model.name or model.id,
         "hugging_face_id": model.hugging_face_id,
@@ -252,17 +169,14 @@ def model_document(
         "datacenters": [center.model_dump(exclude_none=True) for center in model.datacenters]
         or None,
     }
-    return ModelDocument.model_validate(_pruned(document))
+    checked: dict[str, Any] = _pruned(document)
+    check(checked)
+    return checked
 
 
 def decimal(value: str) -> str:
     """A price as a plain decimal string ('5e-7' becomes '0.0000005'), as OpenRouter reads them."""
     return format(Decimal(value).normalize(), "f")
-
-
-def validate(document: dict[str, Any]) -> Document:
-    """Check a whole V2 document as OpenRouter would; raises pydantic's ValidationError."""
-    return Document.model_validate(document)
 
 
 def _limit(value: int | None) -> dict[str, Any] | None:
