@@ -384,17 +384,13 @@ class ModelSettings(Section):
     supported_features: list[Feature] = Field(
         default_factory=lambda: list[Feature](["tools", "json_mode"])
     )
-    is_ready: bool | None = Field(
-        default=None, description="false hides the model; unset: listed ready while a node is up."
-    )
+    is_ready: bool | None = None  # false hides it; unset: listed ready while a node is up
     is_free: bool | None = None
     tokenizer: str | None = Field(default=None, description="Tokenizer family, e.g. Llama3.")
     datacenters: list[Datacenter] = Field(default_factory=list)
     capacity_tpm: int | None = Field(default=None, ge=1, le=JSON_INT, description="Tokens/minute.")
     service_tier: Literal["flex", "priority", "fast", "ultrafast"] | None = None
-    discount_to_user: float | None = Field(
-        default=None, lt=1, allow_inf_nan=False, description="0.2: 20% off every price."
-    )
+    discount_to_user: float | None = Field(default=None, lt=1, allow_inf_nan=False)
     deprecation_date: str | None = Field(
         default=None,
         pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:00:00Z)?$",
@@ -404,7 +400,7 @@ class ModelSettings(Section):
     @field_validator("deprecation_date")
     @classmethod
     def _real_date(cls, value: str | None) -> str | None:
-        if value is not None:
+        if value:  # a real day (and hour), as OpenRouter's schema checks
             datetime.strptime(value, "%Y-%m-%dT%H:00:00Z" if "T" in value else "%Y-%m-%d")
         return value
 

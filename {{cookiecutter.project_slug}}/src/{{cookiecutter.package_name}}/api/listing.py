@@ -46,12 +46,6 @@ def flat_document(
     ready: bool,
 ) -> dict[str, Any]:
     """One model in the flat ("legacy") provider format."""
-    pricing = model.pricing
-    optional = {
-        key: v2.decimal(value)
-        for key in ("input_cache_read", "input_cache_write", "internal_reasoning")
-        if Decimal(value := getattr(pricing, key)) != 0
-    }
     document: dict[str, Any] = {
         "id": model.id,
         "hugging_face_id": model.hugging_face_id,
@@ -62,12 +56,11 @@ def flat_document(
         "quantization": model.quantization,
         "context_length": context_length,
         "max_output_length": max_output,
+        # The four prices of OpenRouter's example always; cache and reasoning ones when set.
         "pricing": {
-            "prompt": v2.decimal(pricing.prompt),
-            "completion": v2.decimal(pricing.completion),
-            "image": v2.decimal(pricing.image),
-            "request": v2.decimal(pricing.request),
-            **optional,
+            key: v2.decimal(value)
+            for key, value in model.pricing
+            if key in ("prompt", "completion", "image", "request") or Decimal(value)
         },
         "supported_sampling_parameters": model.supported_sampling_parameters,
         "supported_features": model.supported_features,
@@ -78,8 +71,7 @@ def flat_document(
         "discount_to_user": model.discount_to_user,
         "capacity_tpm": model.capacity_tpm,
         "service_tier": model.service_tier,
-        "datacenters": [center.model_dump(exclude_none=True) for center in model.datacenters]
-        or None,
+        "datacenters": [c.model_dump(exclude_none=True) for c in model.datacenters] or None,
     }
     return {key: value for key, value in document.items() if value is not None}
 

@@ -126,13 +126,10 @@ def model_document(
         if (tpm := model.capacity_tpm)
         else None,
     }
+    image = {"pricing": _prices(("prompt", "image", price.image))}
+    kinds = dict.fromkeys(model.input_modalities)
     media = [
-        {
-            "type": kind,
-            "pricing": _prices(("prompt", "image", price.image) if kind == "image" else None),
-        }
-        for kind in dict.fromkeys(model.input_modalities)
-        if kind != "text"
+        {"type": kind, **(image if kind == "image" else {})} for kind in kinds if kind != "text"
     ]
     text_out = {
         "max_length": _limit(max_output),
@@ -166,8 +163,7 @@ def model_document(
         "is_ready": ready,
         "is_free": model.is_free,
         "discount_to_user": model.discount_to_user,
-        "datacenters": [center.model_dump(exclude_none=True) for center in model.datacenters]
-        or None,
+        "datacenters": [c.model_dump(exclude_none=True) for c in model.datacenters] or None,
     }
     checked: dict[str, Any] = _pruned(document)
     check(checked)

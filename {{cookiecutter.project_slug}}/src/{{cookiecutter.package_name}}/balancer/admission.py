@@ -1,12 +1,10 @@
 """Admission: which nodes may take a request, the strategy's pick, and the FIFO queue.
 
-An API request that finds every candidate full is refused with 429 at once by
-default: OpenRouter asks providers to refuse early rather than queue, so it can
-route elsewhere (its "for providers" guide, Performance metrics).  An operator
-may allow a short queue (`max_queue`, `selection_timeout_s`); a Tangle job,
-already paid for, waits as long as its own deadline (`patience`).
-
-Waiters share one bounded queue, first in first out.  A slot that frees is
+By default an API request that finds every candidate full gets 429 at once, as
+OpenRouter asks of providers (its guide, "Performance metrics"), so it routes
+elsewhere; `max_queue` opts in to a short queue.  A Tangle job, already paid
+for, waits up to its own deadline (`patience`).  Waiters share one bounded FIFO
+queue.  A slot that frees is
 handed to the first waiter that can use it and reserved for it, so a request
 arriving meanwhile cannot take it: one waiter wakes per completion, not all of
 them (the cost of a completion no longer grows with the queue).  Changes that
@@ -18,6 +16,7 @@ changes nobody announces (a backoff ending, a server's own gauges).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 from collections import deque
@@ -39,14 +38,13 @@ from .strategies import RequestFacts
 
 # How often a waiter looks again without being woken.
 RECHECK_S = 1.0
-# How long requests made by the current task may wait for a node; None: the API's bound.
-# A context variable, because jobs and the API share the balancer's call signatures.
+# How long the current task's requests may wait for a node, past `max_queue` (a context
+# variable: jobs and the API share the balancer's call signatures); None: the API's bound.
 _patience: ContextVar[float | None] = ContextVar("patience", default=None)
 
 
 @contextmanager
 def patience(wait_s: float) -> Iterator[None]:
-    """Let this task's requests wait up to `wait_s` for a free node, past `max_queue`."""
     token = _patience.set(wait_s)
     try:
         yield
@@ -100,9 +98,8 @@ class Admission:
     ) -> Node:
         """A node with a free slot for this attempt, waiting in the queue while all are full.
 
-        A prompt the estimate finds too long for every node is counted by the node with
-        the largest context, where its server can (`count`): it is refused only if that
-        count says so too, so the estimate never refuses what a node would serve.
+        A prompt the estimate finds too long for every node is refused only if the node
+        with the largest context, counting it itself where it can (`count`), agrees.
         """
         try:
             candidates = self._candidates(facts, tried, last_error)
@@ -243,16 +240,11 @@ class Admission:
     ) -> RequestFacts | None:
         serving = [node for node in self._registry.nodes.values() if facts.model in node.served]
         largest = max(serving, key=lambda node: node.served[facts.model].context_length or 0)
-        try:
-            tokens = await count(largest)
-        except LlmError:
-            return None  # the estimate stands
-        if tokens is None:
-            return None
-        extra = tokens - facts.prompt_tokens
-        return dataclasses.replace(
-            facts, prompt_tokens=tokens, needed_tokens=facts.needed_tokens + extra
-        )
+        with contextlib.suppress(LlmError):  # else the estimate stands
+            if (tokens := await count(largest)) is not None:
+                needed = facts.needed_tokens + tokens - facts.prompt_tokens
+                return dataclasses.replace(facts, prompt_tokens=tokens, needed_tokens=needed)
+        return None
 
     def _choose(self, candidates: list[Node], facts: RequestFacts) -> Node | None:
         room = [node for node in candidates if self._has_room(node)]
