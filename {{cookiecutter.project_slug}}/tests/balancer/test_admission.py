@@ -126,10 +126,13 @@ async def test_by_default_a_full_fleet_is_refused_at_once_while_the_slot_is_stil
     holder = asyncio.create_task(instance.chat_completion(chat()))
     await asyncio.sleep(0)
     assert client.tracker.active == 1  # the holder is at the node, behind the gate
+    second = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    assert second.done() and instance.queued == 0  # refused on its first turn, never queued
     with pytest.raises(OverloadedError) as refused:
-        await instance.chat_completion(chat())
+        await second
     assert refused.value.retry_after is not None and refused.value.retry_after >= 1
-    assert not holder.done() and instance.queued == 0  # refused before the node freed
+    assert not holder.done()  # and before the node freed
     assert client.gate is not None and not client.gate.is_set()
     client.gate.set()
     await holder
