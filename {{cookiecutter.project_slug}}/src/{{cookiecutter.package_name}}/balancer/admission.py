@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -30,12 +30,14 @@ from ..llm.errors import (
     OverloadedError,
     UpstreamUnavailableError,
 )
+from ..llm.models import ChatCompletionRequest, EmbeddingRequest, TextCompletionRequest
 from .metrics import BalancerMetrics
 from .node import Node
 from .registry import Registry
 from .shared import SharedState
 from .strategies import RequestFacts
 
+Prompted = ChatCompletionRequest | TextCompletionRequest | EmbeddingRequest
 # How often a waiter looks again without being woken.
 RECHECK_S = 1.0
 # How long the current task's requests may wait for a node, past `max_queue` (a context
@@ -94,17 +96,17 @@ class Admission:
         facts: RequestFacts,
         tried: set[str],
         last_error: LlmError | None,
-        count: Callable[[Node], Awaitable[int | None]] | None = None,
+        request: Prompted | None = None,
     ) -> Node:
         """A node with a free slot for this attempt, waiting in the queue while all are full.
 
         A prompt the estimate finds too long for every node is refused only if the node
-        with the largest context, counting it itself where it can (`count`), agrees.
+        with the largest context, counting it itself where its server can, agrees.
         """
         try:
             candidates = self._candidates(facts, tried, last_error)
         except ContextLengthExceededError:
-            if count is None or (counted := await self._count(facts, count)) is None:
+            if request is None or (counted := await self._count(facts, request)) is None:
                 raise
             facts = counted
             candidates = self._candidates(facts, tried, last_error)
@@ -235,13 +237,17 @@ class Admission:
         # Panic mode (as Envoy): when every node is down, trying them beats refusing.
         return usable or fitting
 
-    async def _count(
-        self, facts: RequestFacts, count: Callable[[Node], Awaitable[int | None]]
-    ) -> RequestFacts | None:
+    async def _count(self, facts: RequestFacts, request: Prompted) -> RequestFacts | None:
         serving = [node for node in self._registry.nodes.values() if facts.model in node.served]
         largest = max(serving, key=lambda node: node.served[facts.model].context_length or 0)
+        text = (
+            "\n".join(request.inputs())
+            if isinstance(request, EmbeddingRequest)
+            else request.prompt_text()
+        )
+        name = largest.served[facts.model].upstream_name
         with contextlib.suppress(LlmError):  # else the estimate stands
-            if (tokens := await count(largest)) is not None:
+            if (tokens := await largest.client.count_tokens(name, text)) is not None:
                 needed = facts.needed_tokens + tokens - facts.prompt_tokens
                 return dataclasses.replace(facts, prompt_tokens=tokens, needed_tokens=needed)
         return None

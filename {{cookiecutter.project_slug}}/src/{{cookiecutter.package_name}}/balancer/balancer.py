@@ -211,7 +211,7 @@ class Balancer:
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._admission.select(facts, tried, last_error, _counter(request))
+            node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
             trial = self._accounting.dispatched(node)
@@ -242,7 +242,7 @@ class Balancer:
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._admission.select(facts, tried, last_error, _counter(request))
+            node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
             trial = self._accounting.dispatched(node)
@@ -313,19 +313,6 @@ class Balancer:
     def queued(self) -> int:
         """Requests waiting for a free slot now."""
         return self._admission.waiting
-
-
-def _counter(request: RequestT) -> Callable[[Node], Awaitable[int | None]]:
-    """How a node counts this request's prompt with its own tokenizer (asked rarely)."""
-
-    async def count(node: Node) -> int | None:
-        if isinstance(request, EmbeddingRequest):
-            prompt = "\n".join(request.inputs())
-        else:
-            prompt = request.prompt_text()
-        return await node.client.count_tokens(node.served[request.model].upstream_name, prompt)
-
-    return count
 
 
 def _completion_tokens(answer: AnswerT) -> int | None:
