@@ -137,13 +137,9 @@ class ApiSettings(Section):
         default=5.0, gt=0, description="A silent stream gets a `: keep-alive` comment this often."
     )
     always_include_usage: bool = Field(
-        default=True,
-        description="End every stream with the usage chunk, asked for or not: OpenRouter "
-        "bills from it and always gives its users one (its Usage Accounting guide).",
+        default=True, description="Every stream ends with usage (OpenRouter bills from it)."
     )
-    listing_format: Literal["v2", "flat"] = Field(
-        default="v2", description="OpenRouter's current schema (v2) or its legacy flat format."
-    )
+    listing_format: Literal["v2", "flat"] = "v2"  # OpenRouter's schema 2.4, or its legacy one
     private_media_urls: bool = Field(
         default=False,
         description="Let image and file URLs name private, loopback or link-local hosts "
@@ -165,10 +161,7 @@ class LoadBalancerSettings(Section):
     strategy: Strategy = DEFAULT_STRATEGY
     max_retries: int = Field(default=2, ge=0, le=10)
     max_queue: int = Field(
-        default=0,
-        ge=0,
-        description="API requests allowed to wait for a free node at once; 0: a full fleet "
-        "answers 429 at once, as OpenRouter asks of providers.",
+        default=0, ge=0, description="API requests that may wait for a node; 0: 429 at once."
     )
     selection_timeout_s: float = Field(
         default=0.25, ge=0, description="How long a queued API request waits before 429."
