@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="the model listing OpenRouter will read")
     _add_config_option(models)
+    models.add_argument(
+        "--check", metavar="FILE", help="validate a saved V2 listing (e.g. curl's) instead"
+    )
 
     config = commands.add_parser("config", help="the effective config, secrets masked")
     _add_config_option(config)
@@ -109,9 +112,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return print_nodes(settings, as_json=args.json)
     if args.command == "models":
-        from .api.listing import print_models
+        from .api.listing import check_listing, print_models
 
-        return print_models(settings)
+        return check_listing(args.check) if args.check else print_models(settings)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -136,9 +137,9 @@ class ApiSettings(Section):
         default=5.0, gt=0, description="A silent stream gets a `: keep-alive` comment this often."
     )
     always_include_usage: bool = Field(
-        default=False, description="Send the usage chunk even when stream_options does not ask."
+        default=True, description="Every stream ends with usage (OpenRouter bills from it)."
     )
-    listing_format: Literal["flat", "v2"] = "flat"
+    listing_format: Literal["v2", "flat"] = "v2"  # OpenRouter's schema 2.4, or its legacy one
     private_media_urls: bool = Field(
         default=False,
         description="Let image and file URLs name private, loopback or link-local hosts "
@@ -159,10 +160,12 @@ class ApiSettings(Section):
 class LoadBalancerSettings(Section):
     strategy: Strategy = DEFAULT_STRATEGY
     max_retries: int = Field(default=2, ge=0, le=10)
-    selection_timeout_s: float = Field(
-        default=5.0, ge=0, description="How long a request waits for a free node before 429."
+    max_queue: int = Field(
+        default=0, ge=0, description="API requests that may wait for a node; 0: 429 at once."
     )
-    max_queue: int = Field(default=256, ge=0, description="Requests allowed to wait at once.")
+    selection_timeout_s: float = Field(
+        default=0.25, ge=0, description="How long a queued API request waits before 429."
+    )
     health_check_interval_s: float = Field(default=5.0, gt=0)
     health_check_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
@@ -297,20 +300,29 @@ def _decimal_string(value: Any) -> str:
 
 
 class Pricing(Section):
-    """USD per token (prompt, completion), per request, per image: decimal strings."""
+    """USD per token (prompt, completion, cache, reasoning), per request, per image: decimals."""
 
     prompt: str = "0"
     completion: str = "0"
     request: str = "0"
     image: str = "0"
+    input_cache_read: str = "0"
+    input_cache_write: str = "0"
+    internal_reasoning: str = "0"
 
-    @field_validator("prompt", "completion", "request", "image", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
     def _check(cls, value: Any) -> str:
         return _decimal_string(value)
 
 
+class Datacenter(Section):
+    country_code: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
+    region: str | None = None
+
+
 # OpenRouter's value sets: a listing with anything else is rejected.
+JSON_INT = 2**53 - 1  # the largest integer OpenRouter's schema (and JavaScript) takes exactly
 InputModality = Literal["text", "image", "file", "audio", "video"]
 OutputModality = Literal[
     "text", "image", "embeddings", "audio", "video", "rerank", "speech", "transcription"
@@ -337,9 +349,9 @@ class ModelSettings(Section):
     name: str | None = None
     hugging_face_id: str = ""
     description: str | None = None
-    created: int | None = None
-    context_length: int | None = Field(default=None, ge=1)
-    max_output_length: int | None = Field(default=None, ge=1)
+    created: int | None = Field(default=None, ge=-JSON_INT, le=JSON_INT)
+    context_length: int | None = Field(default=None, ge=1, le=JSON_INT)
+    max_output_length: int | None = Field(default=None, ge=1, le=JSON_INT)
     quantization: Quantization | None = None
     pricing: Pricing = Field(default_factory=Pricing)
     input_modalities: list[InputModality] = Field(
@@ -365,13 +377,25 @@ class ModelSettings(Section):
     supported_features: list[Feature] = Field(
         default_factory=lambda: list[Feature](["tools", "json_mode"])
     )
-    is_ready: bool | None = None
+    is_ready: bool | None = None  # false hides it; unset: listed ready while a node is up
     is_free: bool | None = None
+    tokenizer: str | None = Field(default=None, description="Tokenizer family, e.g. Llama3.")
+    datacenters: list[Datacenter] = Field(default_factory=list)
+    capacity_tpm: int | None = Field(default=None, ge=1, le=JSON_INT, description="Tokens/minute.")
+    service_tier: Literal["flex", "priority", "fast", "ultrafast"] | None = None
+    discount_to_user: float | None = Field(default=None, lt=1, allow_inf_nan=False)
     deprecation_date: str | None = Field(
         default=None,
         pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:00:00Z)?$",
         description="YYYY-MM-DD (13:00 UTC) or YYYY-MM-DDTHH:00:00Z, as OpenRouter reads it.",
     )
+
+    @field_validator("deprecation_date")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        if value:  # a real day (and hour), as OpenRouter's schema checks
+            datetime.strptime(value, "%Y-%m-%dT%H:00:00Z" if "T" in value else "%Y-%m-%d")
+        return value
 
 
 # --- [tangle] ------------------------------------------------------------------

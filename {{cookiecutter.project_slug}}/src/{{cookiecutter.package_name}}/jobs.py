@@ -23,6 +23,7 @@ from eth_abi.abi import decode, encode
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from .balancer.admission import patience
 from .config import ApiSettings
 from .context import Context
 from .llm.errors import (
@@ -184,7 +185,8 @@ class Job(abc.ABC, Generic[In, Out]):
             with env.reading_input():
                 request = self.decode(inputs, limits=env.context.settings.api)
             async with asyncio.timeout(timeout_s):
-                output = await self.handle(env, request)
+                with patience(timeout_s):  # paid for: it waits its turn, no early 429
+                    output = await self.handle(env, request)
             return self.encode(output)
         except LlmError as error:
             return self.encode_error(error)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .dialect import RequestError
-from .engine import Plan, Slot
+from .engine import Plan, Slot, count_tokens
 from .openai_compat import OpenAICompatible, Turn
 from .wire import json_response, prometheus
 
@@ -53,6 +53,7 @@ class LlamaCppServer(OpenAICompatible):
             Route("/props", self.endpoint(self.props), methods=["GET"]),
             Route("/slots", self.endpoint(self.slots), methods=["GET"]),
             Route("/metrics", self.endpoint(self.metrics), methods=["GET"]),
+            Route("/tokenize", self.endpoint(self.tokenize), methods=["POST"]),
         ]
 
     # --- errors ------------------------------------------------------------------
@@ -194,6 +195,11 @@ class LlamaCppServer(OpenAICompatible):
                 "stopping_word": "",
             },
         }
+
+    async def tokenize(self, request: Request) -> Response:
+        """llama-server's /tokenize of `content` (one token a word, as the simulator counts)."""
+        count = count_tokens(str((await request.json()).get("content", "")))
+        return json_response({"tokens": [0] * count})
 
     async def props(self, request: Request) -> Response:
         name = self.models()[0]

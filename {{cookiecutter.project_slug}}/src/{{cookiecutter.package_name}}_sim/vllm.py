@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .dialect import RequestError
-from .engine import Plan
+from .engine import Plan, count_tokens
 from .openai_compat import OpenAICompatible, Turn
 from .wire import Metric, json_response, prometheus
 
@@ -54,6 +54,7 @@ class VllmServer(OpenAICompatible):
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/load", self.load, methods=["GET"]),
             Route("/version", self.version, methods=["GET"]),
+            Route("/tokenize", self.endpoint(self.tokenize), methods=["POST"]),
         ]
 
     # --- errors ------------------------------------------------------------------
@@ -205,6 +206,12 @@ class VllmServer(OpenAICompatible):
 
     async def load(self, request: Request) -> Response:
         return json_response({"server_load": self.sim.running + self.sim.waiting})
+
+    async def tokenize(self, request: Request) -> Response:
+        """vLLM's /tokenize for a `prompt` (the simulator's tokenizer: one token a word)."""
+        count = count_tokens(str((await request.json()).get("prompt", "")))
+        limit = self.sim.config.context_length
+        return json_response({"count": count, "max_model_len": limit, "tokens": [0] * count})
 
     async def version(self, request: Request) -> Response:
         return json_response({"version": VERSION})

@@ -93,6 +93,7 @@ class FakeBalancer:
     words: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
     delay_s: float = 0.0
     first_delay_s: float = 0.0
+    first_gate: asyncio.Event | None = None  # when given, the first chunk waits for it
     fail_with: Exception | None = None
     fail_after: int | None = None
     requests: list[Any] = field(default_factory=list)
@@ -124,6 +125,8 @@ class FakeBalancer:
         try:
             self._check(request.model)
             await asyncio.sleep(self.first_delay_s)
+            if self.first_gate is not None:
+                await self.first_gate.wait()
             for index, word in enumerate(self.words):
                 if self.fail_after is not None and index == self.fail_after:
                     assert self.fail_with is not None

@@ -78,6 +78,28 @@ async def test_keepalive_comments_while_the_node_is_silent(
     assert records[-1] == "data: [DONE]"
 
 
+async def test_headers_and_a_comment_leave_before_the_first_token(
+    fake_api: Any, fake: FakeBalancer
+) -> None:
+    fake.first_gate = asyncio.Event()  # the node holds its first token until released
+    async with (
+        fake_api() as url,  # every timing setting at its default
+        httpx.AsyncClient(base_url=url) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert await anext(lines) == ": keep-alive"
+        assert not fake.first_gate.is_set()  # that comment came before the first token
+        fake.first_gate.set()
+        rest = [line async for line in lines if line]
+    assert rest[-1] == "data: [DONE]"
+    # The words, the finish chunk and the usage chunk.
+    assert sum(line.startswith("data: {") for line in rest) == len(fake.words) + 2
+
+
 async def test_client_going_away_closes_the_upstream_stream(
     fake_api: Any, fake: FakeBalancer
 ) -> None:
@@ -254,7 +276,7 @@ async def test_unknown_route_and_model_use_the_openai_error_shape(fake_api: Any)
 
 
 async def test_flat_listing(fake_api: Any) -> None:
-    async with fake_api() as url, httpx.AsyncClient(base_url=url) as http:
+    async with fake_api(listing_format="flat") as url, httpx.AsyncClient(base_url=url) as http:
         listing = (await http.get("/v1/models", headers=AUTH)).json()
     (model,) = listing["data"]
     assert model["id"] == MODEL

@@ -165,7 +165,8 @@ async def test_models_prints_the_listing_after_discovery(
     assert proc.returncode == 0, stderr.decode()
     (model,) = json.loads(stdout)["data"]
     assert model["id"] == MODEL
-    assert model["context_length"] == 2048  # discovered from the node, below the configured 8192
+    window = model["input_modalities"][0]["supported_inputs"]["max_context_length"]
+    assert window["value"] == 2048  # discovered from the node, below the configured 8192
     assert node.url not in stdout.decode()
 
 

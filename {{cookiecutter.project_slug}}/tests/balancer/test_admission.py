@@ -9,7 +9,9 @@ import random
 import pytest
 
 from {{ cookiecutter.package_name }}.balancer import Balancer
+from {{ cookiecutter.package_name }}.balancer.admission import patience
 from {{ cookiecutter.package_name }}.balancer.node import Node
+from {{ cookiecutter.package_name }}.llm.errors import OverloadedError
 
 from .fakes import FakeClient, chat, node_settings, settings
 
@@ -24,6 +26,7 @@ class SlowClient(FakeClient):
 
 def one_slot(**lb: object) -> tuple[Balancer, FakeClient]:
     lb.setdefault("selection_timeout_s", 30)
+    lb.setdefault("max_queue", 256)  # the queue is an operator's opt-in
     instance = Balancer(settings(**lb), rng=random.Random(3))
     client = SlowClient("a", gate=asyncio.Event())
     instance.add_node(node_settings("a", max_concurrency=1), client)
@@ -114,3 +117,45 @@ async def test_a_node_added_while_requests_wait_takes_them() -> None:
     assert {answer.choices[0].message.content for answer in answers} == {"b"}
     client.gate.set()
     await holder
+
+
+async def test_by_default_a_full_fleet_is_refused_at_once_while_the_slot_is_still_held() -> None:
+    instance = Balancer(settings(), rng=random.Random(3))  # every queue setting at its default
+    client = SlowClient("a", gate=asyncio.Event())
+    instance.add_node(node_settings("a", max_concurrency=1), client)
+    holder = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    assert client.tracker.active == 1  # the holder is at the node, behind the gate
+    second = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    assert second.done() and instance.queued == 0  # refused on its first turn, never queued
+    with pytest.raises(OverloadedError) as refused:
+        await second
+    assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+    assert not holder.done()  # and before the node freed
+    assert client.gate is not None and not client.gate.is_set()
+    client.gate.set()
+    await holder
+
+
+async def test_a_job_waits_its_turn_past_the_api_bound() -> None:
+    instance = Balancer(settings(), rng=random.Random(3))  # max_queue 0: the API refuses
+    client = SlowClient("a", gate=asyncio.Event())
+    instance.add_node(node_settings("a", max_concurrency=1), client)
+    holder = asyncio.create_task(instance.chat_completion(chat()))
+    await asyncio.sleep(0)
+    assert client.tracker.active == 1  # the holder is at the node, behind the gate
+
+    async def job() -> str | None:
+        with patience(30):
+            answer = await instance.chat_completion(chat())
+        return answer.choices[0].message.content
+
+    waiting = asyncio.create_task(job())
+    await asyncio.sleep(0)
+    assert instance.queued == 1
+    with pytest.raises(OverloadedError):
+        await instance.chat_completion(chat())  # the API request beside it: 429 at once
+    client.gate.set()
+    await holder
+    assert await waiting == "a"

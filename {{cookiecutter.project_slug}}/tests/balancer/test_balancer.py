@@ -158,7 +158,7 @@ async def test_saturated_node_is_skipped_by_in_flight_and_fresh_gauges() -> None
 
 
 async def test_request_waits_in_the_queue_for_a_free_slot() -> None:
-    instance, clients = balancer("a", selection_timeout_s=30)
+    instance, clients = balancer("a", selection_timeout_s=30, max_queue=16)
     clients["a"].gate = asyncio.Event()
     # a takes max_concurrency (8) requests; the ninth waits instead of failing.
     first = [asyncio.create_task(instance.chat_completion(chat())) for _ in range(8)]

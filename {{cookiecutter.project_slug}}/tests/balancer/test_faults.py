@@ -140,7 +140,9 @@ async def test_a_node_killed_at_full_load_loses_no_request() -> None:
             )
             for _ in range(3)
         ]
-        settings = fleet([sim.url for sim in sims], max_concurrency=2)
+        # With the queue an operator may turn on (off by default: a full fleet is a 429).
+        queue = {"max_queue": 64, "selection_timeout_s": 5.0}
+        settings = fleet([sim.url for sim in sims], max_concurrency=2, **queue)
         balancer, registry = await stack.enter_async_context(balancing(settings))
         tally = await clients_in_a_loop(balancer, clients=6, total=150, at=40, event=sims[1].kill)
     print(f"\nnode killed at full load: {tally}")
@@ -288,4 +290,4 @@ async def test_serve_reload_is_all_or_nothing_and_the_api_follows_it(tmp_path: P
                 assert await ask(100, {}) == 400  # above the new cap, and no key needed
                 assert await ask(50, {}) == 200
                 document = (await http.get(f"/v1/models/{MODEL}")).json()
-                assert document["max_output_length"] == 50
+                assert document["output_modalities"][0]["max_length"]["value"] == 50

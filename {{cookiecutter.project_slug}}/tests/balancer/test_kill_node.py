@@ -33,6 +33,8 @@ async def test_killed_node_is_ejected_its_requests_retried_and_it_is_readmitted(
         health_check_timeout_s=1,
         eject_consecutive_failures=2,
         ejection_base_s=0.3,
+        max_queue=64,  # five waves of six at once outnumber the slots: they queue (opt-in)
+        selection_timeout_s=5,
     )
     settings = Settings(nodes=nodes, models=[ModelSettings(id=MODEL)], load_balancer=lb)
     registry = CollectorRegistry()

@@ -49,7 +49,8 @@ async def test_two_replicas_hold_one_node_limit_together(
     redis_server: RedisServer, start_replica: ReplicaFactory, counted_node: Any
 ) -> None:
     sim, counter = await counted_node(ttft_s=1.0, output_tokens=2, max_concurrency=64)
-    config = node_config([("slow", sim.url, 4)])
+    # With the operator's queue, most of 24 requests are served in turn; the limit holds.
+    config = node_config([("slow", sim.url, 4)], max_queue=64, selection_timeout_s=5.0)
     replicas = [await start_replica(config, OPENROUTER_REDIS_URL=redis_server.url) for _ in "ab"]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
         for replica in replicas:
@@ -161,8 +162,10 @@ async def test_a_killed_replica_frees_its_slots_after_the_lease(
 ) -> None:
     sim, counter = await counted_node(ttft_s=2.0, output_tokens=2, max_concurrency=64)
     # Slots held by a dead replica would keep every request of the other one waiting past
-    # selection_timeout_s (429); with a 1 s lease they are free again well before.
-    config = node_config([("slow", sim.url, 4)]) + "\n[cluster]\nlease_ttl_s = 1.0\n"
+    # selection_timeout_s (429); with a 1 s lease they are free again well before.  The
+    # queue is the operator's opt-in (without it a full fleet is a 429 at once).
+    queue = {"max_queue": 16, "selection_timeout_s": 5.0}
+    config = node_config([("slow", sim.url, 4)], **queue) + "\n[cluster]\nlease_ttl_s = 1.0\n"
     a, b = [await start_replica(config, OPENROUTER_REDIS_URL=redis_server.url) for _ in "ab"]
     async with httpx.AsyncClient(timeout=30) as client:
         for replica in (a, b):

@@ -19,6 +19,7 @@ from {{ cookiecutter.package_name }}.jobs import (
     ProcessLlmRequest,
     run_job,
 )
+from {{ cookiecutter.package_name }}.llm.errors import OverloadedError
 from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest
 
 from .conftest import MODEL, SimFactory, fleet_settings
@@ -186,16 +187,20 @@ async def test_unknown_job_index(context: Context) -> None:
     assert "[0, 1]" in result["error"]["message"]
 
 
-async def test_overloaded_fleet_answers_with_an_error(sim_server: SimFactory) -> None:
+async def test_a_job_on_a_full_fleet_waits_its_turn_where_the_api_is_refused(
+    sim_server: SimFactory,
+) -> None:
     sim = await sim_server(dialect="openai", models=[MODEL], ttft_s=1.0)
     settings = fleet_settings(sim.url, selection_timeout_s=0, max_queue=0)
     settings.nodes[0].max_concurrency = 1
     async with Context.open(settings) as context:
         first = asyncio.create_task(answer(context, CHAT))
         await asyncio.sleep(0.2)
-        second = await answer(context, CHAT)
-        assert second["type"] == "error"
-        assert second["error"]["code"] == "overloaded"
+        with pytest.raises(OverloadedError):  # an API request: 429 at once
+            request = {key: value for key, value in CHAT.items() if key != "type"}
+            await context.balancer.chat_completion(ChatCompletionRequest.model_validate(request))
+        second = await answer(context, CHAT)  # a paid job: served once the slot frees
+        assert second["type"] == "chat.completion"
         assert (await first)["type"] == "chat.completion"
 
 

@@ -50,7 +50,7 @@ from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
 from .protocol import DISCONNECTED
-from .sse import Chunk, SseResponse, close_iterator, first_chunk
+from .sse import FIRST_BYTE_S, Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
 # The status a request gets when its client left before the answer (nginx's 499).
@@ -181,9 +181,11 @@ class Api:
             else:
                 iterator = balancer.stream_text_completion(parsed)
             # Headers wait out the node selection (so a stream that finds no room gets a
-            # real 429 with Retry-After) plus one keep-alive interval for the first chunk.
-            placement = self.settings.load_balancer.selection_timeout_s
-            wait = min(placement + api.keepalive_interval_s, api.request_timeout_s)
+            # real 429 with Retry-After), then leave with a comment: OpenRouter counts the
+            # time to the first byte and asks for comments while the model works.
+            lb = self.settings.load_balancer
+            placement = lb.selection_timeout_s if lb.max_queue else 0.0
+            wait = min(placement + FIRST_BYTE_S, api.request_timeout_s)
             started = time.monotonic()
             try:
                 first, done = await _unless_gone(request, first_chunk(iterator, wait))

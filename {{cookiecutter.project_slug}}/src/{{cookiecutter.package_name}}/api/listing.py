@@ -5,15 +5,20 @@ Limits: `context_length` is the smallest of the configured value and every
 serving node's discovered value, so a request OpenRouter routes here fits
 whichever node gets it.  `max_output_length` is the configured value (never
 above the context); it is also the cap the API enforces on `max_tokens`.  A
-limit nobody knows is left out rather than guessed.
+limit nobody knows is left out rather than guessed.  `is_ready` follows the
+fleet: false while no node serving the model is up (OpenRouter then hides the
+endpoint instead of sending it requests that fail), unless configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from ..balancer import ListedModel
@@ -33,10 +38,14 @@ def limits(listed: ListedModel) -> tuple[int | None, int | None]:
 
 
 def flat_document(
-    model: ModelSettings, *, context_length: int | None, max_output: int | None, created: int
+    model: ModelSettings,
+    *,
+    context_length: int | None,
+    max_output: int | None,
+    created: int,
+    ready: bool,
 ) -> dict[str, Any]:
     """One model in the flat ("legacy") provider format."""
-    pricing = model.pricing
     document: dict[str, Any] = {
         "id": model.id,
         "hugging_face_id": model.hugging_face_id,
@@ -47,18 +56,22 @@ def flat_document(
         "quantization": model.quantization,
         "context_length": context_length,
         "max_output_length": max_output,
+        # The four prices of OpenRouter's example always; cache and reasoning ones when set.
         "pricing": {
-            "prompt": v2.decimal(pricing.prompt),
-            "completion": v2.decimal(pricing.completion),
-            "image": v2.decimal(pricing.image),
-            "request": v2.decimal(pricing.request),
+            key: v2.decimal(value)
+            for key, value in model.pricing
+            if key in ("prompt", "completion", "image", "request") or Decimal(value)
         },
         "supported_sampling_parameters": model.supported_sampling_parameters,
         "supported_features": model.supported_features,
         "description": model.description,
         "deprecation_date": model.deprecation_date,
-        "is_ready": model.is_ready,
+        "is_ready": ready,
         "is_free": model.is_free,
+        "discount_to_user": model.discount_to_user,
+        "capacity_tpm": model.capacity_tpm,
+        "service_tier": model.service_tier,
+        "datacenters": [c.model_dump(exclude_none=True) for c in model.datacenters] or None,
     }
     return {key: value for key, value in document.items() if value is not None}
 
@@ -69,27 +82,26 @@ def build_listing(
     """The whole `{"data": [...]}` document in the configured format.
 
     `fleet` is the balancer's view of each listed model; a model no node serves
-    is left out.  A V2 document is validated before it is returned
-    (pydantic's ValidationError if it does not pass).
+    is left out.  Each V2 document is checked as it is built (ValueError if
+    OpenRouter would reject it).
     """
     data = []
     for listed in fleet:
         if not listed.nodes:
             continue
         context, output = limits(listed)
-        if settings.api.listing_format == "v2":
-            document = v2.model_document(
-                listed.settings, context_length=context, max_output=output, created=created
-            ).model_dump(mode="json", exclude_none=True)
-        else:
-            document = flat_document(
-                listed.settings, context_length=context, max_output=output, created=created
+        ready = listed.healthy and listed.settings.is_ready is not False
+        build = v2.model_document if settings.api.listing_format == "v2" else flat_document
+        data.append(
+            build(
+                listed.settings,
+                context_length=context,
+                max_output=output,
+                created=created,
+                ready=ready,
             )
-        data.append(document)
-    listing = {"data": data}
-    if settings.api.listing_format == "v2":
-        v2.validate(listing)
-    return listing
+        )
+    return {"data": data}
 
 
 def unready(fleet: Sequence[ListedModel]) -> list[str]:
@@ -100,6 +112,17 @@ def unready(fleet: Sequence[ListedModel]) -> list[str]:
 def print_models(settings: Settings) -> int:
     """`models`: the listing the API would serve now, after one discovery round."""
     print(json.dumps(asyncio.run(_discover_listing(settings)), indent=2))
+    return 0
+
+
+def check_listing(path: str) -> int:
+    """`models --check FILE`: what OpenRouter would reject in a V2 listing, before it sees it."""
+    try:
+        v2.validate(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:  # json's and v2's errors are ValueErrors
+        print(f"{path}: not a valid V2 listing: {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: a valid V2 listing (schema 2.4)")
     return 0
 
 

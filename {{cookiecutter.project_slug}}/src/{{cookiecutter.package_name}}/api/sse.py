@@ -29,6 +29,9 @@ from .body import disconnected
 from .errors import Scrubber, unexpected
 
 KEEPALIVE = b": keep-alive\n\n"
+# A stream whose first chunk takes longer than this after admission gets its headers and
+# a comment instead, then a comment every keep-alive interval until the first token.
+FIRST_BYTE_S = 0.2
 # Frames waiting for the writer beyond this many bytes pause the reader (backpressure).
 HIGH_WATER = 64 * 1024
 DONE = b"data: [DONE]\n\n"
@@ -98,6 +101,8 @@ class SseResponse(Response):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if not self.first.done():
+            await self._write(send, KEEPALIVE)  # a first byte while the node starts
         self._last_write = loop.time()
         relay = asyncio.ensure_future(self._relay(send))
         gone = asyncio.ensure_future(disconnected(receive))

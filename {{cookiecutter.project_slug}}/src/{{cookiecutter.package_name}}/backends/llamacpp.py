@@ -48,6 +48,11 @@ class LlamaCppClient(OpenAICompatibleClient):
             info.context_length = trained
         return info
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """llama-server's /tokenize, with the loaded model's tokenizer."""
+        tokens = (await self.query("POST", "/tokenize", body={"content": text})).get("tokens")
+        return len(tokens) if isinstance(tokens, list) else None
+
     async def check_health(self) -> None:
         await self.probe("/health")
         running: float | None = None

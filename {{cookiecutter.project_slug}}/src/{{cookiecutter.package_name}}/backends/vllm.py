@@ -91,6 +91,11 @@ class VllmClient(OpenAICompatibleClient):
             )
         return error
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """vLLM's /tokenize, with the served model's tokenizer."""
+        count = await self.query("POST", "/tokenize", body={"model": model, "prompt": text})
+        return count.get("count") if isinstance(count.get("count"), int) else None
+
     async def check_health(self) -> None:
         await self.probe("/health")
         # /health and /metrics are open even with --api-key: a refused key shows here.

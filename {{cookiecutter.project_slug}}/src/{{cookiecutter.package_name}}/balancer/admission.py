@@ -1,21 +1,28 @@
 """Admission: which nodes may take a request, the strategy's pick, and the FIFO queue.
 
-A request that finds every candidate full waits in one bounded queue, first in
-first out.  A slot that frees is handed to the first waiter that can use it and
-reserved for it, so a request arriving meanwhile cannot take it: one waiter
-wakes per completion, not all of them (the cost of a completion no longer grows
-with the queue).  Changes that may open several slots at once (a node added,
-readmitted or reloaded) wake every waiter to look again, and each waiter also
-looks again every second for changes nobody announces (a backoff ending, a
-server's own gauges).
+By default an API request that finds every candidate full gets 429 at once, as
+OpenRouter asks of providers (its guide, "Performance metrics"), so it routes
+elsewhere; `max_queue` opts in to a short queue.  A Tangle job, already paid
+for, waits up to its own deadline (`patience`).  Waiters share one bounded FIFO
+queue.  A slot that frees is
+handed to the first waiter that can use it and reserved for it, so a request
+arriving meanwhile cannot take it: one waiter wakes per completion, not all of
+them (the cost of a completion no longer grows with the queue).  Changes that
+may open several slots at once (a node added, readmitted or reloaded) wake
+every waiter to look again, and each waiter also looks again every second for
+changes nobody announces (a backoff ending, a server's own gauges).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from ..llm.errors import (
     ContextLengthExceededError,
@@ -23,14 +30,28 @@ from ..llm.errors import (
     OverloadedError,
     UpstreamUnavailableError,
 )
+from ..llm.models import ChatCompletionRequest, EmbeddingRequest, TextCompletionRequest
 from .metrics import BalancerMetrics
 from .node import Node
 from .registry import Registry
 from .shared import SharedState
 from .strategies import RequestFacts
 
+Prompted = ChatCompletionRequest | TextCompletionRequest | EmbeddingRequest
 # How often a waiter looks again without being woken.
 RECHECK_S = 1.0
+# How long the current task's requests may wait for a node, past `max_queue` (a context
+# variable: jobs and the API share the balancer's call signatures); None: the API's bound.
+_patience: ContextVar[float | None] = ContextVar("patience", default=None)
+
+
+@contextmanager
+def patience(wait_s: float) -> Iterator[None]:
+    token = _patience.set(wait_s)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
 
 
 class _Waiter:
@@ -71,16 +92,35 @@ class Admission:
         return self._waiting
 
     async def select(
-        self, facts: RequestFacts, tried: set[str], last_error: LlmError | None
+        self,
+        facts: RequestFacts,
+        tried: set[str],
+        last_error: LlmError | None,
+        request: Prompted | None = None,
     ) -> Node:
-        """A node with a free slot for this attempt, waiting in the queue while all are full."""
-        candidates = self._candidates(facts, tried, last_error)
+        """A node with a free slot for this attempt, waiting in the queue while all are full.
+
+        A prompt the estimate finds too long for every node is refused only if the node
+        with the largest context, counting it itself where its server can, agrees.
+        """
+        try:
+            candidates = self._candidates(facts, tried, last_error)
+        except ContextLengthExceededError:
+            if request is None or (counted := await self._count(facts, request)) is None:
+                raise
+            facts = counted
+            candidates = self._candidates(facts, tried, last_error)
         node = self._choose(candidates, facts)
         if node is not None:
             return node
-        if self._waiting >= self._registry.lb.max_queue:
-            raise self._overloaded(facts, candidates)
-        return await self._wait(facts, tried, last_error, candidates)
+        wait_s = _patience.get()
+        if wait_s is None:
+            # A replica may first have to fetch from its peers a slot they are not using.
+            fetching = self._shared is not None and any(not n.saturated() for n in candidates)
+            if self._waiting >= self._registry.lb.max_queue and not fetching:
+                raise self._overloaded(facts, candidates)
+            wait_s = self._registry.lb.selection_timeout_s
+        return await self._wait(facts, tried, last_error, candidates, wait_s)
 
     async def _wait(
         self,
@@ -88,9 +128,10 @@ class Admission:
         tried: set[str],
         last_error: LlmError | None,
         candidates: list[Node],
+        wait_s: float,
     ) -> Node:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._registry.lb.selection_timeout_s
+        give_up = loop.time() + wait_s
         waiter = _Waiter(facts, tried, loop.create_future())
         self._queue.append(waiter)
         self._waiting += 1
@@ -195,6 +236,21 @@ class Admission:
         usable = [node for node in fitting if node.usable(now)]
         # Panic mode (as Envoy): when every node is down, trying them beats refusing.
         return usable or fitting
+
+    async def _count(self, facts: RequestFacts, request: Prompted) -> RequestFacts | None:
+        serving = [node for node in self._registry.nodes.values() if facts.model in node.served]
+        largest = max(serving, key=lambda node: node.served[facts.model].context_length or 0)
+        text = (
+            "\n".join(request.inputs())
+            if isinstance(request, EmbeddingRequest)
+            else request.prompt_text()
+        )
+        name = largest.served[facts.model].upstream_name
+        with contextlib.suppress(LlmError):  # else the estimate stands
+            if (tokens := await largest.client.count_tokens(name, text)) is not None:
+                needed = facts.needed_tokens + tokens - facts.prompt_tokens
+                return dataclasses.replace(facts, prompt_tokens=tokens, needed_tokens=needed)
+        return None
 
     def _choose(self, candidates: list[Node], facts: RequestFacts) -> Node | None:
         room = [node for node in candidates if self._has_room(node)]

@@ -211,7 +211,7 @@ class Balancer:
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._admission.select(facts, tried, last_error)
+            node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
             trial = self._accounting.dispatched(node)
@@ -242,7 +242,7 @@ class Balancer:
         tried: set[str] = set()
         last_error: LlmError | None = None
         for attempt in range(self.lb.max_retries + 1):
-            node = await self._admission.select(facts, tried, last_error)
+            node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
             trial = self._accounting.dispatched(node)

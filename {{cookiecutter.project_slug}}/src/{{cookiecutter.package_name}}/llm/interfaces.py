@@ -68,6 +68,10 @@ class LlmClient(abc.ABC):
     async def aclose(self) -> None:
         """Close the node's connection pool."""
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """The server's own token count of `text`, or None where it cannot say."""
+        return None
+
 
 class StreamingLlmClient(LlmClient):
     """A client whose server can stream tokens as they are generated.
