@@ -24,6 +24,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..config import Capability
 from ..llm.errors import InvalidRequestError, LlmError, UpstreamError
 from ..llm.models import (
     ChatCompletionChoice,
@@ -56,6 +57,14 @@ from .errors import error_in_stream
 from .streams import ndjson_objects
 
 # OpenAI sampling field -> Ollama option of the same meaning.
+# Our capability -> Ollama's word for it in /api/show.
+OLLAMA_CAPABILITIES: dict[Capability, str] = {
+    "chat": "completion",
+    "completions": "completion",
+    "embeddings": "embedding",
+    "tools": "tools",
+    "vision": "vision",
+}
 OPTION_NAMES = {
     "temperature": "temperature",
     "top_p": "top_p",
@@ -445,9 +454,14 @@ class OllamaClient(HttpClient):
             id=model_id,
             context_length=context,
             loaded=name in warm,
-            supports_chat=capabilities is None or "completion" in capabilities,
-            supports_text=capabilities is None or "completion" in capabilities,
-            supports_embeddings=capabilities is not None and "embedding" in capabilities,
+            # Older servers say none.  Ollama refuses tools to a model without "tools";
+            # "embedding" marks embedding models, its absence is not read as a refusal.
+            capabilities={
+                ours: theirs in capabilities
+                for ours, theirs in OLLAMA_CAPABILITIES.items()
+                if isinstance(capabilities, list)
+                and (ours != "embeddings" or theirs in capabilities)
+            },
             parameters={
                 key: str(details[key])
                 for key in ("family", "parameter_size", "quantization_level", "format")

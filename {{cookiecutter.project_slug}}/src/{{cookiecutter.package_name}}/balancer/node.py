@@ -12,9 +12,12 @@ import enum
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
-from ..config import LoadBalancerSettings, NodeSettings
+from ..config import Capability, LoadBalancerSettings, NodeSettings
+from ..llm.errors import NotSupportedError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import ModelInfo, NodeMetrics
 
@@ -34,6 +37,7 @@ class ServedModel:
     upstream_name: str
     context_length: int | None = None
     loaded: bool | None = None
+    lacks: frozenset[Capability] = frozenset()
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Node:
     lb: LoadBalancerSettings
     served: dict[str, ServedModel] = field(default_factory=dict)
     discovered: list[ModelInfo] = field(default_factory=list)
+    refused: set[tuple[str, Capability]] = field(default_factory=set)  # (listed id, capability)
     in_flight: int = 0
     reserved: int = 0  # free slots handed to queued requests that have not started yet
     requests_total: int = 0
@@ -112,25 +117,50 @@ class Node:
         `listed` maps each listed id to its configured context length.  A
         configured model is served even when discovery misses it (the server may
         load it on demand); a discovered model is served when its own name is a
-        listed id.
+        listed id.  What it can do with each: what the server says, else what the
+        node's config says, else everything, less what it has refused.
         """
         by_upstream = {info.id: info for info in self.discovered}
         served: dict[str, ServedModel] = {}
         for model in self.settings.models:
             if model.id in listed:
-                served[model.id] = self._served(model.upstream_name, by_upstream, listed[model.id])
+                served[model.id] = self._served(
+                    model.id, model.upstream_name, by_upstream, listed, model.capabilities
+                )
         for info in self.discovered:
             if info.id in listed and info.id not in served:
-                served[info.id] = self._served(info.id, by_upstream, listed[info.id])
+                served[info.id] = self._served(info.id, info.id, by_upstream, listed, None)
         self.served = served
 
-    @staticmethod
     def _served(
-        upstream: str, by_upstream: dict[str, ModelInfo], configured_context: int | None
+        self,
+        listed_id: str,
+        upstream: str,
+        by_upstream: dict[str, ModelInfo],
+        listed: dict[str, int | None],
+        configured: list[Capability] | None,
     ) -> ServedModel:
         info = by_upstream.get(upstream)
-        context = info.context_length if info and info.context_length else configured_context
-        return ServedModel(upstream, context, info.loaded if info else None)
+        context = info.context_length if info and info.context_length else listed[listed_id]
+        said = info.capabilities if info else {}
+        lacks = frozenset(
+            capability
+            for capability in get_args(Capability)
+            if not said.get(capability, configured is None or capability in configured)
+            or (listed_id, capability) in self.refused
+        )
+        return ServedModel(upstream, context, info.loaded if info else None, lacks)
+
+    def can(self, model: str, needs: Sequence[Capability]) -> bool:
+        served = self.served.get(model)
+        return served is not None and not served.lacks.intersection(needs)
+
+    def refuse(self, model: str, capability: Capability) -> None:
+        """The server said it cannot (no such route, llama-server without --embeddings):
+        the node is not asked again until it is rebuilt."""
+        self.refused.add((model, capability))
+        if model in self.served:
+            self.served[model].lacks |= {capability}
 
     # --- load ------------------------------------------------------------------
 
@@ -170,21 +200,16 @@ class Node:
         kv = metrics.server_kv_cache_usage
         return kv is not None and kv >= self.lb.max_kv_cache_usage
 
-    def latency_ms(self) -> float:
-        """Peak-EWMA latency (see Balancer._succeeded), with a default for a node not yet
-        measured."""
-        value = self.latency.value_ms
-        return self.lb.default_latency_ms if value is None else value
-
-    def service_ms(self) -> float:
+    def service_ms(self) -> float | None:
         """What one more request costs here before any queueing: the measured time to
-        generate a reference answer (streamed answers only), else the latency estimate.
+        generate a reference answer (streamed answers only), else the latency estimate;
+        None before either.
 
         Queue wait is left out on purpose: the caller counts it from the load, and a
         peak-sensitive estimate would keep a burst's wait for `latency_decay_s`.
         """
         value = self.decode.value_ms
-        return self.latency_ms() if value is None else value
+        return self.latency.value_ms if value is None else value
 
     def attempts_per_success(self) -> float:
         """Expected attempts for one answer over the recent outcomes, smoothed so that a
@@ -329,3 +354,13 @@ class Node:
         self.consecutive_failures = 0
         self.recent.clear()
         self.readmitted_at = now
+
+
+def capable(nodes: list[Node], model: str, needs: Sequence[Capability]) -> list[Node]:
+    """The nodes that can do all the request needs; when none can, a 400 naming what lacks."""
+    able = [node for node in nodes if node.can(model, needs)]
+    if able or not nodes:
+        return able
+    lacking = sorted(set(needs).intersection(*(node.served[model].lacks for node in nodes)))
+    missing = " and ".join(lacking or needs)
+    raise NotSupportedError(f"no node serving {model!r} supports {missing}", param="model")

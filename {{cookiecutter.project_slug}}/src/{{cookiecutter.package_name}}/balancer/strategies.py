@@ -1,7 +1,11 @@
 """The strategies: each picks one node among candidates that already passed the filters.
 
 Every strategy honours node weights and breaks ties at random, so equal nodes
-share work instead of the first one taking it all.
+share work instead of the first one taking it all; and every one gives a node it
+knows nothing of a trial: the load-based ones see it idle, the latency-based ones
+count a node not measured, or measured long before the others, as the best
+measured one (Linkerd gives new endpoints an optimistic default RTT, Envoy a slow
+start), so one request measures it afresh instead of it never being picked.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..config import LoadBalancerSettings, Strategy
+from ..config import Capability, LoadBalancerSettings, Strategy
 from .node import Node
 
 
@@ -27,6 +31,8 @@ class RequestFacts:
     prefix: str
     # The prompt alone (estimated): what vLLM and llama.cpp check against the context.
     prompt_tokens: int = 0
+    # What the node must do: the operation first, then tools or vision when used.
+    needs: tuple[Capability, ...] = ("chat",)
 
 
 class Chooser(abc.ABC):
@@ -40,6 +46,22 @@ class Chooser(abc.ABC):
 
     def nodes_changed(self, nodes: Sequence[Node]) -> None:  # noqa: B027 - optional hook
         """The registry changed; strategies with per-node state rebuild it."""
+
+    def _with_trials(
+        self, candidates: Sequence[Node], estimate: Callable[[Node], float | None]
+    ) -> Callable[[Node], float]:
+        """`estimate`, where a node without a fresh one counts as the best that is fresh:
+        fresh is within STALE_DECAYS time constants of the latest measurement here."""
+        horizon = max(node.latency.updated_at for node in candidates) - (
+            STALE_DECAYS * self.lb.latency_decay_s
+        )
+        fresh = {
+            node.name: value
+            for node in candidates
+            if (value := estimate(node)) is not None and node.latency.updated_at >= horizon
+        }
+        best = min(fresh.values(), default=self.lb.default_latency_ms)
+        return lambda node: fresh.get(node.name, best)
 
     def _lowest(self, candidates: Sequence[Node], key: Callable[[Node], float]) -> Node:
         best = min(key(node) for node in candidates)
@@ -78,7 +100,8 @@ class LatencyBased(Chooser):
     """Lowest peak-EWMA latency per unit of weight (failures count with a penalty)."""
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
-        return self._lowest(candidates, lambda node: node.latency_ms() / node.weight)
+        latency = self._with_trials(candidates, lambda node: node.latency.value_ms)
+        return self._lowest(candidates, lambda node: latency(node) / node.weight)
 
 
 class CapabilityBased(Chooser):
@@ -125,14 +148,14 @@ class PowerOfTwo(Chooser):
         first = self.rng.choices(candidates, weights=[node.weight for node in candidates])[0]
         rest = [node for node in candidates if node is not first]
         second = self.rng.choices(rest, weights=[node.weight for node in rest])[0]
-        return self._lowest([first, second], self.cost)
-
-    @staticmethod
-    def cost(node: Node) -> float:
-        return (
-            node.service_ms()
-            * (1 + node.load() / node.max_concurrency)
-            * node.attempts_per_success()
+        service = self._with_trials(candidates, Node.service_ms)
+        return self._lowest(
+            [first, second],
+            lambda node: (
+                service(node)
+                * (1 + node.load() / node.max_concurrency)
+                * node.attempts_per_success()
+            ),
         )
 
 
@@ -178,6 +201,10 @@ class PrefixAffinity(Chooser):
                 return node
         # Only reached when the ring misses a candidate (added since the last rebuild).
         return self._lowest(candidates, lambda node: node.in_flight / node.weight)
+
+
+# A latency estimate this many time constants older than the latest one here is stale.
+STALE_DECAYS = 3.0
 
 
 def _hash(text: str) -> int:
