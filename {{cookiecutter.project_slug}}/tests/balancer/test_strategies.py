@@ -222,10 +222,13 @@ def test_stale_server_gauges_count_as_unknown_not_idle(chooser_type: type) -> No
 @pytest.mark.parametrize("chooser_type", [LatencyBased, PowerOfTwo])
 def test_a_node_measured_long_before_the_others_gets_a_fresh_trial(chooser_type: type) -> None:
     """Slow once, then never picked again, so never measured again: once its estimate is
-    STALE_DECAYS time constants (3 x 10 s) older than the others', it counts as the best."""
+    STALE_DECAYS time constants (10 x 10 s) older than the others', it counts as the best
+    while idle; once its trial runs, as it last measured."""
     chooser = chooser_type(LB, random.Random(1))
     slow, fast = make("slow", latency_ms=5000), make("fast", latency_ms=100)
-    slow.latency.updated_at, fast.latency.updated_at = 100.0, 129.0
+    slow.latency.updated_at, fast.latency.updated_at = 100.0, 199.0
     assert picks(chooser, [slow, fast], 40) == Counter({"fast": 40})
-    fast.latency.updated_at = 131.0
+    fast.latency.updated_at = 201.0
     assert picks(chooser, [slow, fast], 40)["slow"] > 5
+    slow.in_flight = 1
+    assert picks(chooser, [slow, fast], 40) == Counter({"fast": 40})

@@ -50,8 +50,9 @@ class Chooser(abc.ABC):
     def _with_trials(
         self, candidates: Sequence[Node], estimate: Callable[[Node], float | None]
     ) -> Callable[[Node], float]:
-        """`estimate`, where a node without a fresh one counts as the best that is fresh:
-        fresh is within STALE_DECAYS time constants of the latest measurement here."""
+        """`estimate`, where a node without a fresh one (within STALE_DECAYS time constants
+        of the latest measurement here) counts as the best fresh one while idle: one trial
+        at a time.  While its trial runs it counts as it last measured, or the worst here."""
         horizon = max(node.latency.updated_at for node in candidates) - (
             STALE_DECAYS * self.lb.latency_decay_s
         )
@@ -61,7 +62,17 @@ class Chooser(abc.ABC):
             if (value := estimate(node)) is not None and node.latency.updated_at >= horizon
         }
         best = min(fresh.values(), default=self.lb.default_latency_ms)
-        return lambda node: fresh.get(node.name, best)
+        worst = max(fresh.values(), default=self.lb.default_latency_ms)
+
+        def cost(node: Node) -> float:
+            if node.name in fresh:
+                return fresh[node.name]
+            if not node.in_flight:
+                return best
+            last = estimate(node)
+            return worst if last is None else last
+
+        return cost
 
     def _lowest(self, candidates: Sequence[Node], key: Callable[[Node], float]) -> Node:
         best = min(key(node) for node in candidates)
@@ -204,7 +215,7 @@ class PrefixAffinity(Chooser):
 
 
 # A latency estimate this many time constants older than the latest one here is stale.
-STALE_DECAYS = 3.0
+STALE_DECAYS = 10.0
 
 
 def _hash(text: str) -> int:
