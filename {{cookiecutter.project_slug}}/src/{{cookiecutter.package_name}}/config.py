@@ -43,7 +43,6 @@ Strategy = Literal[
     "{{ name }}",
 {% endfor %}
 ]
-# What a node can do with a model: an operation, and tools or images in a chat.
 Capability = Literal["chat", "completions", "embeddings", "tools", "vision"]
 Quantization = Literal[
     "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32"
@@ -247,10 +246,8 @@ class NodeModel(Section):
 
     id: str = Field(min_length=1)
     backend_model: str | None = None
-    capabilities: list[Capability] | None = Field(
-        default=None,
-        description="What the node does with the model where its server does not say; unset: all.",
-    )
+    # What the node does with the model where its server does not say; unset: everything.
+    capabilities: list[Capability] | None = None
 
     @property
     def upstream_name(self) -> str:

@@ -222,7 +222,7 @@ def test_stale_server_gauges_count_as_unknown_not_idle(chooser_type: type) -> No
 @pytest.mark.parametrize("chooser_type", [LatencyBased, PowerOfTwo])
 def test_a_node_measured_long_before_the_others_gets_a_fresh_trial(chooser_type: type) -> None:
     """Slow once, then never picked again, so never measured again: once its estimate is
-    STALE_DECAYS time constants (10 x 10 s) older than the others', it counts as the best
+    stale_decays time constants (10 x 10 s) older than the others', it counts as the best
     while idle; once its trial runs, as it last measured."""
     chooser = chooser_type(LB, random.Random(1))
     slow, fast = make("slow", latency_ms=5000), make("fast", latency_ms=100)

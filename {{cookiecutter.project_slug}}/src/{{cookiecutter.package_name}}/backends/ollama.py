@@ -22,7 +22,7 @@ import base64
 import json
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 from ..config import Capability
 from ..llm.errors import InvalidRequestError, LlmError, UpstreamError
@@ -57,14 +57,7 @@ from .errors import error_in_stream
 from .streams import ndjson_objects
 
 # OpenAI sampling field -> Ollama option of the same meaning.
-# Our capability -> Ollama's word for it in /api/show.
-OLLAMA_CAPABILITIES: dict[Capability, str] = {
-    "chat": "completion",
-    "completions": "completion",
-    "embeddings": "embedding",
-    "tools": "tools",
-    "vision": "vision",
-}
+OLLAMA_WORDS = ("completion", "completion", "embedding", "tools", "vision")  # as Capability
 OPTION_NAMES = {
     "temperature": "temperature",
     "top_p": "top_p",
@@ -454,13 +447,12 @@ class OllamaClient(HttpClient):
             id=model_id,
             context_length=context,
             loaded=name in warm,
-            # Older servers say none.  Ollama refuses tools to a model without "tools";
-            # "embedding" marks embedding models, its absence is not read as a refusal.
+            # Ollama refuses tools a model lacks; a missing "embedding" is no refusal.
             capabilities={
                 ours: theirs in capabilities
-                for ours, theirs in OLLAMA_CAPABILITIES.items()
+                for ours, theirs in zip(get_args(Capability), OLLAMA_WORDS, strict=True)
                 if isinstance(capabilities, list)
-                and (ours != "embeddings" or theirs in capabilities)
+                and (theirs in capabilities or ours != "embeddings")
             },
             parameters={
                 key: str(details[key])

@@ -191,12 +191,9 @@ class Balancer:
         )
 
     def _chat_facts(self, request: ChatCompletionRequest) -> RequestFacts:
-        images = any(
-            isinstance(message.content, list)
-            and any(part.get("type") == "image_url" for part in message.content)
-            for message in request.messages
-        )
+        parts = [p for m in request.messages if isinstance(m.content, list) for p in m.content]
         tools = bool(request.tools) and request.tool_choice != "none"
+        images = any(part.get("type") == "image_url" for part in parts)
         needs = ("chat", *(("tools",) if tools else ()), *(("vision",) if images else ()))
         return self._facts(request.model, request.prompt_text(), request.token_limit(), *needs)
 
@@ -208,13 +205,8 @@ class Balancer:
             raise ModelNotFoundError(f"the model {model!r} is not served here", param="model")
         lb = self.lb
         prompt_tokens = math.ceil(len(prompt) / lb.chars_per_token)
-        return RequestFacts(
-            model,
-            prompt_tokens + (max_tokens or 0),
-            prompt[: lb.prefix_chars],
-            prompt_tokens,
-            needs,
-        )
+        needed = prompt_tokens + (max_tokens or 0)
+        return RequestFacts(model, needed, prompt[: lb.prefix_chars], prompt_tokens, needs)
 
     async def _call(
         self,
@@ -310,8 +302,7 @@ class Balancer:
     def _may_retry(
         self, node: Node, facts: RequestFacts, error: LlmError, retries: int, deadline: float
     ) -> bool:
-        """A node failure within the retry budget; or a node that said it cannot do what it
-        was thought to (corrected, and another node asked: bounded by the fleet)."""
+        """A node failure within budget, or a node that said it cannot (asked never again)."""
         if isinstance(error, NotSupportedError):
             node.refuse(facts.model, facts.needs[0])
             return True

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
-from ..config import Capability, LoadBalancerSettings, NodeSettings
+from ..config import Capability, LoadBalancerSettings, NodeModel, NodeSettings
 from ..llm.errors import NotSupportedError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import ModelInfo, NodeMetrics
@@ -117,50 +117,38 @@ class Node:
         `listed` maps each listed id to its configured context length.  A
         configured model is served even when discovery misses it (the server may
         load it on demand); a discovered model is served when its own name is a
-        listed id.  What it can do with each: what the server says, else what the
-        node's config says, else everything, less what it has refused.
+        listed id.  Capabilities: the server's word, else config, else all, less refusals.
         """
         by_upstream = {info.id: info for info in self.discovered}
-        served: dict[str, ServedModel] = {}
-        for model in self.settings.models:
-            if model.id in listed:
-                served[model.id] = self._served(
-                    model.id, model.upstream_name, by_upstream, listed, model.capabilities
-                )
+        models = {model.id: model for model in self.settings.models if model.id in listed}
         for info in self.discovered:
-            if info.id in listed and info.id not in served:
-                served[info.id] = self._served(info.id, info.id, by_upstream, listed, None)
-        self.served = served
+            if info.id in listed and info.id not in models:
+                models[info.id] = NodeModel(id=info.id)
+        self.served = {
+            id: self._served(model, by_upstream.get(model.upstream_name), listed[id])
+            for id, model in models.items()
+        }
 
-    def _served(
-        self,
-        listed_id: str,
-        upstream: str,
-        by_upstream: dict[str, ModelInfo],
-        listed: dict[str, int | None],
-        configured: list[Capability] | None,
-    ) -> ServedModel:
-        info = by_upstream.get(upstream)
-        context = info.context_length if info and info.context_length else listed[listed_id]
-        said = info.capabilities if info else {}
+    def _served(self, model: NodeModel, info: ModelInfo | None, context: int | None) -> ServedModel:
+        said, allowed = info.capabilities if info else {}, model.capabilities
         lacks = frozenset(
             capability
             for capability in get_args(Capability)
-            if not said.get(capability, configured is None or capability in configured)
-            or (listed_id, capability) in self.refused
+            if not said.get(capability, allowed is None or capability in allowed)
+            or (model.id, capability) in self.refused
         )
-        return ServedModel(upstream, context, info.loaded if info else None, lacks)
+        if info and info.context_length:
+            context = info.context_length
+        return ServedModel(model.upstream_name, context, info.loaded if info else None, lacks)
 
     def can(self, model: str, needs: Sequence[Capability]) -> bool:
         served = self.served.get(model)
         return served is not None and not served.lacks.intersection(needs)
 
     def refuse(self, model: str, capability: Capability) -> None:
-        """The server said it cannot (no such route, llama-server without --embeddings):
-        the node is not asked again until it is rebuilt."""
+        """The server said it cannot: not asked again until the node is rebuilt."""
         self.refused.add((model, capability))
-        if model in self.served:
-            self.served[model].lacks |= {capability}
+        self.served[model].lacks |= {capability}
 
     # --- load ------------------------------------------------------------------
 
@@ -359,8 +347,8 @@ class Node:
 def capable(nodes: list[Node], model: str, needs: Sequence[Capability]) -> list[Node]:
     """The nodes that can do all the request needs; when none can, a 400 naming what lacks."""
     able = [node for node in nodes if node.can(model, needs)]
-    if able or not nodes:
-        return able
-    lacking = sorted(set(needs).intersection(*(node.served[model].lacks for node in nodes)))
-    missing = " and ".join(lacking or needs)
-    raise NotSupportedError(f"no node serving {model!r} supports {missing}", param="model")
+    if nodes and not able:
+        lacking = set(needs).intersection(*(node.served[model].lacks for node in nodes))
+        missing = " and ".join(sorted(lacking) or needs)
+        raise NotSupportedError(f"no node serving {model!r} supports {missing}", param="model")
+    return able

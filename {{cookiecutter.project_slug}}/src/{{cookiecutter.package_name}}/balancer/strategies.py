@@ -1,11 +1,8 @@
 """The strategies: each picks one node among candidates that already passed the filters.
 
 Every strategy honours node weights and breaks ties at random, so equal nodes
-share work instead of the first one taking it all; and every one gives a node it
-knows nothing of a trial: the load-based ones see it idle, the latency-based ones
-count a node not measured, or measured long before the others, as the best
-measured one (Linkerd gives new endpoints an optimistic default RTT, Envoy a slow
-start), so one request measures it afresh instead of it never being picked.
+share work instead of the first one taking it all; and every one gives a node not
+measured, or measured long ago, a trial (the latency-based ones in `_with_trials`).
 """
 
 from __future__ import annotations
@@ -36,6 +33,9 @@ class RequestFacts:
 
 
 class Chooser(abc.ABC):
+    # An estimate this many latency_decay_s older than the latest one here is stale.
+    stale_decays = 10.0
+
     def __init__(self, lb: LoadBalancerSettings, rng: random.Random) -> None:
         self.lb = lb
         self.rng = rng
@@ -50,27 +50,23 @@ class Chooser(abc.ABC):
     def _with_trials(
         self, candidates: Sequence[Node], estimate: Callable[[Node], float | None]
     ) -> Callable[[Node], float]:
-        """`estimate`, where a node without a fresh one (within STALE_DECAYS time constants
-        of the latest measurement here) counts as the best fresh one while idle: one trial
-        at a time.  While its trial runs it counts as it last measured, or the worst here."""
-        horizon = max(node.latency.updated_at for node in candidates) - (
-            STALE_DECAYS * self.lb.latency_decay_s
-        )
+        """`estimate`; a node without a fresh one counts as the best fresh one while idle
+        (as Envoy's slow start and Linkerd's optimistic default RTT give new endpoints a
+        trial), and while its one trial runs as it last measured, or the worst here."""
+        horizon = max(node.latency.updated_at for node in candidates)
+        horizon -= self.stale_decays * self.lb.latency_decay_s
         fresh = {
             node.name: value
             for node in candidates
             if (value := estimate(node)) is not None and node.latency.updated_at >= horizon
         }
-        best = min(fresh.values(), default=self.lb.default_latency_ms)
-        worst = max(fresh.values(), default=self.lb.default_latency_ms)
+        known = list(fresh.values()) or [self.lb.default_latency_ms]
 
         def cost(node: Node) -> float:
-            if node.name in fresh:
-                return fresh[node.name]
-            if not node.in_flight:
-                return best
+            if node.name in fresh or not node.in_flight:
+                return fresh.get(node.name, min(known))
             last = estimate(node)
-            return worst if last is None else last
+            return max(known) if last is None else last
 
         return cost
 
@@ -212,10 +208,6 @@ class PrefixAffinity(Chooser):
                 return node
         # Only reached when the ring misses a candidate (added since the last rebuild).
         return self._lowest(candidates, lambda node: node.in_flight / node.weight)
-
-
-# A latency estimate this many time constants older than the latest one here is stale.
-STALE_DECAYS = 10.0
 
 
 def _hash(text: str) -> int:
