@@ -28,8 +28,7 @@ class RequestFacts:
     prefix: str
     # The prompt alone (estimated): what vLLM and llama.cpp check against the context.
     prompt_tokens: int = 0
-    # What the node must do: the operation first, then tools or vision when used.
-    needs: tuple[Capability, ...] = ("chat",)
+    needs: tuple[Capability, ...] = ("chat",)  # the operation first, then tools or vision
 
 
 class Chooser(abc.ABC):
@@ -50,9 +49,8 @@ class Chooser(abc.ABC):
     def _with_trials(
         self, candidates: Sequence[Node], estimate: Callable[[Node], float | None]
     ) -> Callable[[Node], float]:
-        """`estimate`; a node without a fresh one counts as the best fresh one while idle
-        (as Envoy's slow start and Linkerd's optimistic default RTT give new endpoints a
-        trial), and while its one trial runs as it last measured, or the worst here."""
+        """`estimate`; without a fresh one, the best fresh one while idle (a trial, as Envoy and
+        Linkerd give new endpoints), and while its trial runs its last, or the worst here."""
         horizon = max(node.latency.updated_at for node in candidates)
         horizon -= self.stale_decays * self.lb.latency_decay_s
         fresh = {
@@ -107,8 +105,10 @@ class LatencyBased(Chooser):
     """Lowest peak-EWMA latency per unit of weight (failures count with a penalty)."""
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
-        latency = self._with_trials(candidates, lambda node: node.latency.value_ms)
-        return self._lowest(candidates, lambda node: latency(node) / node.weight)
+        latency = self._with_trials(
+            candidates, lambda node: node.latency.value_ms and node.latency.value_ms / node.weight
+        )
+        return self._lowest(candidates, latency)
 
 
 class CapabilityBased(Chooser):
