@@ -232,3 +232,11 @@ def test_a_node_measured_long_before_the_others_gets_a_fresh_trial(chooser_type:
     assert picks(chooser, [slow, fast], 40)["slow"] > 5
     slow.in_flight = 1
     assert picks(chooser, [slow, fast], 40) == Counter({"fast": 40})
+
+
+def test_latency_based_trial_is_the_best_per_unit_of_weight() -> None:
+    """A node not measured stands in as the best latency per unit of weight: a light new
+    node beside a heavy measured one still gets its trial."""
+    chooser = LatencyBased(LB, random.Random(1))
+    heavy = make("heavy", latency_ms=400, weight=4)  # 100 ms per unit of weight
+    assert set(picks(chooser, [heavy, make("new")], 20)) == {"heavy", "new"}
