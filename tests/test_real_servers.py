@@ -6,6 +6,8 @@ embedding server of each kind, bakes the vllm and llamacpp variants and runs
 their contract tests' real cases against them.  In CI a server that cannot be
 installed or started fails this test; elsewhere it runs with REAL_SERVERS=1.
 The results fill the compatibility matrix, which must match the generated README's.
+The mixed-fleet test puts each generating server beside its embedding twin behind one
+balancer, under one model id, for every strategy: every request must succeed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ FEATURES = {
     "context errors": ["test_context_overflow", "test_max_tokens_over_the_context_in_openai_words"],
     "busy": ["test_full_queue_is_overload_with_a_retry_after"],
     "refused key": ["test_api_key"],
+    "mixed fleet": ["test_a_mixed_fleet_serves_every_request"],
 }
 README = REPO / "{{cookiecutter.project_slug}}" / "README.md"
 MATRIX = re.compile(r"<!-- real-server matrix -->\n(.*?)<!-- /real-server matrix -->", re.S)
@@ -73,17 +76,19 @@ def _versions(urls: dict[str, str]) -> dict[str, str]:
 
 
 def _outcomes(junit: Path) -> dict[tuple[str, str], str]:
-    """(test function, server) -> passed / failed / skipped, from pytest's JUnit XML."""
+    """(test function, server) -> passed / failed / skipped, from pytest's JUnit XML; a
+    test run once per strategy (`name[strategy-server-real]`) fails if any run failed."""
     found: dict[tuple[str, str], str] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
-        match = re.fullmatch(r"(\w+)\[(\w+)-real\]", case.get("name", ""))
+        match = re.fullmatch(r"(\w+)\[(?:\w+-)?(\w+)-real\]", case.get("name", ""))
         if not match:
             continue
         failed = case.find("failure") is not None or case.find("error") is not None
         outcome = (
             "failed" if failed else "skipped" if case.find("skipped") is not None else "passed"
         )
-        found[(match[1], match[2])] = outcome
+        if found.get((match[1], match[2])) != "failed":
+            found[(match[1], match[2])] = outcome
     return found
 
 
@@ -149,6 +154,8 @@ def test_contract_suite_against_real_servers(servers: dict[str, str], variants: 
                 *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header"),
                 *("-k", f"{backend}-real", f"--junitxml={junit}", "-rs"),
                 "tests/backends/test_contract.py",
+                # The mixed fleet: a generating and an embedding server behind one balancer.
+                "tests/backends/test_fleet.py",
             ],
             project,
             env=project_env(project, **env),

@@ -44,6 +44,7 @@ Strategy = Literal[
     "{{ name }}",
 {% endfor %}
 ]
+Capability = Literal["chat", "completions", "embeddings", "tools", "vision"]
 Quantization = Literal[
     "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32"
 ]
@@ -248,6 +249,8 @@ class NodeModel(Section):
 
     id: str = Field(min_length=1)
     backend_model: str | None = None
+    # What the node does with the model where its server does not say; unset: everything.
+    capabilities: list[Capability] | None = None
 
     @property
     def upstream_name(self) -> str:

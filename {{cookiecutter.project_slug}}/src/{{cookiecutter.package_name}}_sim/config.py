@@ -49,6 +49,10 @@ class SimConfig(BaseModel):
     seed: int = 0
     api_key: str | None = None
     metrics_enabled: bool = Field(default=True, description="llama.cpp's --metrics.")
+    tool_template: bool = Field(
+        default=True,
+        description="llama.cpp: the chat template can call tools; without, `tools` is ignored.",
+    )
     embeddings: bool | None = Field(
         default=None,
         description=(

@@ -34,6 +34,8 @@ class Dialect:
 
     # Paths served without the API key (health probes).
     public_paths: frozenset[str] = frozenset()
+    # Whether a whole (non-streamed) answer stops when its client leaves.
+    stops_whole_answers = True
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -141,7 +143,7 @@ class Dialect:
             sim.completed_total += 1
             return json_response(body(plan), headers=headers)
 
-        return await answer(request, sim, work)
+        return await (answer(request, sim, work) if self.stops_whole_answers else work())
 
     async def embed_admission(self, tokens: int) -> Response | None:
         """Embeddings take a slot and may fail like any request, but have no tokens to pace."""

@@ -6,13 +6,17 @@ message, type}}` (503 `unavailable_error` "Loading model" while loading, 400
 `exceed_context_size_error` with `n_prompt_tokens` and `n_ctx`), answers with
 `timings` and `system_fingerprint`, a stream's role chunk with `content: null`,
 thinking in `reasoning_content`, /v1/embeddings refused with 501 unless started
-with `--embeddings` (`embeddings=True`), and only /health open with an API key.  The
-server serves one model whatever the request names.  Stock llama-server defers
-without bound; with `max_queue` set the simulator answers 503 `unavailable_error`.
+with `--embeddings` (`embeddings=True`, which keeps chat), and only /health open with
+an API key.  The server serves one model whatever the request names, answers an
+unknown route with a JSON 404, ignores `tools` unless its chat template can call
+them (`tool_template`, told in /props), and finishes a whole answer whose client left
+(only a stream stops).  Stock llama-server defers without bound; with `max_queue`
+set the simulator answers 503 `unavailable_error`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -43,6 +47,16 @@ class LlamaCppServer(OpenAICompatible):
     completion_default_max_tokens = None  # n_predict -1: until the model stops
     # Only health is open with --api-key (tools/server/server-http.cpp).
     public_paths = frozenset({"/health", "/v1/health"})
+    stops_whole_answers = False
+
+    def exception_handlers(self) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+        async def not_found(request: Request, error: Exception) -> Response:
+            return self.error(404, "File Not Found")
+
+        return {404: not_found}
+
+    def calls_tools(self) -> bool:
+        return self.sim.config.tool_template
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -65,6 +79,12 @@ class LlamaCppServer(OpenAICompatible):
         return json_response(
             {"error": {"code": status, "message": message, "type": error_type}}, status
         )
+
+    def bad_request(self, message: str, param: str | None = None) -> RequestError:
+        """A field of the wrong type, as its request schema words it (server-schema.cpp)."""
+        if param is not None:
+            message = f"Field '{param}': [json.exception.type_error.302] {message}"
+        return super().bad_request(message, param)
 
     def unauthorized(self) -> Response:
         return self.error(401, "Invalid API Key")
@@ -209,6 +229,7 @@ class LlamaCppServer(OpenAICompatible):
                 "total_slots": self.sim.config.max_concurrency,
                 "model_path": f"models/{name}.gguf",
                 "modalities": {"vision": False, "audio": False},
+                "chat_template_caps": {"supports_tool_calls": self.sim.config.tool_template},
                 "chat_template": "{{ messages }}",
                 "bos_token": "<|begin_of_text|>",
                 "eos_token": "<|eot_id|>",

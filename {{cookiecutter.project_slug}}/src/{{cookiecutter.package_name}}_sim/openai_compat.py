@@ -59,6 +59,8 @@ class OpenAICompatible(Dialect):
     role_content: str | None = ""
     # OpenAI's default for /v1/completions; None: until the model stops.
     completion_default_max_tokens: int | None = 16
+    # vLLM sends a chat stream's finish_reason on its last content chunk, not after it.
+    finish_with_last_token = False
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -115,6 +117,12 @@ class OpenAICompatible(Dialect):
             return str(name)
         raise RequestError(self.error(404, f"The model `{name}` does not exist.", "", "model"))
 
+    def check_prompt(self, prompt: str, body: dict[str, Any]) -> None:
+        """Checks before tokenizing: a sampling number that is not one is refused (vLLM's
+        validation and llama-server's both answer 400 to `temperature: "hot"`)."""
+        for name in ("temperature", "top_p"):
+            self.field(name, _number, body.get(name))
+
     def token_limit(self, prompt_tokens: int, requested: int | None) -> int | None:
         """Tokens the answer may use; refuses what cannot fit in the context."""
         room = self.sim.config.context_length - prompt_tokens
@@ -135,6 +143,10 @@ class OpenAICompatible(Dialect):
             or (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is True)
             or (isinstance(reasoning, dict) and reasoning.get("enabled", True) is not False)
         )
+
+    def calls_tools(self) -> bool:
+        """Whether the server acts on `tools` at all (llama-server: per chat template)."""
+        return True
 
     @staticmethod
     def tool_for(body: dict[str, Any], last_role: Any) -> tuple[str, dict[str, Any]] | None:
@@ -211,6 +223,7 @@ class OpenAICompatible(Dialect):
             raise self.bad_request("each message must be an object", "messages")
         model = self.resolve_model(body.get("model"))
         prompt = "\n".join(text_of(message.get("content")) for message in messages)
+        self.check_prompt(prompt, body)
         prompt_tokens = count_tokens(prompt)
         requested = self.field(
             "max_tokens",
@@ -226,7 +239,7 @@ class OpenAICompatible(Dialect):
             stop=stop,
             seed=seed,
             reasoning=self.wants_reasoning(body),
-            tool=self.tool_for(body, messages[-1].get("role")),
+            tool=self.tool_for(body, messages[-1].get("role")) if self.calls_tools() else None,
         )
         return await self.answer(
             request,
@@ -304,12 +317,18 @@ class OpenAICompatible(Dialect):
         self, turn: Turn, plan: Plan, pieces: AsyncIterator[Piece]
     ) -> AsyncGenerator[bytes, None]:
         started = tool_started = False
+        held: str | None = None  # the latest content, when the finish rides on it
         async for piece in pieces:
             if not started:
                 # The role chunk goes out with the first token, as the servers do.
                 yield self.chat_chunk(turn, {"role": "assistant", "content": self.role_content})
                 started = True
-            if piece.kind == "content":
+            if held is not None:
+                yield self.chat_chunk(turn, {"content": held})
+                held = None
+            if piece.kind == "content" and self.finish_with_last_token:
+                held = piece.text
+            elif piece.kind == "content":
                 yield self.chat_chunk(turn, {"content": piece.text})
             elif piece.kind == "reasoning" and self.reasoning_field:
                 yield self.chat_chunk(turn, {self.reasoning_field: piece.text})
@@ -323,7 +342,8 @@ class OpenAICompatible(Dialect):
             yield self.chat_chunk(turn, {"role": "assistant", "content": self.role_content})
         if plan.tool_call is not None and not tool_started:
             yield self.tool_header(turn, plan)
-        yield self.chat_chunk(turn, {}, plan.finish_reason, plan)
+        last = {} if held is None else {"content": held}
+        yield self.chat_chunk(turn, last, plan.finish_reason, plan)
         if turn.include_usage:
             yield self.usage_chunk(turn, plan, "chat.completion.chunk")
         yield self.done()
@@ -360,6 +380,7 @@ class OpenAICompatible(Dialect):
         if not isinstance(prompt, str):
             raise self.bad_request("prompt must be a string (one prompt per request)", "prompt")
         model = self.resolve_model(body.get("model"))
+        self.check_prompt(prompt, body)
         prompt_tokens = count_tokens(prompt)
         requested = self.field(
             "max_tokens", partial(positive_int, name="max_tokens"), body.get("max_tokens")
@@ -458,6 +479,13 @@ class OpenAICompatible(Dialect):
 
     def decorate_embedding(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
+
+
+def _number(value: Any) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        kind = {str: "string", bool: "boolean", list: "array", dict: "object"}.get(type(value))
+        raise ValueError(f"type must be number, but is {kind or 'null'}")
+    return value
 
 
 def _seed(body: dict[str, Any]) -> int | None:

@@ -12,8 +12,10 @@ is max_concurrency + max_queue).
 Checked against a running vLLM 0.32 (CPU build): a generate runner has no
 /v1/embeddings and a pooling runner (`embeddings=True`) no generation routes, both
 answered by FastAPI's `{"detail": "Not Found"}`; only a prompt that alone exceeds
-`max_model_len` is refused, and `max_tokens` above it; otherwise the answer is cut
-at the context.
+`max_model_len` is refused (a very long one by its characters, before tokenizing),
+and `max_tokens` above it; otherwise the answer is cut at the context.  A chat
+stream's finish_reason comes on its last content chunk; a client that leaves stops
+its request, streamed or not.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ VERSION = "0.32.0"
 FINGERPRINT = f"vllm-{VERSION}-5e1f0a2b"
 
 
+# The simulator's tokens are words; vLLM bounds a prompt's characters by the tokenizer's
+# longest token before tokenizing (renderers/params.py, _text_len_check).
+MAX_CHARS_PER_TOKEN = 16
+
+
 class VllmServer(OpenAICompatible):
     owned_by = "vllm"
+    finish_with_last_token = True
     public_paths = frozenset({"/health", "/metrics", "/load", "/version", "/ping"})
 
     def routes(self) -> list[BaseRoute]:
@@ -117,6 +125,19 @@ class VllmServer(OpenAICompatible):
             f"(parameter=input_tokens, value={seen})"
         )
         return RequestError(self.error(400, message, param="input_tokens"))
+
+    def check_prompt(self, prompt: str, body: dict[str, Any]) -> None:
+        super().check_prompt(prompt, body)
+        context = self.sim.config.context_length
+        limit = context * MAX_CHARS_PER_TOKEN
+        if len(prompt) > limit:
+            message = (
+                f"This model's maximum context length is {context} tokens. However, your "
+                f"prompt contains {len(prompt)} characters (more than {limit} characters, "
+                f"which is the upper bound for {context} input tokens). Please reduce the "
+                f"length of the input prompt. (parameter=input_text, value={len(prompt)})"
+            )
+            raise RequestError(self.error(400, message, param="input_text"))
 
     def token_limit(self, prompt_tokens: int, requested: int | None) -> int | None:
         """vLLM 0.32 refuses a prompt over the context, or a max_tokens over it; a request

@@ -163,6 +163,7 @@ async def served(request: pytest.FixtureRequest, sim_server: Any) -> AsyncIterat
                 max_queue=1 if node_type == "vllm" else None,
                 api_key="sim-key",
                 embeddings=embeddings or None,
+                tool_template=False,  # the real test model's chat template calls no tools
                 output_tokens=100_000,
                 tokens_per_s=1000,
             )

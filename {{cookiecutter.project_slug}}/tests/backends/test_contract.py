@@ -105,6 +105,9 @@ EMBEDS_ON_REQUEST = {"vllm", "llamacpp"}
 # Real servers that force a named tool call on any model.  llama-server offers tool
 # calls only for chat templates it recognises, which the test model's is not.
 FORCES_TOOLS = {"vllm"}
+# Servers whose tool calling hangs on the chat template (the `served` simulator copies the
+# real test model's, which has none).
+TEMPLATE_TOOLS = {"llamacpp"}
 # Servers that serve a max_tokens overrunning the context and cut the answer there
 # (OpenAI, and servers copying it, refuse it).
 CUT_AT_CONTEXT = {"vllm", "llamacpp"}
@@ -112,6 +115,8 @@ CUT_AT_CONTEXT = {"vllm", "llamacpp"}
 CHECKS_KEY = {"vllm", "llamacpp", "openai_compatible"}
 # Long enough that an answer run to the end takes seconds on the real servers.
 LONG = REAL_CONTEXT - 50
+# Servers that stop a non-streamed request when its client leaves (llama-server does not).
+STOPS_WHOLE_ANSWERS = [name for name in PRESENT if name != "llamacpp"]
 # The servers' own count of generated tokens.
 GENERATED = {"vllm": "vllm:generation_tokens_total", "llamacpp": "llamacpp:tokens_predicted_total"}
 
@@ -237,6 +242,9 @@ async def test_streamed_chat_matches_the_whole_answer(served: ServedFactory) -> 
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     ]
     assert finishes == ["length"]
+    # vLLM sends the finish on the last content chunk, the others on a chunk after it.
+    closing = next(c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert bool(closing.delta.content) == (server.node_type == "vllm")
     # The last chunk carries the server's usage and no choices; no other chunk has usage.
     assert chunks[-1].choices == []
     assert chunks[-1].usage == whole.usage
@@ -288,7 +296,7 @@ async def test_streamed_tool_call(make_client: ClientFactory, node_type: str) ->
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
-@served_on([p for p in SERVED if p[1] == "sim" or p[0] in FORCES_TOOLS])
+@served_on([p for p in SERVED if p[0] in FORCES_TOOLS or p[0] not in TEMPLATE_TOOLS])
 async def test_forced_tool_call(served: ServedFactory) -> None:
     """A named tool_choice: the server constrains the answer to the tool's arguments
     schema, so even a model never taught tools calls it, whole and streamed."""
@@ -489,6 +497,74 @@ async def test_invalid_request(served: ServedFactory) -> None:
     assert not caught.value.retryable and caught.value.status_code == 400
 
 
+@served_on([p for p in SERVED if p[0] in ("vllm", "llamacpp", "openai_compatible")])
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the string, on purpose
+async def test_a_sampling_number_that_is_not_one_is_refused(served: ServedFactory) -> None:
+    """`temperature: "hot"` is a 400 from both real servers and OpenAI's (the API refuses it
+    before it gets there; a node sent one must not answer 200).  Not measured on Ollama
+    and TGI, whose simulators do not check it."""
+    client, server = await served()
+    request = chat(server.model, max_tokens=2).model_copy(update={"temperature": "hot"})
+    with pytest.raises(InvalidRequestError) as caught:
+        await client.chat_completion(request)
+    assert caught.value.status_code == 400 and not caught.value.retryable
+    assert "temperature" in caught.value.message or server.node_type == "openai_compatible"
+
+
+@served_on([p for p in SERVED if p[0] in ("vllm", "llamacpp")])
+async def test_a_very_long_prompt_is_a_context_error(served: ServedFactory) -> None:
+    """vLLM bounds a long prompt by its characters before tokenizing it, and says so in
+    the words client libraries read as a context-window error."""
+    client, server = await served()
+    with pytest.raises(ContextLengthExceededError) as caught:
+        await client.chat_completion(chat(server.model, text="y " * (REAL_CONTEXT * 40)))
+    if server.node_type == "vllm":
+        assert "characters" in caught.value.message
+        assert caught.value.message.startswith("This model's maximum context length is")
+
+
+@served_on([p for p in SERVED if p[0] in FORCES_TOOLS or p[1] == "sim"])
+async def test_tool_choice_auto_or_required_and_a_cut_call(served: ServedFactory) -> None:
+    """`auto` or `required` may yield no call from a model never taught tools (a text
+    answer, well formed); a call cut by max_tokens finishes with `length`."""
+    client, server = await served()
+    for choice in ("auto", "required"):
+        request = chat(server.model, tools=BOUNDED_TOOLS, tool_choice=choice, max_tokens=24)
+        answer = (await client.chat_completion(request)).choices[0]
+        if answer.message.tool_calls:
+            assert answer.finish_reason in ("tool_calls", "length")
+        else:
+            assert answer.finish_reason in ("stop", "length")
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    # Ollama has no tool_choice, and its calls come whole; llama-server's test model none.
+    if server.node_type == "ollama" or (
+        server.node_type in TEMPLATE_TOOLS and server.where == "real"
+    ):
+        return
+    cut = chat(server.model, tools=BOUNDED_TOOLS, tool_choice=named, max_tokens=2)
+    answer = (await client.chat_completion(cut)).choices[0]
+    assert answer.finish_reason == "length"
+
+
+@served_on([p for p in SERVED if p[0] == "llamacpp"])
+async def test_llama_server_shapes(served: ServedFactory) -> None:
+    """llama-server: ignores tools its chat template cannot call (and /props says so),
+    serves any model name as its own, answers an unknown route with a JSON 404, and
+    keeps chatting when started with --embeddings."""
+    client, server = await served()
+    (model,) = await client.discover_models()
+    assert model.capabilities.get("tools") is False
+    answer = await client.chat_completion(chat(server.model, tools=TOOLS, max_tokens=3))
+    assert not answer.choices[0].message.tool_calls
+    assert answer.choices[0].finish_reason == "length"
+    other = await client.chat_completion(chat("no-such-model", max_tokens=2))
+    assert other.choices[0].message.text()
+    with pytest.raises(ModelNotFoundError, match="File Not Found"):
+        await client.probe("/no-such-route")
+    embedder, _ = await served(embeddings=True)
+    assert (await embedder.chat_completion(chat(server.model, max_tokens=2))).choices
+
+
 @each_type
 async def test_overload_is_retryable(make_client: ClientFactory, node_type: str) -> None:
     client, server = await make_client(
@@ -654,7 +730,31 @@ async def test_cancelled_task_stops_the_server(make_client: ClientFactory, node_
     )
 
 
-@each_type
+@served_on([p for p in SERVED if p[0] in GENERATED])
+async def test_a_whole_answer_whose_caller_left(served: ServedFactory) -> None:
+    """vLLM stops a non-streamed request whose client left; llama-server generates it to
+    the end (only its streams stop), as measured against both real servers."""
+    client, server = await served()
+    await settled(client)
+    before = await generated_tokens(client)
+    task = asyncio.create_task(client.chat_completion(chat(server.model, max_tokens=LONG)))
+    await settled(client, running=1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(600):  # up to a minute: the real llama-server runs to max_tokens
+        await client.check_health()
+        if client.get_metrics().server_running == 0:
+            break
+        await asyncio.sleep(0.1)
+    generated = await generated_tokens(client) - before
+    if server.node_type == "llamacpp":
+        assert generated > LONG // 2
+    else:
+        assert generated < LONG // 2
+
+
+@pytest.mark.parametrize("node_type", STOPS_WHOLE_ANSWERS)
 async def test_cancelled_whole_request_stops_the_server(
     make_client: ClientFactory, node_type: str
 ) -> None:

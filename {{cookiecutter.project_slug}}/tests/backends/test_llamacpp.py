@@ -90,3 +90,27 @@ async def test_error_event_inside_a_200_stream() -> None:
         assert not caught.value.retryable  # the caller's request: never held against the node
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("slots_open", [True, False])
+async def test_running_comes_from_slots_over_the_metric(slots_open: bool) -> None:
+    """A real llama-server's `llamacpp:requests_processing` read 0 in 3 of 8 reads while
+    /slots showed both slots processing: /slots wins, the metric only stands in for it
+    (--no-slots); the queue comes from the metric either way."""
+    slots = [{"id": index, "is_processing": True} for index in range(2)]
+    metrics = "llamacpp:requests_processing 0\nllamacpp:requests_deferred 1\n"
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/slots":
+            return httpx.Response(200, json=slots) if slots_open else httpx.Response(501)
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text=metrics)
+        return httpx.Response(200, json={"status": "ok"})
+
+    client = await canned("llamacpp", server)
+    try:
+        await client.check_health()
+        gauges = client.get_metrics()
+        assert (gauges.server_running, gauges.server_waiting) == (2.0 if slots_open else 0.0, 1.0)
+    finally:
+        await client.aclose()

@@ -166,7 +166,7 @@ async def test_discovery_reports_warm_models_and_details(make_client: ClientFact
     assert model.loaded is True
     assert model.context_length == 8192
     assert model.parameters["quantization_level"] == "Q4_K_M"
-    assert model.supports_chat and not model.supports_embeddings
+    assert model.capabilities["chat"] and "embeddings" not in model.capabilities
     await client.check_health()
     assert client.get_supported_models()[0].loaded is True
 

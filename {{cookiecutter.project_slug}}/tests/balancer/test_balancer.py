@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
+from typing import get_args
 
 import pytest
 
 from {{ cookiecutter.package_name }}.balancer import Balancer
+from {{ cookiecutter.package_name }}.config import Strategy
 from {{ cookiecutter.package_name }}.llm.errors import (
     ContextLengthExceededError,
     ModelNotFoundError,
+    NotSupportedError,
     OverloadedError,
     UpstreamUnavailableError,
 )
@@ -77,6 +81,65 @@ async def test_only_nodes_serving_the_model_are_chosen() -> None:
     instance.add_node(node_settings("b", models=["other"]), FakeClient("b"))
     assert {await answered_by(instance) for _ in range(6)} == {"a"}
     assert {await answered_by(instance, model="other") for _ in range(6)} == {"b"}
+
+
+@pytest.mark.parametrize("strategy", list(get_args(Strategy)))
+async def test_requests_go_only_to_nodes_that_can_serve_them(strategy: str) -> None:
+    """Capabilities: what the server says, else the node's config, else everything."""
+    instance = Balancer(settings(strategy=strategy), rng=random.Random(7))
+    clients = {
+        "said": FakeClient("said", models=[ModelInfo(id=MODEL, capabilities={"embeddings": True})]),
+        "plain": FakeClient("plain"),
+        "pooler": FakeClient("pooler", models=[ModelInfo(id=MODEL, capabilities={"chat": False})]),
+    }
+    configured = {"said": [{"id": MODEL, "capabilities": ["chat", "vision"]}]}
+    for name, client in clients.items():
+        instance.add_node(node_settings(name, models=configured.get(name, [MODEL])), client)
+    await instance.refresh()
+    lacks = {node.name: set(node.served[MODEL].lacks) for node in instance.nodes()}
+    assert lacks == {"said": {"completions", "tools"}, "plain": set(), "pooler": {"chat"}}
+    image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    text = TextCompletionRequest(model=MODEL, prompt="hi")
+    for _ in range(6):
+        await instance.embeddings(EmbeddingRequest(model=MODEL, input="hi"))
+        assert await answered_by(instance) in ("said", "plain")
+        assert (await instance.text_completion(text)).choices[0].text in ("plain", "pooler")
+        assert await answered_by(instance, text=image) in ("said", "plain")
+        assert await answered_by(instance, tools=tools) == "plain"
+        assert await answered_by(instance, tools=tools, tool_choice="none") in ("said", "plain")
+
+
+async def test_a_node_that_says_it_cannot_is_corrected_and_another_asked() -> None:
+    """The refusal goes to another node, not to the caller, and the node is not asked again."""
+    instance, clients = balancer("a", "b", strategy="round_robin", max_retries=0)
+    clients["a"].fail = [NotSupportedError("this model does not serve embeddings")]
+    for _ in range(4):
+        await instance.embeddings(EmbeddingRequest(model=MODEL, input="hi"))
+    assert len(clients["a"].seen_models) == 1 and len(clients["b"].seen_models) == 4
+    assert await answered_by(instance) in ("a", "b")  # it still chats
+    assert {await answered_by(instance) for _ in range(4)} == {"a", "b"}
+
+
+async def test_no_node_able_is_a_400_naming_the_capability() -> None:
+    instance, clients = balancer("a", "b", strategy="power_of_two")
+    for client in clients.values():
+        client.models = [ModelInfo(id=MODEL, capabilities={"embeddings": False, "tools": False})]
+    await instance.refresh()
+    with pytest.raises(NotSupportedError, match="no node serving 'm' supports embeddings") as e:
+        await instance.embeddings(EmbeddingRequest(model=MODEL, input="hi"))
+    assert e.value.status_code == 400 and e.value.code == "not_supported"
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(NotSupportedError, match=r"supports tools$"):
+        await instance.chat_completion(chat(tools=tools, tool_choice="auto"))
+    # Refused by every node in turn: the last refusal is the answer, still a 400.
+    instance, clients = balancer("a", "b", strategy="round_robin")
+    for client in clients.values():
+        client.fail = [NotSupportedError("the server has no such endpoint")]
+    with pytest.raises(NotSupportedError) as e:
+        await instance.embeddings(EmbeddingRequest(model=MODEL, input="hi"))
+    assert e.value.status_code == 400
+    assert sum(len(client.seen_models) for client in clients.values()) == 2
 
 
 async def test_a_listed_model_no_node_serves_is_unavailable() -> None:
@@ -214,3 +277,13 @@ async def test_in_flight_returns_to_zero_on_every_exit_path() -> None:
     await stream.aclose()  # the caller went away mid-stream
     assert clients["a"].tracker.active == 0
     assert instance.node_states()[0].in_flight == 0
+
+
+@pytest.mark.parametrize("strategy", list(get_args(Strategy)))
+async def test_every_strategy_gives_a_new_node_traffic(strategy: str) -> None:
+    """Two healthy nodes, requests one after another: both take some.  Before, an
+    unmeasured node counted as default_latency_ms (1 s) under power_of_two and
+    latency_based, so the first node measured took all 40."""
+    instance, _ = balancer("a", "b", strategy=strategy)
+    counts = Counter([await answered_by(instance, text=f"prompt {i}") for i in range(40)])
+    assert set(counts) == {"a", "b"}, counts

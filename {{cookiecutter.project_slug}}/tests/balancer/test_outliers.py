@@ -98,16 +98,16 @@ def test_fast_failures_raise_the_latency_estimate_without_compounding() -> None:
     node = make(failure_latency_penalty=4, default_latency_ms=50)
     node.succeeded(100.0, 0.0)
     node.failed(1.0, 0.1, None)  # a 503 in 1 ms
-    assert node.latency_ms() == 400.0
+    assert node.latency.value_ms == 400.0
     node.failed(1.0, 0.2, None)
-    assert 100.0 < node.latency_ms() <= 400.0  # relative to successes, not to itself
+    assert 100.0 < (node.latency.value_ms or 0) <= 400.0  # relative to successes, not to itself
 
 
 def test_a_fast_failure_never_looks_faster_than_an_unmeasured_node() -> None:
     node = make(failure_latency_penalty=2, default_latency_ms=1000)
     node.succeeded(5.0, 0.0)  # measured very fast
     node.failed(1.0, 0.0, None)
-    assert node.latency_ms() == 2000.0
+    assert node.latency.value_ms == 2000.0
 
 
 def test_retry_after_cools_the_node_down() -> None:

@@ -80,8 +80,8 @@ def test_latency_based_prefers_lowest_estimate_per_weight() -> None:
     chooser = LatencyBased(LB, random.Random(1))
     fast, slow = make("fast", latency_ms=100), make("slow", latency_ms=300)
     assert picks(chooser, [fast, slow], 10) == Counter({"fast": 10})
-    # An unmeasured node counts as default_latency_ms (1 s), slower than both.
-    assert picks(chooser, [make("new"), slow], 10) == Counter({"slow": 10})
+    # An unmeasured node counts as the best measured one: it gets a trial.
+    assert set(picks(chooser, [make("new"), slow], 10)) == {"new", "slow"}
     assert picks(chooser, [fast, make("slow4", latency_ms=300, weight=4)], 10) == Counter(
         {"slow4": 10}
     )
@@ -217,3 +217,26 @@ def test_stale_server_gauges_count_as_unknown_not_idle(chooser_type: type) -> No
     # A fresh scrape makes it known (and idle) again.
     read_ago(stale.client.metrics, 0.5)  # type: ignore[attr-defined]
     assert picks(chooser, [stale, fresh], 10) == Counter({"stale": 10})
+
+
+@pytest.mark.parametrize("chooser_type", [LatencyBased, PowerOfTwo])
+def test_a_node_measured_long_before_the_others_gets_a_fresh_trial(chooser_type: type) -> None:
+    """Slow once, then never picked again, so never measured again: once its estimate is
+    stale_decays time constants (10 x 10 s) older than the others', it counts as the best
+    while idle; once its trial runs, as it last measured."""
+    chooser = chooser_type(LB, random.Random(1))
+    slow, fast = make("slow", latency_ms=5000), make("fast", latency_ms=100)
+    slow.latency.updated_at, fast.latency.updated_at = 100.0, 199.0
+    assert picks(chooser, [slow, fast], 40) == Counter({"fast": 40})
+    fast.latency.updated_at = 201.0
+    assert picks(chooser, [slow, fast], 40)["slow"] > 5
+    slow.in_flight = 1
+    assert picks(chooser, [slow, fast], 40) == Counter({"fast": 40})
+
+
+def test_latency_based_trial_is_the_best_per_unit_of_weight() -> None:
+    """A node not measured stands in as the best latency per unit of weight: a light new
+    node beside a heavy measured one still gets its trial."""
+    chooser = LatencyBased(LB, random.Random(1))
+    heavy = make("heavy", latency_ms=400, weight=4)  # 100 ms per unit of weight
+    assert set(picks(chooser, [heavy, make("new")], 20)) == {"heavy", "new"}

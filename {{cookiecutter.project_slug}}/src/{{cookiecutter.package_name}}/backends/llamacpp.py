@@ -1,18 +1,22 @@
 """llama.cpp's llama-server: OpenAI's endpoints, plus its own health, props, slots and metrics.
 
 /health answers 503 while the model loads.  /props gives the context each slot
-gets (`default_generation_settings.n_ctx`) and the slot count (`total_slots`,
-from --parallel).  /slots lists the slots with `is_processing` (on by default,
-off with --no-slots).  /metrics exists only with --metrics:
-`llamacpp:requests_processing` and `llamacpp:requests_deferred` (queued).
-Current builds export no KV-cache gauge.  Thinking arrives as
-`reasoning_content` and is renamed `reasoning` by the OpenAI base.
+gets (`default_generation_settings.n_ctx`), the slot count (`total_slots`, from
+--parallel), image input (`modalities.vision`) and whether the chat template can
+call tools (`chat_template_caps.supports_tool_calls`; without, the server ignores
+`tools`); it does not say whether --embeddings is on, which the first refusal tells.
+/slots lists the slots with `is_processing` (on by default, off with --no-slots):
+the running count, since `llamacpp:requests_processing` from /metrics (only with
+--metrics) read 0 under load in 3 of 8 reads against a real server.
+`llamacpp:requests_deferred` is the queue.  Current builds export no KV-cache
+gauge.  Thinking arrives as `reasoning_content`, renamed `reasoning` by the base.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..config import Capability
 from ..llm.errors import LlmError, UpstreamCredentialsError
 from ..llm.models import ModelInfo
 from .load import ServerSignals
@@ -36,6 +40,12 @@ class LlamaCppClient(OpenAICompatibleClient):
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         slots = props.get("total_slots")
         self.total_slots = slots if isinstance(slots, int) and slots > 0 else None
+        said: dict[Capability, Any] = {
+            "vision": (props.get("modalities") or {}).get("vision"),
+            "tools": (props.get("chat_template_caps") or {}).get("supports_tool_calls"),
+        }
+        for model in models:
+            model.capabilities |= {k: v for k, v in said.items() if isinstance(v, bool)}
         if isinstance(n_ctx, int) and n_ctx > 0 and len(models) == 1:
             # The runtime context per slot beats the trained maximum in /v1/models.
             models[0].context_length = n_ctx
@@ -68,7 +78,7 @@ class LlamaCppClient(OpenAICompatibleClient):
         except (LlmError, ValueError):
             pass  # --no-slots: rely on /metrics or our own count.
         found = await self.scrape((PROCESSING, DEFERRED)) or {}
-        if PROCESSING in found:
+        if running is None and PROCESSING in found:
             running = sum(found[PROCESSING])
         if DEFERRED in found:
             waiting = sum(found[DEFERRED])

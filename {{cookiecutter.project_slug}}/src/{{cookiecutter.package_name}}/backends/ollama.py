@@ -22,8 +22,9 @@ import base64
 import json
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
+from ..config import Capability
 from ..llm.errors import InvalidRequestError, LlmError, UpstreamError
 from ..llm.models import (
     ChatCompletionChoice,
@@ -56,6 +57,7 @@ from .errors import error_in_stream
 from .streams import ndjson_objects
 
 # OpenAI sampling field -> Ollama option of the same meaning.
+OLLAMA_WORDS = ("completion", "completion", "embedding", "tools", "vision")  # as Capability
 OPTION_NAMES = {
     "temperature": "temperature",
     "top_p": "top_p",
@@ -445,9 +447,13 @@ class OllamaClient(HttpClient):
             id=model_id,
             context_length=context,
             loaded=name in warm,
-            supports_chat=capabilities is None or "completion" in capabilities,
-            supports_text=capabilities is None or "completion" in capabilities,
-            supports_embeddings=capabilities is not None and "embedding" in capabilities,
+            # Ollama refuses tools a model lacks; a missing "embedding" is no refusal.
+            capabilities={
+                ours: theirs in capabilities
+                for ours, theirs in zip(get_args(Capability), OLLAMA_WORDS, strict=True)
+                if isinstance(capabilities, list)
+                and (theirs in capabilities or ours != "embeddings")
+            },
             parameters={
                 key: str(details[key])
                 for key in ("family", "parameter_size", "quantization_level", "format")

@@ -174,7 +174,7 @@ class TgiClient(OpenAICompatibleClient):
             ModelInfo(
                 id=str(info.get("model_id")),
                 context_length=total if isinstance(total, int) else None,
-                supports_embeddings=False,
+                capabilities={"embeddings": False},
             )
         ]
 

@@ -63,8 +63,11 @@ class VllmClient(OpenAICompatibleClient):
         )
         self.supports_embeddings = embeds
         for model in models:
-            model.supports_embeddings = embeds
-            model.supports_chat = model.supports_text = generates
+            model.capabilities |= {
+                "embeddings": embeds,
+                "chat": generates,
+                "completions": generates,
+            }
         return models
 
     async def _has_route(self, path: str) -> bool:

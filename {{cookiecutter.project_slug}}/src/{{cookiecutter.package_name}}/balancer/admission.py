@@ -32,7 +32,7 @@ from ..llm.errors import (
 )
 from ..llm.models import ChatCompletionRequest, EmbeddingRequest, TextCompletionRequest
 from .metrics import BalancerMetrics
-from .node import Node
+from .node import Node, capable
 from .registry import Registry
 from .shared import SharedState
 from .strategies import RequestFacts
@@ -66,7 +66,7 @@ class _Waiter:
 
     def can_use(self, node: Node) -> bool:
         return (
-            self.facts.model in node.served
+            node.can(self.facts.model, self.facts.needs)
             and node.name not in self.tried
             and _fits(node, self.facts)
         )
@@ -221,6 +221,7 @@ class Admission:
         ]
         if not serving:
             raise UpstreamUnavailableError(f"no node serves {facts.model!r} at the moment")
+        serving = capable(serving, facts.model, facts.needs)
         fitting = [node for node in serving if _fits(node, facts)]
         if not fitting:
             largest = max(node.served[facts.model].context_length or 0 for node in serving)

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from ..config import LoadBalancerSettings, NodeSettings, Settings
-from ..llm.errors import LlmError, ModelNotFoundError
+from ..config import Capability, LoadBalancerSettings, NodeSettings, Settings
+from ..llm.errors import LlmError, ModelNotFoundError, NotSupportedError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import (
     ChatCompletionChunk,
@@ -157,19 +157,19 @@ class Balancer:
     # --- requests --------------------------------------------------------------------
 
     async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        facts = self._facts(request.model, request.prompt_text(), request.token_limit())
+        facts = self._chat_facts(request)
         return await self._call(
             request, facts, lambda client, upstream: client.chat_completion(upstream)
         )
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
-        facts = self._facts(request.model, request.prompt_text(), request.max_tokens)
+        facts = self._facts(request.model, request.prompt_text(), request.max_tokens, "completions")
         return await self._call(
             request, facts, lambda client, upstream: client.text_completion(upstream)
         )
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        facts = self._facts(request.model, "\n".join(request.inputs()), None)
+        facts = self._facts(request.model, "\n".join(request.inputs()), None, "embeddings")
         return await self._call(
             request, facts, lambda client, upstream: client.embeddings(upstream)
         )
@@ -177,7 +177,7 @@ class Balancer:
     def stream_chat_completion(
         self, request: ChatCompletionRequest
     ) -> AsyncIterator[ChatCompletionChunk]:
-        facts = self._facts(request.model, request.prompt_text(), request.token_limit())
+        facts = self._chat_facts(request)
         return self._stream(
             request, facts, lambda client, upstream: client.stream_chat_completion(upstream)
         )
@@ -185,20 +185,28 @@ class Balancer:
     def stream_text_completion(
         self, request: TextCompletionRequest
     ) -> AsyncIterator[TextCompletionChunk]:
-        facts = self._facts(request.model, request.prompt_text(), request.max_tokens)
+        facts = self._facts(request.model, request.prompt_text(), request.max_tokens, "completions")
         return self._stream(
             request, facts, lambda client, upstream: client.stream_text_completion(upstream)
         )
 
-    def _facts(self, model: str, prompt: str, max_tokens: int | None) -> RequestFacts:
+    def _chat_facts(self, request: ChatCompletionRequest) -> RequestFacts:
+        parts = [p for m in request.messages if isinstance(m.content, list) for p in m.content]
+        tools = bool(request.tools) and request.tool_choice != "none"
+        images = any(part.get("type") == "image_url" for part in parts)
+        needs = ("chat", *(("tools",) if tools else ()), *(("vision",) if images else ()))
+        return self._facts(request.model, request.prompt_text(), request.token_limit(), *needs)
+
+    def _facts(
+        self, model: str, prompt: str, max_tokens: int | None, *needs: Capability
+    ) -> RequestFacts:
         """The request as strategies see it; the token count is estimated (chars / 4)."""
         if not any(listed.id == model for listed in self.settings.models):
             raise ModelNotFoundError(f"the model {model!r} is not served here", param="model")
         lb = self.lb
         prompt_tokens = math.ceil(len(prompt) / lb.chars_per_token)
-        return RequestFacts(
-            model, prompt_tokens + (max_tokens or 0), prompt[: lb.prefix_chars], prompt_tokens
-        )
+        needed = prompt_tokens + (max_tokens or 0)
+        return RequestFacts(model, needed, prompt[: lb.prefix_chars], prompt_tokens, needs)
 
     async def _call(
         self,
@@ -210,7 +218,8 @@ class Balancer:
         deadline = _now() + self.lb.failover_deadline_s
         tried: set[str] = set()
         last_error: LlmError | None = None
-        for attempt in range(self.lb.max_retries + 1):
+        retries = 0
+        while True:
             node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
@@ -220,16 +229,16 @@ class Balancer:
                 answer = await send(node.client, upstream)
             except Exception as exc:
                 error = self._accounting.failed(node, exc, started)
-                if not self._may_retry(error, attempt, deadline):
+                if not self._may_retry(node, facts, error, retries, deadline):
                     raise error from (None if error is exc else exc)
                 last_error = error
+                retries += error.retryable
                 continue
             finally:
                 self._release(node, trial)
             self._accounting.succeeded(node, started, started, _completion_tokens(answer))
             answer.model = facts.model
             return answer
-        raise AssertionError("the loop returns or raises")
 
     async def _stream(
         self,
@@ -241,7 +250,8 @@ class Balancer:
         deadline = _now() + self.lb.failover_deadline_s
         tried: set[str] = set()
         last_error: LlmError | None = None
-        for attempt in range(self.lb.max_retries + 1):
+        retries = 0
+        while True:
             node = await self._admission.select(facts, tried, last_error, request)
             tried.add(node.name)
             upstream = request.model_copy(update={"model": node.served[facts.model].upstream_name})
@@ -256,9 +266,10 @@ class Balancer:
                     return
                 except Exception as exc:
                     error = self._accounting.failed(node, exc, started)
-                    if not self._may_retry(error, attempt, deadline):
+                    if not self._may_retry(node, facts, error, retries, deadline):
                         raise error from (None if error is exc else exc)
                     last_error = error
+                    retries += error.retryable
                     continue
                 first_at = self._accounting.first_chunk(node, started)
                 first.model = facts.model
@@ -279,7 +290,6 @@ class Balancer:
             finally:
                 await _aclose(stream)
                 self._release(node, trial)
-        raise AssertionError("the loop returns or raises")
 
     def _release(self, node: Node, trial: bool) -> None:
         """The attempt's slot is free: a queued request takes it, or a retired client closes."""
@@ -289,8 +299,14 @@ class Balancer:
         else:
             self._registry.close_retired()
 
-    def _may_retry(self, error: LlmError, attempt: int, deadline: float) -> bool:
-        if not error.retryable or attempt >= self.lb.max_retries or _now() >= deadline:
+    def _may_retry(
+        self, node: Node, facts: RequestFacts, error: LlmError, retries: int, deadline: float
+    ) -> bool:
+        """A node failure within budget, or a node that said it cannot (asked never again)."""
+        if isinstance(error, NotSupportedError):
+            node.refuse(facts.model, facts.needs[0])
+            return True
+        if not error.retryable or retries >= self.lb.max_retries or _now() >= deadline:
             return False
         self._metrics.retries.inc()
         return True

@@ -12,9 +12,12 @@ import enum
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
-from ..config import LoadBalancerSettings, NodeSettings
+from ..config import Capability, LoadBalancerSettings, NodeModel, NodeSettings
+from ..llm.errors import NotSupportedError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import ModelInfo, NodeMetrics
 
@@ -34,6 +37,7 @@ class ServedModel:
     upstream_name: str
     context_length: int | None = None
     loaded: bool | None = None
+    lacks: frozenset[Capability] = frozenset()
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Node:
     lb: LoadBalancerSettings
     served: dict[str, ServedModel] = field(default_factory=dict)
     discovered: list[ModelInfo] = field(default_factory=list)
+    refused: set[tuple[str, Capability]] = field(default_factory=set)  # (listed id, capability)
     in_flight: int = 0
     reserved: int = 0  # free slots handed to queued requests that have not started yet
     requests_total: int = 0
@@ -112,25 +117,38 @@ class Node:
         `listed` maps each listed id to its configured context length.  A
         configured model is served even when discovery misses it (the server may
         load it on demand); a discovered model is served when its own name is a
-        listed id.
+        listed id.  Capabilities: the server's word, else config, else all, less refusals.
         """
         by_upstream = {info.id: info for info in self.discovered}
-        served: dict[str, ServedModel] = {}
-        for model in self.settings.models:
-            if model.id in listed:
-                served[model.id] = self._served(model.upstream_name, by_upstream, listed[model.id])
+        models = {model.id: model for model in self.settings.models if model.id in listed}
         for info in self.discovered:
-            if info.id in listed and info.id not in served:
-                served[info.id] = self._served(info.id, by_upstream, listed[info.id])
-        self.served = served
+            if info.id in listed and info.id not in models:
+                models[info.id] = NodeModel(id=info.id)
+        self.served = {
+            id: self._served(model, by_upstream.get(model.upstream_name), listed[id])
+            for id, model in models.items()
+        }
 
-    @staticmethod
-    def _served(
-        upstream: str, by_upstream: dict[str, ModelInfo], configured_context: int | None
-    ) -> ServedModel:
-        info = by_upstream.get(upstream)
-        context = info.context_length if info and info.context_length else configured_context
-        return ServedModel(upstream, context, info.loaded if info else None)
+    def _served(self, model: NodeModel, info: ModelInfo | None, context: int | None) -> ServedModel:
+        said, allowed = info.capabilities if info else {}, model.capabilities
+        lacks = frozenset(
+            capability
+            for capability in get_args(Capability)
+            if not said.get(capability, allowed is None or capability in allowed)
+            or (model.id, capability) in self.refused
+        )
+        if info and info.context_length:
+            context = info.context_length
+        return ServedModel(model.upstream_name, context, info.loaded if info else None, lacks)
+
+    def can(self, model: str, needs: Sequence[Capability]) -> bool:
+        served = self.served.get(model)
+        return served is not None and not served.lacks.intersection(needs)
+
+    def refuse(self, model: str, capability: Capability) -> None:
+        """The server said it cannot: not asked again until the node is rebuilt."""
+        self.refused.add((model, capability))
+        self.served[model].lacks |= {capability}
 
     # --- load ------------------------------------------------------------------
 
@@ -170,21 +188,16 @@ class Node:
         kv = metrics.server_kv_cache_usage
         return kv is not None and kv >= self.lb.max_kv_cache_usage
 
-    def latency_ms(self) -> float:
-        """Peak-EWMA latency (see Balancer._succeeded), with a default for a node not yet
-        measured."""
-        value = self.latency.value_ms
-        return self.lb.default_latency_ms if value is None else value
-
-    def service_ms(self) -> float:
+    def service_ms(self) -> float | None:
         """What one more request costs here before any queueing: the measured time to
-        generate a reference answer (streamed answers only), else the latency estimate.
+        generate a reference answer (streamed answers only), else the latency estimate;
+        None before either.
 
         Queue wait is left out on purpose: the caller counts it from the load, and a
         peak-sensitive estimate would keep a burst's wait for `latency_decay_s`.
         """
         value = self.decode.value_ms
-        return self.latency_ms() if value is None else value
+        return self.latency.value_ms if value is None else value
 
     def attempts_per_success(self) -> float:
         """Expected attempts for one answer over the recent outcomes, smoothed so that a
@@ -329,3 +342,13 @@ class Node:
         self.consecutive_failures = 0
         self.recent.clear()
         self.readmitted_at = now
+
+
+def capable(nodes: list[Node], model: str, needs: Sequence[Capability]) -> list[Node]:
+    """The nodes that can do all the request needs; when none can, a 400 naming what lacks."""
+    able = [node for node in nodes if node.can(model, needs)]
+    if nodes and not able:
+        lacking = set(needs).intersection(*(node.served[model].lacks for node in nodes))
+        missing = " and ".join(sorted(lacking) or needs)
+        raise NotSupportedError(f"no node serving {model!r} supports {missing}", param="model")
+    return able

@@ -1,7 +1,8 @@
 """The strategies: each picks one node among candidates that already passed the filters.
 
 Every strategy honours node weights and breaks ties at random, so equal nodes
-share work instead of the first one taking it all.
+share work instead of the first one taking it all; and every one gives a node not
+measured, or measured long ago, a trial (the latency-based ones in `_with_trials`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..config import LoadBalancerSettings, Strategy
+from ..config import Capability, LoadBalancerSettings, Strategy
 from .node import Node
 
 
@@ -27,9 +28,13 @@ class RequestFacts:
     prefix: str
     # The prompt alone (estimated): what vLLM and llama.cpp check against the context.
     prompt_tokens: int = 0
+    needs: tuple[Capability, ...] = ("chat",)  # the operation first, then tools or vision
 
 
 class Chooser(abc.ABC):
+    # An estimate this many latency_decay_s older than the latest one here is stale.
+    stale_decays = 10.0
+
     def __init__(self, lb: LoadBalancerSettings, rng: random.Random) -> None:
         self.lb = lb
         self.rng = rng
@@ -40,6 +45,28 @@ class Chooser(abc.ABC):
 
     def nodes_changed(self, nodes: Sequence[Node]) -> None:  # noqa: B027 - optional hook
         """The registry changed; strategies with per-node state rebuild it."""
+
+    def _with_trials(
+        self, candidates: Sequence[Node], estimate: Callable[[Node], float | None]
+    ) -> Callable[[Node], float]:
+        """`estimate`; without a fresh one, the best fresh one while idle (a trial, as Envoy and
+        Linkerd give new endpoints), and while its trial runs its last, or the worst here."""
+        horizon = max(node.latency.updated_at for node in candidates)
+        horizon -= self.stale_decays * self.lb.latency_decay_s
+        fresh = {
+            node.name: value
+            for node in candidates
+            if (value := estimate(node)) is not None and node.latency.updated_at >= horizon
+        }
+        known = list(fresh.values()) or [self.lb.default_latency_ms]
+
+        def cost(node: Node) -> float:
+            if node.name in fresh or not node.in_flight:
+                return fresh.get(node.name, min(known))
+            last = estimate(node)
+            return max(known) if last is None else last
+
+        return cost
 
     def _lowest(self, candidates: Sequence[Node], key: Callable[[Node], float]) -> Node:
         best = min(key(node) for node in candidates)
@@ -78,7 +105,10 @@ class LatencyBased(Chooser):
     """Lowest peak-EWMA latency per unit of weight (failures count with a penalty)."""
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
-        return self._lowest(candidates, lambda node: node.latency_ms() / node.weight)
+        latency = self._with_trials(
+            candidates, lambda node: node.latency.value_ms and node.latency.value_ms / node.weight
+        )
+        return self._lowest(candidates, latency)
 
 
 class CapabilityBased(Chooser):
@@ -125,14 +155,14 @@ class PowerOfTwo(Chooser):
         first = self.rng.choices(candidates, weights=[node.weight for node in candidates])[0]
         rest = [node for node in candidates if node is not first]
         second = self.rng.choices(rest, weights=[node.weight for node in rest])[0]
-        return self._lowest([first, second], self.cost)
-
-    @staticmethod
-    def cost(node: Node) -> float:
-        return (
-            node.service_ms()
-            * (1 + node.load() / node.max_concurrency)
-            * node.attempts_per_success()
+        service = self._with_trials(candidates, Node.service_ms)
+        return self._lowest(
+            [first, second],
+            lambda node: (
+                service(node)
+                * (1 + node.load() / node.max_concurrency)
+                * node.attempts_per_success()
+            ),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import Capability
 from .errors import InvalidRequestError
 
 
@@ -387,9 +388,9 @@ class ModelInfo(BaseModel):
     name: str | None = None
     context_length: int | None = None
     max_output_length: int | None = None
-    supports_chat: bool = True
-    supports_text: bool = True
-    supports_embeddings: bool = False
+    capabilities: dict[Capability, bool] = Field(
+        default_factory=dict, description="What the server says it does; absent: it does not say."
+    )
     loaded: bool | None = Field(default=None, description="Warm in memory, where the server says.")
     parameters: dict[str, str] = Field(default_factory=dict)
 
