@@ -119,17 +119,14 @@ class ApiSettings(Section):
     max_header_bytes: int = Field(
         default=32 * 1024, ge=1024, description="Request line and headers; larger: 431."
     )
-    max_header_count: int = Field(default=100, ge=8, description="Header lines; more: 431.")
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="From connection or previous answer to the end of the headers; then closed.",
+        description="From connection or previous answer to the end of the headers; then closed "
+        "(the idle time of a keep-alive connection too).",
     )
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="From the headers to the end of the body; then 408."
-    )
-    keepalive_timeout_s: float = Field(
-        default=5.0, gt=0, description="An idle connection between requests is closed after this."
     )
     request_timeout_s: float = Field(default=600.0, gt=0, description="Deadline for one request.")
     keepalive_interval_s: float = Field(
@@ -144,6 +141,15 @@ class ApiSettings(Section):
         description="Let image and file URLs name private, loopback or link-local hosts "
         "(the node fetches them).",
     )
+
+    tls_certfile: Path | None = Field(default=None, description="PEM chain: serve HTTPS.")
+    tls_keyfile: Path | None = Field(default=None, description="PEM key of tls_certfile.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("set both tls_certfile and tls_keyfile, or neither")
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -60,6 +61,19 @@ async def read_until(stream: asyncio.StreamReader | None, pattern: str) -> re.Ma
             return match
 
 
+async def listening(proc: asyncio.subprocess.Process) -> str:
+    """The URL `serve` announces, once its workers answer there."""
+    port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        for _ in range(500):
+            with contextlib.suppress(httpx.TransportError):
+                await http.get(f"{url}/health")
+                return url
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"serve announced {url} but does not answer there")
+
+
 def write_config(path: Path, keys: list[str]) -> None:
     quoted = ", ".join(f'"{key}"' for key in keys)
     path.write_text(
@@ -86,8 +100,7 @@ async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
     write_config(config, ["key-one"])
     env = clean_env(OPENROUTER_CONFIG=str(config))
     async with process("serve", "--port", "0", env=env) as proc:
-        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=await listening(proc)) as http:
 
             async def status(key: str) -> int:
                 response = await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})
@@ -114,9 +127,8 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
     config = tmp_path / "config.toml"
     write_config(config, ["key"])
     async with process("serve", "--config", str(config), "--port", "0", env=clean_env()) as proc:
-        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"authorization": "Bearer key"}
+            base_url=await listening(proc), headers={"authorization": "Bearer key"}
         ) as http:
 
             async def listed() -> list[str]:

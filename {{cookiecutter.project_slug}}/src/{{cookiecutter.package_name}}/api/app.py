@@ -49,7 +49,6 @@ from .listing import build_listing, unready
 from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
-from .protocol import DISCONNECTED
 from .sse import Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -124,8 +123,9 @@ class Api:
 
     async def _parse(self, request: Request, model: type[Req]) -> Req:
         self._authorize(request)
-        body = await read_body(request, self.settings.api.max_body_bytes)
-        check_json_size(body, self.settings.api.max_json_keys, self.settings.api.max_json_items)
+        api = self.settings.api
+        body = await read_body(request, api.max_body_bytes, api.body_timeout_s)
+        check_json_size(body, api.max_json_keys, api.max_json_items)
         try:
             # Strict: "5" and true are not a max_tokens of 5 and 1.
             parsed = model.model_validate_json(body, strict=True)
@@ -349,9 +349,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
 
     The node's slot is freed at once (closing the upstream request stops the
     generation) instead of when an answer nobody reads is complete.  The work
-    runs in the request's own task.  Under `serve` the connection itself says
-    when the client has gone (a future in the scope's extensions); under
-    another server a watcher task waits for `http.disconnect`.
+    runs in the request's own task; a watcher waits for `http.disconnect`.
     """
     task = asyncio.current_task()
     assert task is not None
@@ -361,12 +359,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
         if waiting and not signal.cancelled():
             task.cancel()
 
-    signal = request.scope.get("extensions", {}).get(DISCONNECTED, {}).get("future")
-    gone: asyncio.Future[Any]
-    if isinstance(signal, asyncio.Future):
-        gone, watcher = signal, False
-    else:
-        gone, watcher = asyncio.ensure_future(disconnected(request.receive)), True
+    gone = asyncio.ensure_future(disconnected(request.receive))
     gone.add_done_callback(leave)
     try:
         return await work
@@ -377,10 +370,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
         raise
     finally:
         waiting = False
-        if watcher:
-            gone.cancel()
-        else:
-            gone.remove_done_callback(leave)
+        gone.cancel()
 
 
 def _json(data: Any, status: int = 200) -> Response:
