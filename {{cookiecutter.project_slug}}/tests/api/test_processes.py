@@ -127,9 +127,8 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
     config = tmp_path / "config.toml"
     write_config(config, ["key"])
     async with process("serve", "--config", str(config), "--port", "0", env=clean_env()) as proc:
-        async with httpx.AsyncClient(
-            base_url=await listening(proc), headers={"authorization": "Bearer key"}
-        ) as http:
+        url = await listening(proc)
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer key"}) as http:
 
             async def listed() -> list[str]:
                 response = await http.get("/v1/models")

@@ -34,7 +34,7 @@ from ..llm.errors import (
     ModelNotFoundError,
     UpstreamTimeoutError,
 )
-from ..llm.limits import check_json_size
+from ..llm.limits import check_json_size, collector_paused
 from ..llm.models import (
     MAX_MODEL_ID,
     ChatCompletionRequest,
@@ -128,7 +128,8 @@ class Api:
         check_json_size(body, api.max_json_keys, api.max_json_items)
         try:
             # Strict: "5" and true are not a max_tokens of 5 and 1.
-            parsed = model.model_validate_json(body, strict=True)
+            with collector_paused():
+                parsed = model.model_validate_json(body, strict=True)
         except ValidationError as error:
             raise invalid_body(error) from None
         if isinstance(parsed, ChatCompletionRequest) and not self.settings.api.private_media_urls:
