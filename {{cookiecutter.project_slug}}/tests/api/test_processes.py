@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 MODEL = "acme/rotating"
@@ -61,11 +64,13 @@ async def read_until(stream: asyncio.StreamReader | None, pattern: str) -> re.Ma
             return match
 
 
-async def listening(proc: asyncio.subprocess.Process) -> str:
+async def listening(
+    proc: asyncio.subprocess.Process, scheme: str = "http", verify: ssl.SSLContext | bool = True
+) -> str:
     """The URL `serve` announces, once its workers answer there."""
-    port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as http:
+    port = (await read_until(proc.stderr, rf"running on {scheme}://127.0.0.1:(\d+)")).group(1)
+    url = f"{scheme}://127.0.0.1:{port}"
+    async with httpx.AsyncClient(verify=verify) as http:
         for _ in range(500):
             with contextlib.suppress(httpx.TransportError):
                 await http.get(f"{url}/health")
@@ -148,6 +153,56 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
                     break
                 await asyncio.sleep(0.05)
             assert sorted(await listed()) == sorted([MODEL, "acme/added"])
+
+
+SAN = "subjectAltName=IP:127.0.0.1"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", *curve, *files, "-subj", "/CN=127.0.0.1", "-addext", SAN],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_serve_terminates_tls_for_the_openai_client(
+    tmp_path: Path, sim_server: Callable[..., Any]
+) -> None:
+    node = await sim_server(dialect="openai", models=[MODEL])
+    cert, key = self_signed(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[api]\napi_keys = ["k"]\ntls_certfile = "{cert}"\ntls_keyfile = "{key}"\n\n'
+        f'[[nodes]]\nname = "n1"\nurl = "{node.url}"\ntype = "openai_compatible"\n'
+        f'models = ["{MODEL}"]\n\n[[models]]\nid = "{MODEL}"\n'
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with process(
+        "serve", "--port", "0", "--workers", "2", env=clean_env(OPENROUTER_CONFIG=str(config))
+    ) as proc:
+        url = await listening(proc, "https", trusted)
+        async with (
+            httpx.AsyncClient(verify=trusted) as http,
+            openai.AsyncOpenAI(
+                base_url=f"{url}/v1", api_key="k", max_retries=0, http_client=http
+            ) as client,
+        ):
+            answer = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hello!"}]
+            )
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(url.replace("https:", "http:") + "/health")
+        async with httpx.AsyncClient() as untrusting:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await untrusting.get(f"{url}/health")
+    assert answer.choices[0].message.content
 
 
 async def test_models_prints_the_listing_after_discovery(
