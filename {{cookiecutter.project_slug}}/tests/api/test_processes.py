@@ -155,6 +155,30 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
             assert sorted(await listed()) == sorted([MODEL, "acme/added"])
 
 
+async def test_every_scrape_counts_every_worker_s_answers(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    health = re.compile(r'^api_requests_total\{route="/health",status="200"\} (\S+)$', re.M)
+    async with process("serve", "--port", "0", "--workers", "2", env=env) as proc:
+        url = await listening(proc)
+        # A connection per request: the kernel spreads them over both workers.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, limits=fresh) as http:
+
+            async def scrape() -> float:
+                text = (await http.get("/metrics", headers={"authorization": "Bearer k"})).text
+                match = health.search(text)
+                return float(match.group(1)) if match else 0.0
+
+            before = await scrape()
+            for _ in range(40):
+                assert (await http.get("/health")).status_code == 200
+            after = [await scrape() for _ in range(6)]
+    # Before: each scrape showed one worker's counters (about half, and never the same twice).
+    assert after == [before + 40] * 6
+
+
 SAN = "subjectAltName=IP:127.0.0.1"
 
 

@@ -10,12 +10,14 @@ from the models (openapi.py) and served behind the key like everything but
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import to_json
 from starlette.applications import Starlette
@@ -275,9 +277,11 @@ class Api:
                 self._authorize(request)
         except LlmError as error:
             return error_response(error, self.scrub)
-        return Response(
-            generate_latest(self.context.metrics_registry), media_type=CONTENT_TYPE_LATEST
-        )
+        registry = self.context.metrics_registry
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # serve --workers N: all N in one view
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
         async def run() -> Response:
