@@ -189,6 +189,30 @@ async def test_a_pipelined_head_is_bounded_while_the_first_request_is_answered(
     assert closed
 
 
+async def test_pipelined_requests_are_each_answered_and_each_head_bounded(fake_api: Any) -> None:
+    health = request("GET", "/health")
+    async with fake_api(max_header_bytes=8192) as url:
+        # Before: a `Connection: close` pipelined behind another closed the connection after
+        # the first answer, and a second head in the same read escaped the header limits.
+        closing = await exchange(url, health + request("GET", "/health", "connection: close"))
+        big = request("GET", "/health", "x-big: " + "a" * 100_000, "connection: close")
+        many = request("GET", "/health", *(f"x-h{i}: v" for i in range(20_000)))
+        bounded = [await exchange(url, health + second) for second in (big, many)]
+    assert closing.count(b"HTTP/1.1 200 ") == 2
+    for raw in bounded:
+        assert raw.count(b"HTTP/1.1 200 ") == 1 and b"HTTP/1.1 431 " in raw
+
+
+async def test_an_http_1_1_request_with_two_hosts_is_refused(fake_api: Any) -> None:
+    # (One without a Host gets the one Granian fills in from the request target.)
+    hosts = ["host: a", "host: b"]
+    head = "\r\n".join(["GET /v1/models HTTP/1.1", *hosts, BEARER, "connection: close"])
+    async with fake_api() as url:
+        raw = await exchange(url, (head + "\r\n\r\n").encode())
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:80]
+    assert "Host" in error_of(raw)["message"]
+
+
 # --- 3. a client leaving a non-streamed request ----------------------------------------
 
 

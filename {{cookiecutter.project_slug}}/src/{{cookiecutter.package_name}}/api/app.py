@@ -306,7 +306,12 @@ class Endpoint:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handler(Request(scope, receive, send))
+        if scope["http_version"] == "1.1" and [k for k, _ in scope["headers"]].count(b"host") != 1:
+            # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
+            error = InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
+            response = error_response(error, Scrubber())
+        else:
+            response = await self.handler(Request(scope, receive, send))
         await response(scope, receive, send)
 
 
