@@ -472,6 +472,12 @@ async def test_only_standard_fields_and_allowed_extras_reach_the_node() -> None:
         "http://\u2460\u2461\u2466.0.0.1/",
         "http://localhost./admin",
         "http://169.254.169.254./latest/meta-data/",
+        # IPv4 inside IPv6 (NAT64, 6to4, IPv4-compatible) and Kubernetes service names:
+        # each reached the node before.
+        "http://[64:ff9b::169.254.169.254]/latest/meta-data/",
+        "http://[2002:7f00:1::]:8000/metrics",
+        "http://[::127.0.0.1]:8000/metrics",
+        "http://vllm.default.svc:8000/metrics",
         # A part without "type": vLLM reads its image_url directly; this passed before.
         {"image_url": "http://169.254.169.254/latest/meta-data/"},
         {
