@@ -290,6 +290,23 @@ async def test_a_stream_that_finds_no_room_gets_429_with_retry_after(
     assert stream.json()["error"]["type"] == "rate_limit_error"
 
 
+async def test_a_stream_nobody_reads_frees_its_node_at_the_deadline(
+    fake_api: Any, fake: FakeBalancer
+) -> None:
+    fake.words = ["x" * 65536] * 2000  # 128 MiB, far more than the socket buffers hold
+    fake.delay_s = 0.001
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    async with fake_api(request_timeout_s=1.0) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as client:
+            # A client that asks for a stream and never reads it: every write to it waits.
+            client.sendall(request("POST", "/v1/chat/completions", BEARER, body=body))
+            # Before: the deadline's error frame was written, without a bound, before the
+            # node's stream was closed: the slot was held 14 s past the deadline.
+            closed = await until(fake.closed.is_set, within_s=8.0)
+    assert closed
+
+
 # --- 5. endpoints without a key ------------------------------------------------------------
 
 
