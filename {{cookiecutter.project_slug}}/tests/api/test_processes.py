@@ -7,7 +7,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -227,6 +229,75 @@ async def test_serve_terminates_tls_for_the_openai_client(
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await untrusting.get(f"{url}/health")
     assert answer.choices[0].message.content
+
+
+CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_caddy_edge_serves_the_openai_client_over_https(
+    tmp_path: Path, sim_server: Callable[..., Any]
+) -> None:
+    caddy = shutil.which("caddy")
+    assert caddy, "caddy is not installed (apt-get install caddy)"
+    node = await sim_server(dialect="openai", models=[MODEL])
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    config.write_text(config.read_text().replace("http://127.0.0.1:9", node.url))
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    async with process("serve", "--port", "0", env=env) as api:
+        upstream = (await listening(api)).removeprefix("http://")
+        edge = f"127.0.0.1:{free_port()}"
+        edge_env = {
+            **clean_env(),
+            "PROVIDER_DOMAIN": edge,  # an IP address: Caddy's own CA signs it (tls internal)
+            "PROVIDER_UPSTREAM": upstream,
+            "CADDY_ADMIN": "off",
+            "CADDY_HTTP_PORT": str(free_port()),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+        quiet = asyncio.subprocess.DEVNULL
+        argv = [caddy, "run", "--adapter", "caddyfile", "--config", str(CADDYFILE)]
+        proxy = await asyncio.create_subprocess_exec(
+            *argv, env=edge_env, stdout=quiet, stderr=quiet
+        )
+        try:
+            root = tmp_path / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+            for _ in range(500):
+                if root.exists():
+                    break
+                await asyncio.sleep(0.02)
+            trusted = ssl.create_default_context(cafile=str(root))
+            url = f"https://{edge}"
+            async with httpx.AsyncClient(verify=trusted, timeout=10) as http:
+                for _ in range(500):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get(f"{url}/ready")).status_code != 502:
+                            break
+                    await asyncio.sleep(0.02)
+                # Through the edge, an oversized body still gets the API's own 413.
+                big = await http.post(
+                    f"{url}/v1/chat/completions",
+                    content=b"x" * (9 * 1024 * 1024),
+                    headers={"authorization": "Bearer k"},
+                )
+                async with openai.AsyncOpenAI(
+                    base_url=f"{url}/v1", api_key="k", max_retries=0, http_client=http
+                ) as client:
+                    answer = await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "Hello!"}]
+                    )
+        finally:
+            proxy.terminate()
+            await proxy.wait()
+    assert answer.choices[0].message.content
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
 
 
 async def test_models_prints_the_listing_after_discovery(
