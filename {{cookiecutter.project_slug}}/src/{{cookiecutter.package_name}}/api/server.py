@@ -7,10 +7,10 @@ a body the app does not read: the connection is closed, never drained.  The body
 the app reads is bounded by `read_body`.  Granian's worker processes share the
 port (`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
 
-SIGHUP re-reads the config file and the environment; a valid config replaces
-the workers one at a time (graceful: each finishes its requests), so new keys
-and nodes apply at once.  A config that fails validation is logged and ignored,
-so a typo never locks everyone out.
+SIGHUP re-reads the config file and the environment; each worker applies a
+valid config in place (new keys, nodes and caps apply to the next request,
+requests in flight go on).  A config that fails validation is logged and
+ignored, so a typo never locks everyone out.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -33,7 +36,7 @@ from granian.server.embed import Server as EmbeddedGranian
 from starlette.applications import Starlette
 
 from ..config import ApiSettings, ConfigError, Settings, load_settings
-from .app import create_app
+from .app import Api, create_app
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10
@@ -108,12 +111,27 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
 
 
 def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
-    """A worker's app, from the config as it is now (called in each worker process)."""
-    return create_app(worker_settings(load_settings(config_path), workers))
+    """A worker's app, from the config as it is now (called in each worker process).
+
+    Granian's workers take SIGINT and SIGTERM; SIGHUP, passed on by `serve`, reloads
+    the app in place on its event loop, so requests in flight (long streams) go on.
+    """
+    app = create_app(worker_settings(load_settings(config_path), workers))
+    api: Api = app.state.api
+
+    def reload() -> None:
+        try:
+            api.reload(worker_settings(load_settings(config_path), workers))
+        except ConfigError as error:
+            log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", error)
+
+    loop = asyncio.get_event_loop()  # Granian's, created before the app
+    signal.signal(signal.SIGHUP, lambda *_: loop.call_soon_threadsafe(reload))
+    return app
 
 
 class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public server class
-    """Granian's server; SIGHUP replaces the workers only when the config is valid."""
+    """Granian's server; SIGHUP goes to the workers, which reload in place."""
 
     def __init__(self, config_path: str | Path | None, **options: Any) -> None:
         super().__init__(**options)
@@ -126,8 +144,10 @@ class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public ser
         except ConfigError as error:
             log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", error)
             return
-        log.info("SIGHUP: configuration reloaded (%d API keys)", len(settings.api.api_keys))
-        super().signal_handler_reload(*args, **kwargs)
+        log.info("SIGHUP: reloading the configuration (%d API keys)", len(settings.api.api_keys))
+        for worker in multiprocessing.active_children():  # Granian's workers
+            if worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
 
 
 @contextlib.asynccontextmanager
