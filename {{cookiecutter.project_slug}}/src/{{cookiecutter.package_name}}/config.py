@@ -76,11 +76,21 @@ class ConfigError(Exception):
 
 
 def mask_url(text: str) -> str:
-    """`scheme://user:password@host` with the user and password masked."""
-    return _USERINFO.sub(r"\1**********@", text)
+    """URLs in `text` with what may be a secret masked: user and password, query values
+    (`?token=`) and key-like path segments (`/v3/<key>`: 16+ characters with a digit)."""
+    return _URL.sub(_mask_one, text)
 
 
-_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+def _mask_one(match: re.Match[str]) -> str:
+    url = _USERINFO.sub(r"\1**********@", match.group())
+    url = _QUERY_VALUE.sub(r"\1**********", url)
+    return _KEYLIKE.sub("/**********", url)
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*+://[^\s'\"<>]++", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
+_KEYLIKE = re.compile(r"/(?=[^/?#]*\d)(?=[^/?#]*[a-z])[^/?#]{16,}", re.IGNORECASE)
 
 
 class Section(BaseModel):
