@@ -231,7 +231,7 @@ async def test_serve_terminates_tls_for_the_openai_client(
     assert answer.choices[0].message.content
 
 
-CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
+CADDYFILE = Path(__file__).resolve().parents[2] / "Caddyfile"
 
 
 def free_port() -> int:
