@@ -59,8 +59,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     host = host or settings.api.host
     port = settings.api.port if port is None else port
-    if port == 0:
-        port = _free_port(host)
+    try:
+        port = _free_port(host, port)
+    except OSError as error:
+        print(f"serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        return 2
     server = _Server(
         config_path,
         target="",
@@ -153,15 +156,13 @@ class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public ser
 @contextlib.asynccontextmanager
 async def serving(app: Starlette, api: ApiSettings, host: str, port: int) -> AsyncIterator[str]:
     """Serve `app` in the running event loop (tests, `demo`, `run`): its URL until exit."""
-    if port == 0:
-        port = _free_port(host)
+    port = _free_port(host, port)  # raises OSError if taken: Granian would fail in its task
     server = EmbeddedGranian(app, address=host, port=port, log_enabled=False, **server_options(api))
     task = asyncio.create_task(server.serve())
     try:
         while not _accepts(host, port):
             if task.done():
-                task.result()
-                raise OSError(f"cannot listen on {host}:{port}")
+                raise OSError(f"cannot listen on {host}:{port}: {task.exception()}")
             await asyncio.sleep(0.01)
         yield f"{'https' if api.tls_certfile else 'http'}://{host}:{port}"
     finally:
@@ -176,8 +177,10 @@ def _accepts(host: str, port: int) -> bool:
     return False
 
 
-def _free_port(host: str) -> int:
+def _free_port(host: str, port: int = 0) -> int:
+    """`port`, or any free port for 0; OSError if it is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:
-        probe.bind((host, 0))
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
         return int(probe.getsockname()[1])
