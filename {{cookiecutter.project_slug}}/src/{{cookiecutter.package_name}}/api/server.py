@@ -23,6 +23,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -74,19 +76,18 @@ def serve(
         workers_kill_timeout=STOP_TIMEOUT_S,
         respawn_failed_workers=True,
         log_level=LogLevels.warning,
+        reload_paths=[Path(__file__).parent],  # unused (no reload), but read: not the cwd
         **server_options(settings.api),
     )
-    log.info(
-        "running on %s://%s:%d with %d worker%s (%s)",
-        "https" if settings.api.tls_certfile else "http",
-        host,
-        port,
-        workers,
-        "s" if workers > 1 else "",
+    sharing = (
         "sharing state through Redis"
         if settings.cluster.redis_url is not None
-        else f"each allows 1/{workers} of every node's max_concurrency",
+        else f"each allows 1/{workers} of every node's max_concurrency"
     )
+    scheme = "https" if settings.api.tls_certfile else "http"
+    plural = "s" if workers > 1 else ""
+    announce = f"running on {scheme}://{host}:{port} with {workers} worker{plural} ({sharing})"
+    threading.Thread(target=_announce, args=(host, port, announce), daemon=True).start()
     server.serve(target_loader=partial(worker_app, config_path, workers), wrap_loader=False)
     return 0
 
@@ -175,6 +176,15 @@ def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
         return True
     return False
+
+
+def _announce(host: str, port: int, line: str) -> None:
+    """Log `line` once a worker answers on host:port: "running" means ready."""
+    for _ in range(600):
+        if _accepts(host, port):
+            log.info("%s", line)
+            return
+        time.sleep(0.05)
 
 
 def _free_port(host: str, port: int = 0) -> int:
