@@ -13,6 +13,11 @@ from ..llm.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeo
 # that writes all of it before reading sees the 413 rather than a reset it would retry
 # (nginx's lingering close); beyond it, or without a key, the connection is closed.
 DRAINED = 4
+# Each piece of a body costs the event loop a message (about 15 us), whatever its size: a
+# body in more than PIECES pieces averaging under PIECE_BYTES is refused (1-byte chunks
+# cost 14 s a MB; a client sends a body in a few large pieces).
+PIECES = 1000
+PIECE_BYTES = 1024
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -26,7 +31,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     if declared is not None and not declared.isdigit():
         raise InvalidRequestError("invalid Content-Length header")
     parts: list[bytes] = []
-    size = 0
+    size = pieces = 0
     try:
         async with asyncio.timeout(timeout_s):
             if declared is not None and int(declared) > limit:
@@ -36,6 +41,9 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 raise _too_large(limit)
             async for chunk in request.stream():
                 size += len(chunk)
+                pieces += 1
+                if pieces > PIECES and size < pieces * PIECE_BYTES:
+                    raise InvalidRequestError("the request body arrives in too many small pieces")
                 if size > DRAINED * limit:
                     break
                 if size <= limit:
