@@ -87,7 +87,7 @@ def serve(
     scheme = "https" if settings.api.tls_certfile else "http"
     plural = "s" if workers > 1 else ""
     announce = f"running on {scheme}://{host}:{port} with {workers} worker{plural} ({sharing})"
-    threading.Thread(target=_announce, args=(host, port, announce), daemon=True).start()
+    server.announce = announce
     server.serve(target_loader=partial(worker_app, config_path, workers), wrap_loader=False)
     return 0
 
@@ -140,6 +140,14 @@ class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public ser
     def __init__(self, config_path: str | Path | None, **options: Any) -> None:
         super().__init__(**options)
         self.config_path = config_path
+        self.announce = ""
+
+    def startup(self, *args: Any, **kwargs: Any) -> None:
+        super().startup(*args, **kwargs)
+        # Once the workers are forked: a thread running while the parent forks may hold a
+        # lock (the resolver's) that the child then waits for forever.
+        line = (self.bind_addr, self.bind_port, self.announce)
+        threading.Thread(target=_announce, args=line, daemon=True).start()
 
     def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
         try:
