@@ -30,8 +30,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from granian.constants import HTTPModes, Interfaces, Loops
-from granian.http import HTTP1Settings
+from granian.constants import Interfaces, Loops
+from granian.http import HTTP1Settings, HTTP2Settings
 from granian.log import LogLevels
 from granian.server import Server as Granian
 from granian.server.embed import Server as EmbeddedGranian
@@ -96,13 +96,14 @@ def server_options(api: ApiSettings) -> dict[str, Any]:
     """Granian's options for the [api] limits, shared by `serve` and the embedded server."""
     return {
         "interface": Interfaces.ASGI,
-        "http": HTTPModes.auto,
         "websockets": False,  # no websocket route: an Upgrade is a plain request
         "backlog": 2048,
         "http1_settings": HTTP1Settings(
             header_read_timeout=int(api.header_timeout_s * 1000),
             max_buffer_size=api.max_header_bytes,
         ),
+        # HTTP/2 (TLS ALPN, or h2c): its header block bounded as HTTP/1.1's (default 16 MiB).
+        "http2_settings": HTTP2Settings(max_headers_size=api.max_header_bytes),
         "ssl_cert": api.tls_certfile,
         "ssl_key": api.tls_keyfile,
     }
