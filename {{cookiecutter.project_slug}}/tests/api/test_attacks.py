@@ -386,6 +386,13 @@ async def test_idle_and_slow_connections_are_closed_on_time(fake_api: Any) -> No
     assert grown < GROWTH_MB
 
 
+async def test_a_connection_that_sends_nothing_is_closed_on_time(fake_api: Any) -> None:
+    async with fake_api(header_timeout_s=0.3) as url, connect(url) as (reader, _):
+        # With HTTP/2 detection on, Granian waited for a first byte without a timeout.
+        left = await asyncio.wait_for(reader.read(), 10)
+    assert left == b""
+
+
 async def test_a_body_that_does_not_arrive_gets_408(fake_api: Any) -> None:
     async with fake_api(body_timeout_s=0.3) as url, connect(url) as (reader, writer):
         writer.write(request("POST", "/v1/chat/completions", BEARER, "content-length: 999") + b"{")

@@ -1,6 +1,6 @@
 """`serve`: the app on Granian (Rust, hyper), which enforces HTTP itself.
 
-hyper parses HTTP/1.1 and HTTP/2 and bounds what the app never sees: the
+hyper parses HTTP/1.1 and bounds what the app never sees: the
 request head (`max_header_bytes`, and at most 100 header lines: else 431), the
 time to send it (`header_timeout_s`, also an idle keep-alive connection's), and
 a body the app does not read: the connection is closed, never drained.  The body
@@ -20,6 +20,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import sys
@@ -30,8 +31,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces, Loops
-from granian.http import HTTP1Settings, HTTP2Settings
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server as Granian
 from granian.server.embed import Server as EmbeddedGranian
@@ -96,14 +97,19 @@ def server_options(api: ApiSettings) -> dict[str, Any]:
     """Granian's options for the [api] limits, shared by `serve` and the embedded server."""
     return {
         "interface": Interfaces.ASGI,
+        # HTTP/1.1 only: with HTTP/2 also on, the wait for the first bytes (to tell the two
+        # apart) had no timeout, so connections that sent nothing were held for ever.
+        "http": HTTPModes.http1,
         "websockets": False,  # no websocket route: an Upgrade is a plain request
         "backlog": 2048,
+        # Connections a worker holds at once (Granian's permits, one per connection): half
+        # its file descriptors, so past the cap new clients wait in the backlog instead of
+        # failing at the fd limit, and a few thousand idle ones cannot lock everyone out.
+        "backpressure": max(128, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2),
         "http1_settings": HTTP1Settings(
             header_read_timeout=int(api.header_timeout_s * 1000),
             max_buffer_size=api.max_header_bytes,
         ),
-        # HTTP/2 (TLS ALPN, or h2c): its header block bounded as HTTP/1.1's (default 16 MiB).
-        "http2_settings": HTTP2Settings(max_headers_size=api.max_header_bytes),
         "ssl_cert": api.tls_certfile,
         "ssl_key": api.tls_keyfile,
     }
