@@ -181,6 +181,26 @@ async def test_every_scrape_counts_every_worker_s_answers(tmp_path: Path) -> Non
     assert after == [before + 40] * 6
 
 
+async def test_workers_go_when_serve_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    async with process("serve", "--port", "0", "--workers", "2", env=env) as proc:
+        url = await listening(proc)
+        proc.kill()  # no chance to stop its workers
+        await proc.wait()
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(250):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            except OSError:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the workers still answer after serve was killed")
+
+
 SAN = "subjectAltName=IP:127.0.0.1"
 
 

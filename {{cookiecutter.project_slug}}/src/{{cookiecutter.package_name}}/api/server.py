@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ from ..config import ApiSettings, ConfigError, Settings, load_settings
 from .app import Api, create_app
 
 log = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 10
+STOP_TIMEOUT_S = 5
 
 
 def serve(
@@ -127,6 +128,12 @@ def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
     Granian's workers take SIGINT and SIGTERM; SIGHUP, passed on by `serve`, reloads
     the app in place on its event loop, so requests in flight (long streams) go on.
     """
+    if sys.platform == "linux":
+        # A worker whose parent dies (killed, crashed) dies too, as it would keep the port:
+        # orphaned Granian workers ignored SIGTERM.  prctl(2) PR_SET_PDEATHSIG is 1.
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
     app = create_app(worker_settings(load_settings(config_path), workers))
     api: Api = app.state.api
 
