@@ -65,6 +65,26 @@ def test_config_prints_the_effective_settings_with_secrets_masked(
     assert "metrics-secret" not in out
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_config_and_nodes_mask_secrets_in_node_urls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    secrets = ["q-secret-token", "0123456789abcdefKEY"]
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[nodes]]\nname = "a"\nurl = "http://127.0.0.1:9/v1?token=q-secret-token"\n'
+        'type = "openai_compatible"\nmodels = ["m/one"]\n\n'
+        '[[nodes]]\nname = "b"\nurl = "http://127.0.0.1:9/v3/0123456789abcdefKEY"\n'
+        'type = "openai_compatible"\nmodels = ["m/one"]\n\n[[models]]\nid = "m/one"\n',
+        encoding="utf-8",
+    )
+    assert main(["config", "--config", str(path)]) == 0
+    main(["nodes", "--config", str(path), *json_flag])  # unreachable nodes: exit 1
+    out = capsys.readouterr().out
+    assert "127.0.0.1:9/v1?token=" in out and "127.0.0.1:9/v3/" in out
+    assert not [secret for secret in secrets if secret in out]
+
+
 def test_bad_config_is_one_message_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

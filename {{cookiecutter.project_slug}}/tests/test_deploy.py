@@ -62,13 +62,14 @@ def test_the_files_parse_and_hold_what_the_deployment_needs() -> None:
         ("Service", f"{slug}-api"),
         ("HorizontalPodAutoscaler", f"{slug}-api"),
         ("PodDisruptionBudget", f"{slug}-api"),
+        ("Ingress", f"{slug}-api"),  # the HTTPS edge
         ("Deployment", f"{slug}-runner"),
         ("Deployment", f"{slug}-redis"),
         ("Service", f"{slug}-redis"),
     ]:
         assert (kind, name) in kinds
     services = compose()["services"]
-    assert {"redis", "api", "runner"} <= set(services)
+    assert {"redis", "api", "runner", "caddy"} <= set(services)
     assert services["runner"]["deploy"]["replicas"] == 2
     runner = next(
         document

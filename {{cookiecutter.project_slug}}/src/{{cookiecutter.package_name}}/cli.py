@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from . import __version__
@@ -88,15 +90,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(settings.masked(), indent=2))
         return 0
     if args.command == "serve":
-        from .api.server import serve
+        with tempfile.TemporaryDirectory(prefix="openrouter-metrics-") as shared:
+            if args.workers > 1:
+                # Before prometheus_client is imported: every worker writes its metrics to
+                # files there and each scrape sums them (its multiprocess mode).
+                os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", shared)
+            from .api.server import serve
 
-        return serve(
-            settings,
-            host=args.host,
-            port=args.port,
-            config_path=args.config,
-            workers=args.workers,
-        )
+            return serve(
+                settings,
+                host=args.host,
+                port=args.port,
+                config_path=args.config,
+                workers=args.workers,
+            )
     if args.command == "run":
         from .tangle.runner import run
 

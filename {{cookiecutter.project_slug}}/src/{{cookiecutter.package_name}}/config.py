@@ -78,11 +78,21 @@ class ConfigError(Exception):
 
 
 def mask_url(text: str) -> str:
-    """`scheme://user:password@host` with the user and password masked."""
-    return _USERINFO.sub(r"\1**********@", text)
+    """URLs in `text` with what may be a secret masked: user and password, query values
+    (`?token=`) and key-like path segments (`/v3/<key>`: 16+ characters with a digit)."""
+    return _URL.sub(_mask_one, text)
 
 
-_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+def _mask_one(match: re.Match[str]) -> str:
+    url = _USERINFO.sub(r"\1**********@", match.group())
+    url = _QUERY_VALUE.sub(r"\1**********", url)
+    return _KEYLIKE.sub("/**********", url)
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*+://[^\s'\"<>]++", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
+_KEYLIKE = re.compile(r"/(?=[^/?#]*\d)(?=[^/?#]*[a-z])[^/?#]{16,}", re.IGNORECASE)
 
 
 class Section(BaseModel):
@@ -121,17 +131,14 @@ class ApiSettings(Section):
     max_header_bytes: int = Field(
         default=32 * 1024, ge=1024, description="Request line and headers; larger: 431."
     )
-    max_header_count: int = Field(default=100, ge=8, description="Header lines; more: 431.")
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="From connection or previous answer to the end of the headers; then closed.",
+        description="From connection or previous answer to the end of the headers; then closed "
+        "(the idle time of a keep-alive connection too).",
     )
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="From the headers to the end of the body; then 408."
-    )
-    keepalive_timeout_s: float = Field(
-        default=5.0, gt=0, description="An idle connection between requests is closed after this."
     )
     request_timeout_s: float = Field(default=600.0, gt=0, description="Deadline for one request.")
     keepalive_interval_s: float = Field(
@@ -146,6 +153,15 @@ class ApiSettings(Section):
         description="Let image and file URLs name private, loopback or link-local hosts "
         "(the node fetches them).",
     )
+
+    tls_certfile: Path | None = Field(default=None, description="PEM chain: serve HTTPS.")
+    tls_keyfile: Path | None = Field(default=None, description="PEM key of tls_certfile.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("set both tls_certfile and tls_keyfile, or neither")
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -12,13 +12,16 @@ import contextlib
 import json
 import secrets
 import shlex
+import signal
 import sys
+
+import uvloop
 
 from {{ cookiecutter.package_name }}_sim import SimConfig, SimHandle
 from {{ cookiecutter.package_name }}_sim.config import Dialect
 
 from .api.app import create_app
-from .api.server import Server, run_on_uvloop, server_config
+from .api.server import serving
 from .config import DEFAULT_MODEL, DEFAULT_NODE_TYPE, Settings
 
 NODES = 3
@@ -33,7 +36,8 @@ DIALECTS: dict[str, Dialect] = {
 
 def run_demo(*, port: int) -> int:
     """Serve until interrupted (Ctrl-C)."""
-    run_on_uvloop(_demo(port))
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_demo(port))
     return 0
 
 
@@ -71,25 +75,15 @@ async def _demo(port: int) -> None:
             "models": [{"id": DEFAULT_MODEL, "max_output_length": 256}],
         }
     )
-    server = Server(
-        server_config(
-            create_app(settings), settings, host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    task = asyncio.create_task(server.run_until_signal())
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises why it could not start
-                return
-            await asyncio.sleep(0.02)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        _announce(f"http://127.0.0.1:{bound}/v1", key, dialect)
-        await task
+        async with serving(create_app(settings), settings.api, "127.0.0.1", port) as url:
+            _announce(f"{url}/v1", key, dialect)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
     finally:
-        server.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         for sim in sims:
             await sim.stop()
 

@@ -1,20 +1,18 @@
-"""Fixtures for the HTTP API: a real uvicorn server on 127.0.0.1, over a fake or a real fleet."""
+"""Fixtures for the HTTP API: a real Granian server on 127.0.0.1, over a fake or a real fleet."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from {{ cookiecutter.package_name }}.api.app import create_app
-from {{ cookiecutter.package_name }}.api.server import server_config
+from {{ cookiecutter.package_name }}.api.server import serving
 from {{ cookiecutter.package_name }}.balancer import ListedModel
 from {{ cookiecutter.package_name }}.config import ModelSettings, Settings
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
@@ -196,23 +194,9 @@ class FakeContext:
 
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[str]:
-    """Serve `app` as `serve` does (uvicorn with the [api] limits) on a free 127.0.0.1 port."""
-    config = server_config(
-        app, app.state.api.settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns them
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    """Serve `app` as `serve` does (Granian with the [api] limits) on a free 127.0.0.1 port."""
+    async with serving(app, app.state.api.settings.api, "127.0.0.1", 0) as url:
+        yield url
 
 
 Serve = Callable[..., Any]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +20,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 MODEL = "acme/rotating"
@@ -60,6 +66,21 @@ async def read_until(stream: asyncio.StreamReader | None, pattern: str) -> re.Ma
             return match
 
 
+async def listening(
+    proc: asyncio.subprocess.Process, scheme: str = "http", verify: ssl.SSLContext | bool = True
+) -> str:
+    """The URL `serve` announces, once its workers answer there."""
+    port = (await read_until(proc.stderr, rf"running on {scheme}://127.0.0.1:(\d+)")).group(1)
+    url = f"{scheme}://127.0.0.1:{port}"
+    async with httpx.AsyncClient(verify=verify) as http:
+        for _ in range(500):
+            with contextlib.suppress(httpx.TransportError):
+                await http.get(f"{url}/health")
+                return url
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"serve announced {url} but does not answer there")
+
+
 def write_config(path: Path, keys: list[str]) -> None:
     quoted = ", ".join(f'"{key}"' for key in keys)
     path.write_text(
@@ -86,8 +107,7 @@ async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
     write_config(config, ["key-one"])
     env = clean_env(OPENROUTER_CONFIG=str(config))
     async with process("serve", "--port", "0", env=env) as proc:
-        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=await listening(proc)) as http:
 
             async def status(key: str) -> int:
                 response = await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})
@@ -114,10 +134,8 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
     config = tmp_path / "config.toml"
     write_config(config, ["key"])
     async with process("serve", "--config", str(config), "--port", "0", env=clean_env()) as proc:
-        port = (await read_until(proc.stderr, r"running on http://127.0.0.1:(\d+)")).group(1)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"authorization": "Bearer key"}
-        ) as http:
+        url = await listening(proc)
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer key"}) as http:
 
             async def listed() -> list[str]:
                 response = await http.get("/v1/models")
@@ -137,6 +155,169 @@ async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -
                     break
                 await asyncio.sleep(0.05)
             assert sorted(await listed()) == sorted([MODEL, "acme/added"])
+
+
+async def test_every_scrape_counts_every_worker_s_answers(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    health = re.compile(r'^api_requests_total\{route="/health",status="200"\} (\S+)$', re.M)
+    async with process("serve", "--port", "0", "--workers", "2", env=env) as proc:
+        url = await listening(proc)
+        # A connection per request: the kernel spreads them over both workers.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, limits=fresh) as http:
+
+            async def scrape() -> float:
+                text = (await http.get("/metrics", headers={"authorization": "Bearer k"})).text
+                match = health.search(text)
+                return float(match.group(1)) if match else 0.0
+
+            before = await scrape()
+            for _ in range(40):
+                assert (await http.get("/health")).status_code == 200
+            after = [await scrape() for _ in range(6)]
+    # Before: each scrape showed one worker's counters (about half, and never the same twice).
+    assert after == [before + 40] * 6
+
+
+async def test_workers_go_when_serve_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    async with process("serve", "--port", "0", "--workers", "2", env=env) as proc:
+        url = await listening(proc)
+        proc.kill()  # no chance to stop its workers
+        await proc.wait()
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(250):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            except OSError:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the workers still answer after serve was killed")
+
+
+SAN = "subjectAltName=IP:127.0.0.1"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", *curve, *files, "-subj", "/CN=127.0.0.1", "-addext", SAN],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_serve_terminates_tls_for_the_openai_client(
+    tmp_path: Path, sim_server: Callable[..., Any]
+) -> None:
+    node = await sim_server(dialect="openai", models=[MODEL])
+    cert, key = self_signed(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[api]\napi_keys = ["k"]\ntls_certfile = "{cert}"\ntls_keyfile = "{key}"\n\n'
+        f'[[nodes]]\nname = "n1"\nurl = "{node.url}"\ntype = "openai_compatible"\n'
+        f'models = ["{MODEL}"]\n\n[[models]]\nid = "{MODEL}"\n'
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with process(
+        "serve", "--port", "0", "--workers", "2", env=clean_env(OPENROUTER_CONFIG=str(config))
+    ) as proc:
+        url = await listening(proc, "https", trusted)
+        async with (
+            httpx.AsyncClient(verify=trusted) as http,
+            openai.AsyncOpenAI(
+                base_url=f"{url}/v1", api_key="k", max_retries=0, http_client=http
+            ) as client,
+        ):
+            answer = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hello!"}]
+            )
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(url.replace("https:", "http:") + "/health")
+        async with httpx.AsyncClient() as untrusting:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await untrusting.get(f"{url}/health")
+    assert answer.choices[0].message.content
+
+
+CADDYFILE = Path(__file__).resolve().parents[2] / "Caddyfile"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_caddy_edge_serves_the_openai_client_over_https(
+    tmp_path: Path, sim_server: Callable[..., Any]
+) -> None:
+    caddy = shutil.which("caddy")
+    assert caddy, "caddy is not installed (apt-get install caddy)"
+    node = await sim_server(dialect="openai", models=[MODEL])
+    config = tmp_path / "config.toml"
+    write_config(config, ["k"])
+    config.write_text(config.read_text().replace("http://127.0.0.1:9", node.url))
+    env = clean_env(OPENROUTER_CONFIG=str(config))
+    async with process("serve", "--port", "0", env=env) as api:
+        upstream = (await listening(api)).removeprefix("http://")
+        edge = f"127.0.0.1:{free_port()}"
+        edge_env = {
+            **clean_env(),
+            "PROVIDER_DOMAIN": edge,  # an IP address: Caddy's own CA signs it (tls internal)
+            "PROVIDER_UPSTREAM": upstream,
+            "CADDY_ADMIN": "off",
+            "CADDY_HTTP_PORT": str(free_port()),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+        quiet = asyncio.subprocess.DEVNULL
+        argv = [caddy, "run", "--adapter", "caddyfile", "--config", str(CADDYFILE)]
+        proxy = await asyncio.create_subprocess_exec(
+            *argv, env=edge_env, stdout=quiet, stderr=quiet
+        )
+        try:
+            root = tmp_path / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+            for _ in range(500):
+                if root.exists():
+                    break
+                await asyncio.sleep(0.02)
+            trusted = ssl.create_default_context(cafile=str(root))
+            url = f"https://{edge}"
+            async with httpx.AsyncClient(verify=trusted, timeout=10) as http:
+                for _ in range(500):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get(f"{url}/ready")).status_code != 502:
+                            break
+                    await asyncio.sleep(0.02)
+                # Through the edge, an oversized body still gets the API's own 413.
+                big = await http.post(
+                    f"{url}/v1/chat/completions",
+                    content=b"x" * (9 * 1024 * 1024),
+                    headers={"authorization": "Bearer k"},
+                )
+                async with openai.AsyncOpenAI(
+                    base_url=f"{url}/v1", api_key="k", max_retries=0, http_client=http
+                ) as client:
+                    answer = await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "Hello!"}]
+                    )
+        finally:
+            proxy.terminate()
+            await proxy.wait()
+    assert answer.choices[0].message.content
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
 
 
 async def test_models_prints_the_listing_after_discovery(

@@ -254,3 +254,18 @@ async def test_an_answer_that_is_not_a_json_object_is_the_nodes_fault(body: byte
         assert caught.value.retryable
     finally:
         await client.aclose()
+
+
+async def test_a_redirect_is_reported_as_one_without_its_location() -> None:
+    def redirect(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"location": "http://10.0.0.9/login"}, content=b"")
+
+    client = await canned("openai_compatible", redirect)
+    request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
+    try:
+        # Before: "the server's answer is not a JSON object".
+        with pytest.raises(UpstreamError, match="redirected the request") as caught:
+            await client.chat_completion(request)
+        assert "10.0.0.9" not in caught.value.message
+    finally:
+        await client.aclose()

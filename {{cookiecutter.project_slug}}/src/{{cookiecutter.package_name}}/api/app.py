@@ -10,12 +10,14 @@ from the models (openapi.py) and served behind the key like everything but
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import to_json
 from starlette.applications import Starlette
@@ -34,7 +36,7 @@ from ..llm.errors import (
     ModelNotFoundError,
     UpstreamTimeoutError,
 )
-from ..llm.limits import check_json_size
+from ..llm.limits import check_json_size, collector_paused
 from ..llm.models import (
     MAX_MODEL_ID,
     ChatCompletionRequest,
@@ -49,7 +51,6 @@ from .listing import build_listing, unready
 from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
-from .protocol import DISCONNECTED
 from .sse import FIRST_BYTE_S, Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -124,11 +125,13 @@ class Api:
 
     async def _parse(self, request: Request, model: type[Req]) -> Req:
         self._authorize(request)
-        body = await read_body(request, self.settings.api.max_body_bytes)
-        check_json_size(body, self.settings.api.max_json_keys, self.settings.api.max_json_items)
+        api = self.settings.api
+        body = await read_body(request, api.max_body_bytes, api.body_timeout_s)
+        check_json_size(body, api.max_json_keys, api.max_json_items)
         try:
             # Strict: "5" and true are not a max_tokens of 5 and 1.
-            parsed = model.model_validate_json(body, strict=True)
+            with collector_paused():
+                parsed = model.model_validate_json(body, strict=True)
         except ValidationError as error:
             raise invalid_body(error) from None
         if isinstance(parsed, ChatCompletionRequest) and not self.settings.api.private_media_urls:
@@ -276,9 +279,11 @@ class Api:
                 self._authorize(request)
         except LlmError as error:
             return error_response(error, self.scrub)
-        return Response(
-            generate_latest(self.context.metrics_registry), media_type=CONTENT_TYPE_LATEST
-        )
+        registry = self.context.metrics_registry
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # serve --workers N: all N in one view
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
         async def run() -> Response:
@@ -303,7 +308,12 @@ class Endpoint:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handler(Request(scope, receive, send))
+        if scope["http_version"] == "1.1" and [k for k, _ in scope["headers"]].count(b"host") != 1:
+            # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
+            error = InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
+            response = error_response(error, Scrubber())
+        else:
+            response = await self.handler(Request(scope, receive, send))
         await response(scope, receive, send)
 
 
@@ -351,9 +361,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
 
     The node's slot is freed at once (closing the upstream request stops the
     generation) instead of when an answer nobody reads is complete.  The work
-    runs in the request's own task.  Under `serve` the connection itself says
-    when the client has gone (a future in the scope's extensions); under
-    another server a watcher task waits for `http.disconnect`.
+    runs in the request's own task; a watcher waits for `http.disconnect`.
     """
     task = asyncio.current_task()
     assert task is not None
@@ -363,12 +371,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
         if waiting and not signal.cancelled():
             task.cancel()
 
-    signal = request.scope.get("extensions", {}).get(DISCONNECTED, {}).get("future")
-    gone: asyncio.Future[Any]
-    if isinstance(signal, asyncio.Future):
-        gone, watcher = signal, False
-    else:
-        gone, watcher = asyncio.ensure_future(disconnected(request.receive)), True
+    gone = asyncio.ensure_future(disconnected(request.receive))
     gone.add_done_callback(leave)
     try:
         return await work
@@ -379,10 +382,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
         raise
     finally:
         waiting = False
-        if watcher:
-            gone.cancel()
-        else:
-            gone.remove_done_callback(leave)
+        gone.cancel()
 
 
 def _json(data: Any, status: int = 200) -> Response:

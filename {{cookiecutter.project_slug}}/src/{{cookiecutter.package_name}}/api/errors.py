@@ -88,7 +88,7 @@ def invalid_body(error: ValidationError) -> InvalidRequestError:
         return InvalidRequestError("the body must be a JSON object")
     # A location may be a client's own key (logit_bias): bounded before it reaches any text.
     field = ".".join(_short(str(part)) for part in first["loc"])
-    more = len(error.errors()) - 1
+    more = error.error_count() - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return InvalidRequestError(f"invalid field {field!r}: {first['msg']}{suffix}", param=field)
 

@@ -21,7 +21,13 @@ from ..llm.errors import InvalidRequestError
 from ..llm.models import ChatCompletionRequest
 
 # Names that resolve only inside a network or a host.
-_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
+_INTERNAL_SUFFIXES = (
+    *(".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan"),
+    ".svc",  # a Kubernetes service, as a pod's resolver completes `name.namespace.svc`
+)
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway or the host connects to:
+# NAT64 (64:ff9b::/96, RFC 6052) and IPv4-compatible (::/96, RFC 4291).
+_NAT64, _COMPATIBLE = 0x64FF9B << 64, 0
 _INTERNAL_NAMES = {"localhost", "metadata", "instance-data"}
 # Hosts made of numbers only (2852039166, 0xa9.0xfe.0xa9.0xfe): addresses to most fetchers.
 _NUMERIC = re.compile(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}")
@@ -83,6 +89,11 @@ def _refusal(url: str) -> str | None:
         if _NUMERIC.fullmatch(host):
             return "media URLs may not give a host as a bare number"
         return None
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour  # 6to4: 2002::/16, RFC 3056
+        if embedded is None and int(address) >> 32 in (_NAT64, _COMPATIBLE):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        address = embedded or address
     if not address.is_global:
         return "media URLs may not name a private, loopback or link-local address"
     return None

@@ -1,31 +1,49 @@
-"""`serve`: the app on uvicorn (uvloop, httptools with limits), with key rotation on SIGHUP.
+"""`serve`: the app on Granian (Rust, hyper), which enforces HTTP itself.
 
-SIGHUP re-reads the config file and the environment; new `api.api_keys` and
-`api.metrics_key` apply to the next request.  A config that fails validation
-is logged and ignored, so a typo never locks everyone out.
+hyper parses HTTP/1.1 and bounds what the app never sees: the
+request head (`max_header_bytes`, and at most 100 header lines: else 431), the
+time to send it (`header_timeout_s`, also an idle keep-alive connection's), and
+a body the app does not read: the connection is closed, never drained.  The body
+the app reads is bounded by `read_body`.  Granian's worker processes share the
+port (`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
+
+SIGHUP re-reads the config file and the environment; each worker applies a
+valid config in place (new keys, nodes and caps apply to the next request,
+requests in flight go on).  A config that fails validation is logged and
+ignored, so a typo never locks everyone out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import resource
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Generator
+import threading
+import time
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-import uvloop
-from starlette.types import ASGIApp
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import Server as Granian
+from granian.server.embed import Server as EmbeddedGranian
+from starlette.applications import Starlette
 
-from ..config import ConfigError, Settings, load_settings
+from ..config import ApiSettings, ConfigError, Settings, load_settings
 from .app import Api, create_app
-from .protocol import Limits, limited_protocol
 
 log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 5
 
 
 def serve(
@@ -38,100 +56,163 @@ def serve(
 ) -> int:
     """Serve until interrupted; 2 with a message when the settings cannot serve."""
     try:
-        app = create_app(settings)
+        create_app(settings)
     except ConfigError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 2
-    if workers > 1:
-        from .workers import serve_workers
-
-        return serve_workers(
-            settings,
-            workers=workers,
-            host=host or settings.api.host,
-            port=settings.api.port if port is None else port,
-            config_path=config_path,
-        )
-    api: Api = app.state.api
-    config = server_config(
-        app,
-        settings,
-        host=host or settings.api.host,
-        port=settings.api.port if port is None else port,
-        log_level="info",
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    host = host or settings.api.host
+    port = settings.api.port if port is None else port
+    try:
+        port = _free_port(host, port)
+    except OSError as error:
+        print(f"serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        return 2
+    server = _Server(
+        config_path,
+        target="",
+        address=host,
+        port=port,
+        workers=workers,
+        loop=Loops.uvloop,
+        workers_kill_timeout=STOP_TIMEOUT_S,
+        respawn_failed_workers=True,
+        log_level=LogLevels.warning,
+        reload_paths=[Path(__file__).parent],  # unused (no reload), but read: not the cwd
+        **server_options(settings.api),
     )
-    run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path)))
+    sharing = (
+        "sharing state through Redis"
+        if settings.cluster.redis_url is not None
+        else f"each allows 1/{workers} of every node's max_concurrency"
+    )
+    scheme = "https" if settings.api.tls_certfile else "http"
+    plural = "s" if workers > 1 else ""
+    announce = f"running on {scheme}://{host}:{port} with {workers} worker{plural} ({sharing})"
+    server.announce = announce
+    server.serve(target_loader=partial(worker_app, config_path, workers), wrap_loader=False)
     return 0
 
 
-def serve_socket(
-    settings: Settings, sock: socket.socket, *, config_path: str | Path | None
-) -> None:
-    """One worker of `serve --workers`: the app on a socket its parent bound."""
-    app = create_app(settings)
-    api: Api = app.state.api
-    config = server_config(app, settings, log_level="info")
-    run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path), sockets=[sock]))
-
-
-def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
-    """uvicorn's config for the app: httptools with the [api] connection limits."""
-    api = settings.api
-    limits = Limits(
-        max_header_bytes=api.max_header_bytes,
-        max_header_count=api.max_header_count,
-        header_timeout_s=api.header_timeout_s,
-        body_timeout_s=api.body_timeout_s,
-    )
-    defaults: dict[str, Any] = {
-        "access_log": False,
-        # No WebSocket upgrades: uvicorn's websocket protocol would take the connection
-        # outside the limits above, and the API has no websocket route.
-        "ws": "none",
-        "timeout_graceful_shutdown": 5,
-        "timeout_keep_alive": api.keepalive_timeout_s,
+def server_options(api: ApiSettings) -> dict[str, Any]:
+    """Granian's options for the [api] limits, shared by `serve` and the embedded server."""
+    return {
+        "interface": Interfaces.ASGI,
+        # HTTP/1.1 only: with HTTP/2 also on, the wait for the first bytes (to tell the two
+        # apart) had no timeout, so connections that sent nothing were held for ever.
+        "http": HTTPModes.http1,
+        "websockets": False,  # no websocket route: an Upgrade is a plain request
+        "backlog": 2048,
+        # Connections a worker holds at once (Granian's permits, one per connection): half
+        # its file descriptors, so past the cap new clients wait in the backlog instead of
+        # failing at the fd limit, and a few thousand idle ones cannot lock everyone out.
+        "backpressure": max(128, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2),
+        "http1_settings": HTTP1Settings(
+            header_read_timeout=int(api.header_timeout_s * 1000),
+            max_buffer_size=api.max_header_bytes,
+        ),
+        "ssl_cert": api.tls_certfile,
+        "ssl_key": api.tls_keyfile,
     }
-    return uvicorn.Config(app, http=limited_protocol(limits), **(defaults | options))
 
 
-def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on uvloop, as uvicorn.run would: less CPU per request than asyncio's loop."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+def worker_settings(settings: Settings, workers: int) -> Settings:
+    """Each worker counts as `workers` replicas more (see `cluster.replicas`)."""
+    cluster = settings.cluster.model_copy(update={"replicas": settings.cluster.replicas * workers})
+    return settings.model_copy(update={"cluster": cluster})
 
 
-class Server(uvicorn.Server):
-    """uvicorn's server with our own signal handlers: SIGINT/SIGTERM stop it, SIGHUP reloads.
+def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
+    """A worker's app, from the config as it is now (called in each worker process).
 
-    uvicorn's own handlers re-raise the signal after shutdown, which ends the
-    process with a KeyboardInterrupt traceback; a clean exit needs these.
+    Granian's workers take SIGINT and SIGTERM; SIGHUP, passed on by `serve`, reloads
+    the app in place on its event loop, so requests in flight (long streams) go on.
     """
+    if sys.platform == "linux":
+        # A worker whose parent dies (killed, crashed) dies too, as it would keep the port:
+        # orphaned Granian workers ignored SIGTERM.  prctl(2) PR_SET_PDEATHSIG is 1.
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+    app = create_app(worker_settings(load_settings(config_path), workers))
+    api: Api = app.state.api
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+    def reload() -> None:
+        try:
+            api.reload(worker_settings(load_settings(config_path), workers))
+        except ConfigError as error:
+            log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", error)
 
-    def stop(self) -> None:
-        self.should_exit = True
-
-    async def run_until_signal(
-        self,
-        on_hangup: Callable[[], None] | None = None,
-        sockets: list[socket.socket] | None = None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
-        if on_hangup is not None:
-            loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        await self.serve(sockets=sockets)
+    loop = asyncio.get_event_loop()  # Granian's, created before the app
+    signal.signal(signal.SIGHUP, lambda *_: loop.call_soon_threadsafe(reload))
+    return app
 
 
-def reload(api: Api, config_path: str | Path | None) -> None:
-    """Re-read settings and swap the keys; keep the old ones if the new config is invalid."""
+class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public server class
+    """Granian's server; SIGHUP goes to the workers, which reload in place."""
+
+    def __init__(self, config_path: str | Path | None, **options: Any) -> None:
+        super().__init__(**options)
+        self.config_path = config_path
+        self.announce = ""
+
+    def startup(self, *args: Any, **kwargs: Any) -> None:
+        super().startup(*args, **kwargs)
+        # Once the workers are forked: a thread running while the parent forks may hold a
+        # lock (the resolver's) that the child then waits for forever.
+        line = (self.bind_addr, self.bind_port, self.announce)
+        threading.Thread(target=_announce, args=line, daemon=True).start()
+
+    def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            settings = load_settings(self.config_path)
+            create_app(settings)
+        except ConfigError as error:
+            log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", error)
+            return
+        log.info("SIGHUP: reloading the configuration (%d API keys)", len(settings.api.api_keys))
+        for worker in multiprocessing.active_children():  # Granian's workers
+            if worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette, api: ApiSettings, host: str, port: int) -> AsyncIterator[str]:
+    """Serve `app` in the running event loop (tests, `demo`, `run`): its URL until exit."""
+    port = _free_port(host, port)  # raises OSError if taken: Granian would fail in its task
+    server = EmbeddedGranian(app, address=host, port=port, log_enabled=False, **server_options(api))
+    task = asyncio.create_task(server.serve())
     try:
-        api.reload(load_settings(config_path))
-    except ConfigError as error:
-        log.error("SIGHUP: configuration not reloaded, keeping the current keys: %s", error)
-        return
-    log.info("SIGHUP: API keys reloaded (%d keys)", len(api.keys))
+        while not _accepts(host, port):
+            if task.done():
+                raise OSError(f"cannot listen on {host}:{port}: {task.exception()}")
+            await asyncio.sleep(0.01)
+        yield f"{'https' if api.tls_certfile else 'http'}://{host}:{port}"
+    finally:
+        server.stop()  # type: ignore[no-untyped-call]  # granian leaves it untyped
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def _announce(host: str, port: int, line: str) -> None:
+    """Log `line` once a worker answers on host:port: "running" means ready."""
+    for _ in range(600):
+        if _accepts(host, port):
+            log.info("%s", line)
+            return
+        time.sleep(0.05)
+
+
+def _free_port(host: str, port: int = 0) -> int:
+    """`port`, or any free port for 0; OSError if it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])

@@ -16,6 +16,7 @@ each chunk written as soon as it arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
@@ -118,10 +119,19 @@ class SseResponse(Response):
                 if loop.time() >= deadline:
                     relay.cancel()
                     await asyncio.gather(relay, return_exceptions=True)
-                    await self._fail(send, UpstreamTimeoutError("the request deadline passed"))
+                    # The node first: a client that stopped reading may never take the frame.
+                    await close_iterator(self.iterator)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.keepalive_s):
+                            await self._fail(
+                                send, UpstreamTimeoutError("the request deadline passed")
+                            )
                     break
                 if loop.time() - self._last_write >= self.keepalive_s:
-                    await self._write(send, KEEPALIVE)
+                    # Bounded by the deadline: the client may have stopped reading.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout_at(deadline):
+                            await self._write(send, KEEPALIVE)
         finally:
             for task in (relay, gone):
                 task.cancel()

@@ -184,7 +184,7 @@ class HttpClient(StreamingLlmClient):
             raise error_for_transport(error, self.node.name) from None
         response.request = request
         try:
-            if response.status_code >= 400:
+            if response.status_code >= 300:  # httpx does not follow redirects
                 raw = await response.aread()
                 raise self.error_for(response.status_code, raw, response.headers)
             yield response

@@ -136,6 +136,8 @@ def error_for_status(
         return UpstreamUnavailableError(message, retry_after=retry_after)
     if status_code == 504:
         return UpstreamTimeoutError(message)
+    if status_code < 400:  # Location is not quoted: it may name an internal host
+        return UpstreamError(f"the node redirected the request (HTTP {status_code}); check its url")
     if status_code >= 500 or status_code == 424:
         # TGI answers 424 when generation itself failed.
         return UpstreamError(message)

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from ..backends import create_client
-from ..config import Settings
+from ..config import Settings, mask_url
 from .balancer import Balancer
 from .state import NodeState
 
@@ -37,7 +37,7 @@ def render_table(states: list[NodeState]) -> str:
     for state in states:
         kv = state.server_kv_cache_usage
         lines.append(
-            f"| {state.name} | {state.type} | {state.url} | "
+            f"| {state.name} | {state.type} | {mask_url(state.url)} | "
             f"{'yes' if state.healthy else 'no'} | {', '.join(state.models) or '-'} | "
             f"{_figure(state.server_running)} | {_figure(state.server_waiting)} | "
             f"{'-' if kv is None else f'{kv:.0%}'} | {_figure(state.server_signals_age_s, 1)} | "
@@ -50,7 +50,8 @@ def print_nodes(settings: Settings, *, as_json: bool) -> int:
     """Print each node's reachability, models and load; exit 1 when none is reachable."""
     states = asyncio.run(check_nodes(settings))
     if as_json:
-        print(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
+        shown = [{**state.model_dump(mode="json"), "url": mask_url(state.url)} for state in states]
+        print(json.dumps(shown, indent=2))
     else:
         print(render_table(states))
     return 0 if any(state.healthy for state in states) else 1

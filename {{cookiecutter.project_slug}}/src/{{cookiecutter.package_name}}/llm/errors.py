@@ -68,6 +68,10 @@ class ModelNotFoundError(LlmError):
     code = "model_not_found"
 
 
+class RequestTimeoutError(InvalidRequestError):
+    status_code = 408
+
+
 class PayloadTooLargeError(LlmError):
     status_code = 413
     error_type = "invalid_request_error"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Capability
 from .errors import InvalidRequestError
+from .limits import collector_paused
 
 
 def new_id(prefix: str) -> str:
@@ -128,7 +129,6 @@ STANDARD_EXTRA_FIELDS = frozenset(
         "safety_identifier",
         "service_tier",
         "store",
-        "structured_outputs",
         "top_a",
         "verbosity",
         "web_search_options",
@@ -137,7 +137,12 @@ STANDARD_EXTRA_FIELDS = frozenset(
 
 
 class RequestModel(OpenAIModel):
-    """A request body: unknown fields are kept for the API's checks but not sent on."""
+    """A request body: unknown fields are kept for the API's checks but not sent on.
+
+    NaN and infinities are refused: they are not JSON, and a node would be sent them.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     def wire(self, extra_fields: Collection[str] = ()) -> dict[str, Any]:
         """The body for a node: modelled and standard fields, plus `extra_fields` it allows.
@@ -156,7 +161,8 @@ class RequestModel(OpenAIModel):
             else None
         )
         try:
-            return self.model_dump(mode="json", exclude_none=True, exclude=dropped)
+            with collector_paused():
+                return self.model_dump(mode="json", exclude_none=True, exclude=dropped)
         except ValueError as error:  # pydantic-core's depth limit, or a value JSON cannot hold
             raise InvalidRequestError(f"the request cannot be encoded as JSON: {error}") from None
 
@@ -166,6 +172,13 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "functi
 
 # Longest model id a request may name: ids are short, and error messages quote them.
 MAX_MODEL_ID = 256
+# Bounds on lists whose items a node handles one by one (OpenAI allows 4 stop sequences).
+MAX_STOP = 32
+MAX_LOGIT_BIAS = 1024
+# A token id as a logit_bias key: digits, so a key is never a megabyte of text.
+TokenId = Annotated[str, Field(max_length=12, pattern=r"^\d+$")]
+# Validation stops at a list's first bad item: one error, not one per item of a million.
+_FAIL_FAST = Field(fail_fast=True)
 
 
 class SamplingParams(RequestModel):
@@ -178,12 +191,14 @@ class SamplingParams(RequestModel):
     top_k: int | None = None
     min_p: float | None = None
     n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP, fail_fast=True)] | None = None
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[TokenId, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -202,9 +217,9 @@ class SamplingParams(RequestModel):
 
 class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Annotated[list[dict[str, Any]], _FAIL_FAST] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: Annotated[list[ToolCall], _FAIL_FAST] | None = None
     tool_call_id: str | None = None
     reasoning: str | None = Field(
         default=None, description="The model's thinking, as OpenRouter names it."
@@ -222,9 +237,9 @@ class ChatMessage(OpenAIModel):
 
 
 class ChatCompletionRequest(SamplingParams):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, fail_fast=True)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], _FAIL_FAST] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
@@ -347,7 +362,7 @@ class TextCompletionChunk(OpenAIModel):
 
 class EmbeddingRequest(RequestModel):
     model: str = Field(max_length=MAX_MODEL_ID)
-    input: str | Annotated[list[str], Field(min_length=1)] = Field(
+    input: str | Annotated[list[str], Field(min_length=1, fail_fast=True)] = Field(
         description="Token-id inputs are not accepted."
     )
     encoding_format: Literal["float", "base64"] | None = None

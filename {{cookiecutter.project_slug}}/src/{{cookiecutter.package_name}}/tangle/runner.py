@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from eth_abi.abi import encode
 
 from ..backoff import backoff_s
@@ -331,14 +330,14 @@ def _configure_logging(pretty: bool, verbosity: int) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _api_server(context: Context) -> uvicorn.Server | None:
+async def _serve_api(context: Context, stop: asyncio.Event) -> None:
     """The HTTP API beside the jobs, on the same context, when this project can serve it."""
     try:
         from ..api.app import create_app
-        from ..api.server import server_config
+        from ..api.server import serving
     except ImportError as error:
         log.warning("HTTP API not available (%s); running the job loop alone", error)
-        return None
+        return
 
     @contextlib.asynccontextmanager
     async def shared(_settings: Settings) -> AsyncIterator[Context]:
@@ -349,30 +348,13 @@ def _api_server(context: Context) -> uvicorn.Server | None:
     except ConfigError as error:
         # Jobs need no API; an operator without API keys still answers on chain.
         log.warning("HTTP API not served: %s", error)
-        return None
+        return
     api = context.settings.api
-    config = server_config(app, context.settings, host=api.host, port=api.port, log_config=None)
-    return _Server(config)
-
-
-async def _serve_api(server: uvicorn.Server) -> None:
     try:
-        await server.serve()
-    except SystemExit:
-        # uvicorn exits the process when it cannot listen; the jobs need not stop for that.
-        log.error(
-            "HTTP API not served: cannot listen on %s:%d; jobs continue",
-            server.config.host,
-            server.config.port,
-        )
-
-
-class _Server(uvicorn.Server):
-    """The API server; signals belong to the runner, which stops the API itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+        async with serving(app, api, api.host, api.port):
+            await stop.wait()
+    except OSError as error:
+        log.error("HTTP API not served: %s; jobs continue", error)
 
 
 async def _check_operator(chain: Chain, service_id: int) -> None:
@@ -527,14 +509,13 @@ async def serve_jobs(
 
 
 async def _run_with_api(context: Context, work: Awaitable[None]) -> None:
-    api = _api_server(context)
-    api_task = asyncio.create_task(_serve_api(api)) if api is not None else None
+    stop = asyncio.Event()
+    api_task = asyncio.create_task(_serve_api(context, stop))
     try:
         await work
     finally:
-        if api is not None and api_task is not None:
-            api.should_exit = True
-            await asyncio.gather(api_task, return_exceptions=True)
+        stop.set()
+        await asyncio.gather(api_task, return_exceptions=True)
 
 
 def run(settings: Settings, *, test_mode: bool, pretty: bool, verbosity: int, dry_run: bool) -> int:
