@@ -62,6 +62,10 @@ class Checkpoint:
     def started(self, call_id: int, block: int) -> None:
         self._pending[call_id] = block
 
+    def holds(self, call_id: int) -> bool:
+        """The call is started and not finished."""
+        return call_id in self._pending
+
     def finished(self, call_id: int) -> None:
         self._pending.pop(call_id, None)
 

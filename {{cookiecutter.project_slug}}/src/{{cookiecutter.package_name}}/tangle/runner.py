@@ -222,8 +222,8 @@ class JobRunner:
         """One pass: results `confirmations` deep in an unchanged block are final."""
         self.head = head = await self.chain.block_number()
         final_block = head - self.settings.confirmation_depth
-        if not self.dry_run:
-            await self.chain.keep_transactions(max(final_block, 0))
+        if not self.dry_run and await self.chain.keep_transactions(max(final_block, 0)):
+            await self.producer.recover(self.dispatch)  # results the chain dropped
         hashes: dict[int, str | None] = {}
         final: list[int] = []
         for call_id, item in list(self._unconfirmed.items()):
