@@ -2,12 +2,12 @@
 
 With `cluster.redis_url` set, each replica asks for the operator's lease (see
 `cluster.leader`).  The leader runs the job loop; every transaction it signs is
-fenced (the lease is checked under its token just before), and its checkpoint
+fenced (the lease is checked just before each broadcast), and its checkpoint
 is written beside the lease as well as in DATA_DIR.  When its lease is lost it
 stops sending at once, abandons the calls in flight and stands by again.  A
-standby that gets the lease resumes from the shared checkpoint: calls the old
-leader already answered are recognised on chain and skipped, so none is
-answered twice.  The HTTP API is served by every replica alike.
+standby that gets the lease finds the calls still open on chain (the checkpoint
+only shortens the log scan): calls the old leader already answered are
+recognised on chain and skipped, so none is answered twice.  The HTTP API is served by every replica alike.
 """
 
 from __future__ import annotations
@@ -66,11 +66,12 @@ async def lead_jobs(
     chain: Chain,
     chain_id: int,
     stopping: asyncio.Event,
-    make_runner: Callable[[Checkpoint, asyncio.Event], Awaitable[None]],
+    make_runner: Callable[[Checkpoint, asyncio.Event, asyncio.Event], Awaitable[None]],
 ) -> None:
     """Stand by until this replica leads, run the jobs while it does; until `stopping`.
 
-    `make_runner(checkpoint, stop)` runs one term of the job loop until `stop` is set.
+    `make_runner(checkpoint, stop, lost)` runs one term of the job loop until `stop`
+    is set, abandoning the calls in flight at once when `lost` is set too.
     """
     cluster = settings.cluster
     assert cluster.redis_url is not None
@@ -100,7 +101,7 @@ async def lead_jobs(
             holder = asyncio.create_task(leadership.hold(), name="leader-lease")
             relay = asyncio.create_task(_end_term(stopping, leadership.lost, term))
             try:
-                await make_runner(checkpoint, term)
+                await make_runner(checkpoint, term, leadership.lost)
             finally:
                 holder.cancel()
                 relay.cancel()

@@ -74,6 +74,7 @@ class JobRunner:
         dry_run: bool = False,
         stopping: asyncio.Event | None = None,
         checkpoint: Checkpoint | None = None,
+        lost: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
         if settings.service_id is None:
@@ -90,6 +91,7 @@ class JobRunner:
         )
         self.poison = PoisonGuard(Path(settings.data_dir))
         self.stopping = stopping or asyncio.Event()
+        self.lost = lost or asyncio.Event()  # set: the leader lease is gone, give up at once
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._jobs: set[asyncio.Task[None]] = set()
         self._unconfirmed: dict[int, _Unconfirmed] = {}
@@ -297,7 +299,9 @@ class JobRunner:
     async def _finish_in_flight(self) -> None:
         """Jobs, then their transactions, all within `shutdown_grace_s` together."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_grace_s
+        if self.lost.is_set():
+            self.abandon()
+        deadline = loop.time() + (0.0 if self.lost.is_set() else self.settings.shutdown_grace_s)
         if self._jobs:
             log.info("finishing %d calls in flight", len(self._jobs))
             _done, late = await asyncio.wait(list(self._jobs), timeout=deadline - loop.time())
@@ -498,7 +502,9 @@ async def serve_jobs(
                     return 2
 
                 async def run_term(
-                    checkpoint: Checkpoint | None = None, stop: asyncio.Event = signals.stopping
+                    checkpoint: Checkpoint | None = None,
+                    stop: asyncio.Event = signals.stopping,
+                    lost: asyncio.Event | None = None,
                 ) -> None:
                     runner = JobRunner(
                         context,
@@ -507,6 +513,7 @@ async def serve_jobs(
                         dry_run=dry_run,
                         stopping=stop,
                         checkpoint=checkpoint,
+                        lost=lost,
                     )
                     signals.runner = runner
                     if ready is not None:
