@@ -44,9 +44,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.asyncio.retry import Retry
 
 from ..balancer.node import Breaker, Node
 from ..balancer.shared import SharedState
@@ -508,7 +508,7 @@ class Fleet(SharedState):
                     client=pipe,
                 )
             results = await pipe.execute()
-        for (name, ids), gone in zip(held, results, strict=True):
+        for (_name, ids), gone in zip(held, results, strict=True):
             if gone:
                 dropped = {_text(lease) for lease in gone}
                 ids[:] = [lease for lease in ids if lease not in dropped]

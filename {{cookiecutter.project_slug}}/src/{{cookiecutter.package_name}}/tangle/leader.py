@@ -7,7 +7,8 @@ is written beside the lease as well as in DATA_DIR.  When its lease is lost it
 stops sending at once, abandons the calls in flight and stands by again.  A
 standby that gets the lease finds the calls still open on chain (the checkpoint
 only shortens the log scan): calls the old leader already answered are
-recognised on chain and skipped, so none is answered twice.  The HTTP API is served by every replica alike.
+recognised on chain and skipped, so none is answered twice.  The HTTP API is
+served by every replica alike.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from .abi import (
     SUBMIT_HEARTBEAT_DIRECT,
 )
 from .chain import Chain, ChainError
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .consumer import Answer, Consumer, Outcome
 from .events import JobCall
 from .keys import OperatorKeyError, operator_account
@@ -493,12 +493,16 @@ async def serve_jobs(
                     return 2
                 try:
                     chain_id = await chain.chain_id()
+                    Checkpoint.for_service(settings.tangle, chain_id).load()
                     if account is not None:
                         log.info("operator %s on chain %d", chain.address, chain_id)
                         await _check_operator(chain, service_id)
                         await _report_pending(chain)
                 except ChainError as error:
                     log.error("HTTP_RPC_URL (tangle.http_rpc_url): %s", error)
+                    return 2
+                except CheckpointError as error:
+                    log.error("DATA_DIR: %s", error)
                     return 2
 
                 async def run_term(
