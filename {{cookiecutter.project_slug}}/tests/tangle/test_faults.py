@@ -88,7 +88,7 @@ async def operator_receipts(chain: Chain, from_block: int) -> list[dict[str, Any
     for number in range(from_block, await chain.block_number() + 1):
         block = await chain.w3.eth.get_block(number, full_transactions=True)
         for tx in block["transactions"]:
-            if isinstance(tx, dict) and tx["from"] == OPERATOR:
+            if not isinstance(tx, (bytes, str)) and tx["from"] == OPERATOR:
                 receipts.append(dict(await chain.w3.eth.get_transaction_receipt(tx["hash"])))
     return receipts
 
@@ -254,7 +254,8 @@ async def test_a_reorg_of_final_results_leaves_no_nonce_gap_and_their_calls_are_
     assert {call: len(found.get(call, [])) for call in calls + later} == dict.fromkeys(
         calls + later, 1
     )
-    assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
+    receipts = await operator_receipts(chain, first_block)
+    assert len(receipts) >= 5 and all(receipt["status"] == 1 for receipt in receipts)
 
 
 async def test_a_result_whose_nonce_another_process_took_after_a_reorg_is_answered_again(
