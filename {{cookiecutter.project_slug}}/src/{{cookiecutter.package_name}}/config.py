@@ -488,14 +488,12 @@ class ClusterSettings(Section):
 
     @model_validator(mode="after")
     def _timing(self) -> ClusterSettings:
-        # Leases are renewed every third of their life: a renewal that times out once is
-        # retried before the leader steps down (0.8 x lease) or the slots expire.
+        # Renewed every third of their life: one renewal may time out before the end.
         if self.leader_lease_s < 5 * self.redis_timeout_s or self.lease_ttl_s < 2 * (
             self.redis_timeout_s
         ):
             raise ValueError("leader_lease_s >= 5 x and lease_ttl_s >= 2 x redis_timeout_s")
-        # A standby leads 2/3 of a lease or more after the leader's last renewal: the dead
-        # leader's node slots must be free by then, or its backlog finds the nodes full.
+        # A standby leads >= 2/3 lease after the last renewal: find the dead one's slots free.
         if 3 * self.lease_ttl_s > 2 * self.leader_lease_s:
             raise ValueError("lease_ttl_s must be at most 2/3 of leader_lease_s")
         return self

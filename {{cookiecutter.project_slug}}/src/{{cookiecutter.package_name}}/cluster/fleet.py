@@ -510,8 +510,7 @@ class Fleet(SharedState):
             results = await pipe.execute()
         for (_name, ids), gone in zip(held, results, strict=True):
             if gone:
-                dropped = {_text(lease) for lease in gone}
-                ids[:] = [lease for lease in ids if lease not in dropped]
+                ids[:] = [lease for lease in ids if lease.encode() not in gone]
 
     async def _forget(self, held: dict[str, list[str]], *, leaving: bool = False) -> None:
         assert self.redis is not None
@@ -588,10 +587,6 @@ class Fleet(SharedState):
 
 def _ejected_until(node: Node) -> float:
     return node.ejected_until if node.breaker is Breaker.OPEN else 0.0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _now() -> float:

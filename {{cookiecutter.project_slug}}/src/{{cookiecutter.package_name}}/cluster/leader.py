@@ -8,8 +8,7 @@ is taken and checked still held, so a later leader always has a larger one, also
 after Redis restarted empty.  The chain cannot check a token, so the replica
 checks the lease before every broadcast (`fence()`): a failed or late read counts
 as lost, and a leader that has not renewed for `0.8 x lease_s` stops on its own,
-before Redis could give the lease to a standby.  The scan checkpoint is kept
-beside the lease and written only while the lease is held.
+before Redis could give the lease to a standby.
 """
 
 from __future__ import annotations
@@ -31,14 +30,6 @@ log = logging.getLogger(__name__)
 # is margin for clock-rate differences and the renewal's own time in flight.
 SAFE_FRACTION = 0.8
 
-# Write the checkpoint only under the current lease; never move it backwards.
-_SAVE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local saved = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if tonumber(ARGV[2]) > saved then redis.call('SET', KEYS[2], ARGV[2]) end
-return 1
-"""
-
 
 class LeadershipLost(Exception):
     """This replica no longer holds the lease: it must not send."""
@@ -54,11 +45,8 @@ class Leadership:
         self.token: int | None = None
         self.lost = asyncio.Event()
         self._lease_key = f"{prefix}:leader:{scope}"
-        self._checkpoint_key = f"{prefix}:leader:{scope}:checkpoint"
-        self._value = ""
         self._lock = Lock(redis, self._lease_key, timeout=lease_s, thread_local=False)
         self._valid_until = 0.0
-        self._save = redis.register_script(_SAVE)
 
     async def _take(self) -> int | None:
         """One try for the lock; the fencing token when taken."""
@@ -69,7 +57,6 @@ class Leadership:
         # Still held after the clock was read: no later leader can have an earlier token.
         if not await self._lock.owned():
             return None
-        self._value = value
         return seconds * 1_000_000 + micros
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
@@ -145,23 +132,6 @@ class Leadership:
             raise LeadershipLost(f"token {self.token} was replaced")
         if not self.leads():
             raise LeadershipLost(f"the lease for token {self.token} ran out during the check")
-
-    async def save_checkpoint(self, block: int) -> bool:
-        """Store the last processed block under the lease; False when not the leader."""
-        try:
-            saved = await self._save(
-                keys=[self._lease_key, self._checkpoint_key], args=[self._value, block]
-            )
-        except REDIS_DOWN:
-            return False
-        return bool(saved)
-
-    async def load_checkpoint(self) -> int | None:
-        try:
-            value = await self.redis.get(self._checkpoint_key)
-        except REDIS_DOWN:
-            return None
-        return int(value) if value is not None else None
 
     async def resign(self) -> None:
         """Give the lease up now, so a standby need not wait for it to expire."""

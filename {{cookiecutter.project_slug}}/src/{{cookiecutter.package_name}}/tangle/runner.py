@@ -34,7 +34,7 @@ from .abi import (
     SUBMIT_HEARTBEAT_DIRECT,
 )
 from .chain import Chain, ChainError
-from .checkpoint import Checkpoint, CheckpointError
+from .checkpoint import FILE_NAME, Checkpoint, CheckpointError
 from .consumer import Answer, Consumer, Outcome
 from .events import JobCall
 from .keys import OperatorKeyError, operator_account
@@ -73,7 +73,6 @@ class JobRunner:
         chain_id: int,
         dry_run: bool = False,
         stopping: asyncio.Event | None = None,
-        checkpoint: Checkpoint | None = None,
         lost: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
@@ -84,7 +83,7 @@ class JobRunner:
         self.settings = settings
         self.service_id = settings.service_id
         self.dry_run = dry_run
-        self.checkpoint = checkpoint or Checkpoint.for_service(settings, chain_id)
+        self.checkpoint = Checkpoint.for_service(settings, chain_id)
         self.producer = Producer(chain, settings, self.checkpoint)
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
@@ -429,8 +428,11 @@ def _data_dir_problem(data_dir: str) -> str | None:
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
+        Checkpoint(path / FILE_NAME, key={}).load()
     except OSError as error:
         return f"DATA_DIR {path}: not writable ({error.strerror or type(error).__name__})"
+    except CheckpointError as error:
+        return f"DATA_DIR: {error}"
     return None
 
 
@@ -493,7 +495,6 @@ async def serve_jobs(
                     return 2
                 try:
                     chain_id = await chain.chain_id()
-                    Checkpoint.for_service(settings.tangle, chain_id).load()
                     if account is not None:
                         log.info("operator %s on chain %d", chain.address, chain_id)
                         await _check_operator(chain, service_id)
@@ -501,23 +502,12 @@ async def serve_jobs(
                 except ChainError as error:
                     log.error("HTTP_RPC_URL (tangle.http_rpc_url): %s", error)
                     return 2
-                except CheckpointError as error:
-                    log.error("DATA_DIR: %s", error)
-                    return 2
 
                 async def run_term(
-                    checkpoint: Checkpoint | None = None,
-                    stop: asyncio.Event = signals.stopping,
-                    lost: asyncio.Event | None = None,
+                    stop: asyncio.Event = signals.stopping, lost: asyncio.Event | None = None
                 ) -> None:
                     runner = JobRunner(
-                        context,
-                        chain,
-                        chain_id=chain_id,
-                        dry_run=dry_run,
-                        stopping=stop,
-                        checkpoint=checkpoint,
-                        lost=lost,
+                        context, chain, chain_id=chain_id, dry_run=dry_run, stopping=stop, lost=lost
                     )
                     signals.runner = runner
                     if ready is not None:
