@@ -113,8 +113,7 @@ class NonceManager:
 
     The nonce is taken under a lock held until the transaction is accepted by
     the node, so a send that fails before broadcast leaves no gap.  `resync`
-    re-reads the pending count after a "nonce too low".  Every broadcast, first
-    or again, happens under `lock`, after the fence.
+    re-reads the pending count after a "nonce too low".
     """
 
     def __init__(self, fetch: Callable[[], Awaitable[int]]) -> None:
@@ -621,11 +620,10 @@ class Chain:
         A reorg takes transactions out of blocks, and a node need not return them to
         its pool (anvil does not): the nonce count falls below ours and everything we
         send after waits in the queue.  Each dropped one we still hold is sent again
-        as it was signed; a nonce we no longer hold (already final to us, with
-        `confirmations` 0) gets an empty transaction, so the sequence has no gap at
-        any depth.  One that still is not mined after `replace_after_s` is replaced
-        like any stuck transaction.  True when the chain moved back: the caller then
-        looks for calls whose results went with it.
+        as it was signed, a nonce we no longer hold (final to us) gets an empty
+        transaction: no gap at any depth.  One still not mined after `replace_after_s`
+        is replaced like any stuck one.  True when the chain moved back: the caller
+        then looks for calls whose results went with it.
         """
         if self.account is None:
             return False
@@ -663,6 +661,9 @@ class Chain:
                 slot.sent_at = now
                 await self._broadcast(slot.last)
             gap = [n for n in range(mined, self.nonces.next or mined) if n not in self._slots]
+            if gap:  # not those the pool holds (an earlier run's, say): they are no gap
+                pending = await self.transaction_count("pending")
+                gap = [nonce for nonce in gap if nonce >= pending]
             if gap:
                 await self._fill(gap)
         return moved_back or bool(gap)

@@ -130,12 +130,9 @@ class Producer:
         return low + 1
 
     async def open_calls(self) -> list[JobCall]:
-        """Every call still to answer, found from the contract, not from a log window.
-
-        Walks the ids down from the newest until `2 x max_concurrent_jobs` in a row
-        need nothing (a leader has at most that many in flight, so older open calls
-        are ones the contract refused), then reads their events.
-        """
+        """Every call still to answer, from the contract: the ids down from the newest until
+        `2 x max_concurrent_jobs` in a row need nothing (a leader has at most that many in
+        flight: older open calls are ones the contract refused), then their events."""
         wanted: dict[int, int] = {}  # call id -> createdAt
         done_in_a_row = 0
         call_id = await self._call_count() - 1
