@@ -1,8 +1,10 @@
 """Two `run` replicas for one operator on the local chain, sharing a real Redis.
 
 One leads and answers; it is killed (SIGKILL) while jobs keep arriving; the
-standby takes the lease over, resumes from the shared checkpoint (its own
-DATA_DIR is empty), and every call ends with exactly one result.
+standby takes the lease over, finds the calls still open on chain (its own
+DATA_DIR is empty, Redis keeps no checkpoint), and every call ends with exactly
+one result.  Fencing: a replaced leader broadcasts nothing more, a lease that
+cannot be read is not held, and the token grows across a Redis restart.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from .test_faults import eventually, pool
 
 LEASE_S = 2.0
 # Appended to the config's [tangle] table, then a table of its own.  Without a checkpoint
-# a replica starts at the head: calls the standby answers from before its term can only
-# come from the shared checkpoint.
+# a replica's log scan starts at the head: calls the standby answers from before its term
+# can only come from the chain sweep.
 CLUSTER = (
     f"lookback_blocks = 0\n\n[cluster]\nleader_lease_s = {LEASE_S}\n"
     "lease_ttl_s = 1.0\nredis_timeout_s = 0.25\n"
