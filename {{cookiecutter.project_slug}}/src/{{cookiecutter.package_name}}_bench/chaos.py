@@ -117,7 +117,7 @@ class Tally:
     breaches: dict[str, list[str]] = field(default_factory=dict)
     http: dict[str, int] = field(default_factory=dict)
     takeovers: list[float] = field(default_factory=list)
-    waiting_seen: int = 0
+    node_samples: int = 0
 
     def breach(self, invariant: str, detail: str) -> None:
         self.breaches.setdefault(invariant, []).append(detail)
@@ -397,8 +397,8 @@ class Harness:
                 with contextlib.suppress(httpx.HTTPError):
                     text = (await client.get(f"http://127.0.0.1:{self.node_port}/metrics")).text
                     match = re.search(r"^vllm:num_requests_waiting\S* (\S+)$", text, re.M)
+                    self.tally.node_samples += 1 if match else 0
                     if match and float(match.group(1)) > 0:
-                        self.tally.waiting_seen += 1
                         self.tally.breach(
                             "node at most max_concurrency",
                             f"{match.group(1)} waiting at {time.strftime('%H:%M:%S')}",
@@ -601,6 +601,7 @@ async def _run(args: argparse.Namespace) -> int:
     print()
     for name, value in figures.items():
         print(f"- {name}: {value}")
+    print(f"- node load samples (its waiting gauge): {tally.node_samples}")
     print("- HTTP answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.http.items())))
     takeovers = ", ".join(f"{seconds:.1f}" for seconds in tally.takeovers) or "none"
     print(f"- takeovers (s from the leader's kill or stop to the standby leading): {takeovers}")

@@ -38,5 +38,7 @@ def test_a_short_schedule_breaches_no_invariant(capsys: pytest.CaptureFixture[st
     assert all(count == "0" for count in rows.values()), out
     submitted = int(re.search(r"calls submitted: (\d+)", out).group(1))  # type: ignore[union-attr]
     sent = int(re.search(r"operator transactions: (\d+)", out).group(1))  # type: ignore[union-attr]
-    assert submitted >= 20 and sent >= 1
+    samples = int(re.search(r"node load samples \(.*\): (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert submitted >= 20 and sent >= 1 and samples >= 100
+    assert re.search(r"HTTP answers: 200: [1-9]", out), out
     assert re.search(r"takeovers \(.*\): \d", out), out
