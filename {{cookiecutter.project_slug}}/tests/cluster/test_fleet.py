@@ -101,7 +101,7 @@ async def test_leases_redis_dropped_are_counted_again_while_in_use(
 ) -> None:
     """After FLUSHDB the requests running here are registered again at the next renewal,
     so another replica cannot fill the node on top of them."""
-    a, b = fleet(redis_server.url, lease_ttl_s=1.0), fleet(redis_server.url, lease_ttl_s=1.0)
+    a, b = fleet(redis_server.url, lease_ttl_s=2.0), fleet(redis_server.url, lease_ttl_s=2.0)
     here, there = node("n", 2), node("n", 2)
     await a.start(lambda: [here], lambda: None)
     await b.start(lambda: [there], lambda: None)
