@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from eth_abi.abi import encode
+from eth_abi.abi import decode, encode
 from eth_account import Account
 from redis.asyncio import Redis
 
 from {{ cookiecutter.package_name }}.config import TangleSettings
-from {{ cookiecutter.package_name }}.tangle.abi import GET_JOB_CALL
+from {{ cookiecutter.package_name }}.tangle.abi import GET_JOB_CALL, JOB_RESULT_SUBMITTED
 from {{ cookiecutter.package_name }}.tangle.chain import Chain, ChainError
 from {{ cookiecutter.package_name }}.tangle.cli import submit_job
 
@@ -539,6 +539,16 @@ class Harness:
                             "no reverted transaction of ours", f"{bytes(tx['hash']).hex()}"
                         )
         figures["operator transactions"] = transactions
+        # What the answers say: an error result is a result, but a takeover should not cause them.
+        topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), "0x" + encode(["uint64"], [0]).hex()]
+        head = await self.customer.block_number()
+        for entry in await self.customer.get_logs(first_block, head, topics):
+            ((output,),) = [decode(["bytes"], bytes(entry["data"]))]
+            with contextlib.suppress(Exception):  # a result that is not this blueprint's JSON
+                answer = json.loads(decode(["string"], bytes(output))[0])
+                if answer.get("type") == "error":
+                    name = f"job results with error {answer['error'].get('code')}"
+                    figures[name] = figures.get(name, 0) + 1
         secrets = (OPERATOR_KEY[2:].lower(), API_KEY)
         for part in [*self.runners, self.node, self.redis]:
             text = part.output().lower()
