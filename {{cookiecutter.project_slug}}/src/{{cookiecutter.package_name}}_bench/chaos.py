@@ -549,6 +549,10 @@ class Harness:
                 if answer.get("type") == "error":
                     name = f"job results with error {answer['error'].get('code')}"
                     figures[name] = figures.get(name, 0) + 1
+        # Evidence that the faults reached the paths they are meant for.
+        logs = "".join(runner.output() for runner in self.runners)
+        for marker in MARKERS:
+            figures[f"runner log lines '{marker}'"] = logs.count(marker)
         secrets = (OPERATOR_KEY[2:].lower(), API_KEY)
         for part in [*self.runners, self.node, self.redis]:
             text = part.output().lower()
@@ -624,6 +628,15 @@ async def _run(args: argparse.Namespace) -> int:
     return 1 if tally.breaches else 0
 
 
+MARKERS = (
+    "leader for",
+    "leadership lost",
+    "the chain moved back",
+    "are missing below ours",
+    "calls found open on chain",
+    "waits: the base fee is above",
+    "Redis unreachable",
+)
 INVARIANTS = (
     "each call exactly one result",
     "no reverted transaction of ours",
