@@ -535,8 +535,10 @@ class Harness:
                     receipt = await self.customer.w3.eth.get_transaction_receipt(tx["hash"])
                     if receipt["status"] != 1:
                         reverted += 1
+                        what = f"{bytes(tx['hash']).hex()} (nonce {tx['nonce']}, block {number}, "
                         self.tally.breach(
-                            "no reverted transaction of ours", f"{bytes(tx['hash']).hex()}"
+                            "no reverted transaction of ours",
+                            what + f"selector {bytes(tx['input'][:4]).hex()})",
                         )
         figures["operator transactions"] = transactions
         # What the answers say: an error result is a result, but a takeover should not cause them.
@@ -609,6 +611,8 @@ async def _run(args: argparse.Namespace) -> int:
             figures = await harness.check(first_block)
         finally:
             await harness.stop()
+            if args.logs:  # the processes' output, for a breach to be looked into
+                shutil.copytree(directory, args.logs, dirs_exist_ok=True)
             with contextlib.suppress(Exception):
                 await harness.anvil("evm_revert", snapshot)
     tally = harness.tally
@@ -660,4 +664,5 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--job-interval", type=float, default=0.5, help="seconds between jobs")
     parser.add_argument("--settle", type=float, default=90.0, help="seconds to finish after")
+    parser.add_argument("--logs", default=None, help="copy every process's output here")
     return asyncio.run(_run(parser.parse_args(argv)))
