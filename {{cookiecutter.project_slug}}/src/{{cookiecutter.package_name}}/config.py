@@ -510,7 +510,7 @@ class ClusterSettings(Section):
         description="Replicas expected; without Redis each keeps 1/replicas of every limit.",
     )
     lease_ttl_s: float = Field(
-        default=15.0, ge=1, le=600, description="A dead replica's in-flight slots free after this."
+        default=3.0, ge=1, le=600, description="A dead replica's in-flight slots free after this."
     )
     sync_interval_s: float = Field(
         default=0.25, gt=0, le=5, description="How often health, ejections and cooldowns sync."
@@ -528,6 +528,18 @@ class ClusterSettings(Section):
         if value is not None and not re.match(r"^(rediss?|unix)://", value.get_secret_value()):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> ClusterSettings:
+        # Renewed every third of their life: one renewal may time out before the end.
+        if self.leader_lease_s < 5 * self.redis_timeout_s or self.lease_ttl_s < 2 * (
+            self.redis_timeout_s
+        ):
+            raise ValueError("leader_lease_s >= 5 x and lease_ttl_s >= 2 x redis_timeout_s")
+        # A standby leads >= 2/3 lease after the last renewal: find the dead one's slots free.
+        if 3 * self.lease_ttl_s > 2 * self.leader_lease_s:
+            raise ValueError("lease_ttl_s must be at most 2/3 of leader_lease_s")
+        return self
 
 
 # --- sources -------------------------------------------------------------------

@@ -75,3 +75,48 @@ async def test_without_redis_at_start_it_serves_a_share_and_says_so_once(
     finally:
         await replica.aclose()
     assert caplog.text.count("Redis unreachable") == 1
+
+
+async def test_a_dead_replicas_slots_free_before_a_waiting_request_gives_up(
+    redis_server: RedisServer,
+) -> None:
+    """Default settings: a replica killed while it held a node's every slot (a leader of
+    `run` with its backlog, say) leaves nothing that outlives the selection timeout."""
+    dead, alive = fleet(redis_server.url), fleet(redis_server.url)
+    here, there = node("n", 2), node("n", 2)
+    await dead.start(lambda: [here], lambda: None)
+    await alive.start(lambda: [there], lambda: None)
+    try:
+        assert all([await take(dead, here) for _ in range(2)])
+        assert dead._task is not None
+        dead._task.cancel()  # as SIGKILL: its leases stay in Redis, never renewed again
+        patience = lb_settings().selection_timeout_s
+        assert await take(alive, there, timeout_s=patience)
+    finally:
+        await alive.aclose()
+
+
+async def test_leases_redis_dropped_are_counted_again_while_in_use(
+    redis_server: RedisServer,
+) -> None:
+    """After FLUSHDB the requests running here are registered again at the next renewal,
+    so another replica cannot fill the node on top of them."""
+    a, b = fleet(redis_server.url, lease_ttl_s=2.0), fleet(redis_server.url, lease_ttl_s=2.0)
+    here, there = node("n", 2), node("n", 2)
+    await a.start(lambda: [here], lambda: None)
+    await b.start(lambda: [there], lambda: None)
+    probe = Redis.from_url(redis_server.url)
+    try:
+        assert all([await take(a, here) for _ in range(2)])
+        await probe.flushdb()
+        for _ in range(300):
+            if await probe.zcard("openrouter:inflight:n") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert await probe.zcard("openrouter:inflight:n") == 2
+        assert not await take(b, there, timeout_s=1.0)
+        assert here.in_flight + there.in_flight == 2
+    finally:
+        await probe.aclose()
+        await a.aclose()
+        await b.aclose()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import pytest
+
 from {{ cookiecutter.package_name }}.config import TangleSettings
-from {{ cookiecutter.package_name }}.tangle.checkpoint import FILE_NAME, Checkpoint
+from {{ cookiecutter.package_name }}.tangle.checkpoint import FILE_NAME, Checkpoint, CheckpointError
 
 TANGLE = "0x0165878a594ca255338adfa4d48449f69242eb8f"
 
@@ -48,11 +49,13 @@ def test_another_chain_or_service_starts_afresh(tmp_path: Path) -> None:
     assert Checkpoint.for_service(settings(tmp_path, service_id=3), chain_id=31337).load() is None
 
 
-def test_unreadable_file_means_no_checkpoint(tmp_path: Path) -> None:
-    (tmp_path / FILE_NAME).write_text("{not json")
-    assert Checkpoint.for_service(settings(tmp_path), chain_id=1).load() is None
-    (tmp_path / FILE_NAME).write_text(json.dumps({"key": {}, "last_processed_block": "x"}))
-    assert Checkpoint.for_service(settings(tmp_path), chain_id=1).load() is None
+@pytest.mark.parametrize(
+    "text", ['{"key": {}, "last_processed', "{not json", '{"key": {}, "last_processed_block": "x"}']
+)
+def test_a_torn_or_corrupt_file_is_an_error_not_a_fresh_start(tmp_path: Path, text: str) -> None:
+    (tmp_path / FILE_NAME).write_text(text)
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+        Checkpoint.for_service(settings(tmp_path), chain_id=1).load()
 
 
 def test_nothing_scanned_writes_nothing(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ async def operator_receipts(chain: Chain, from_block: int) -> list[dict[str, Any
     for number in range(from_block, await chain.block_number() + 1):
         block = await chain.w3.eth.get_block(number, full_transactions=True)
         for tx in block["transactions"]:
-            if isinstance(tx, dict) and tx["from"] == OPERATOR:
+            if not isinstance(tx, (bytes, str)) and tx["from"] == OPERATOR:
                 receipts.append(dict(await chain.w3.eth.get_transaction_receipt(tx["hash"])))
     return receipts
 
@@ -221,6 +221,41 @@ async def test_results_a_reorg_drops_are_answered_again_once(
     assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
     assert "the chain moved back" in caplog.text
     assert process.runner.checkpoint.in_flight == 0
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+async def test_a_reorg_of_final_results_leaves_no_nonce_gap_and_their_calls_are_answered(
+    isolated_chain: Chain, start_runner: RunnerFactory, caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    """With `confirmations` 0 a mined result is final to the runner at once: after a reorg
+    the nonces it forgot are missing below its own, and those calls are open again."""
+    chain = isolated_chain
+    first_block = await chain.block_number() + 1
+    calls = await submit(chain, 3)
+    jobs_head = await chain.block_number()
+    # One result per transaction (and per block), so the reorg can take `depth` of them.
+    process = await start_runner(confirmations=0, batch_max=1, start_block=first_block)
+    await process.answered(3)
+
+    async def forgotten() -> bool:
+        return process.runner.chain.pending_transactions == 0
+
+    await eventually(forgotten, "the runner holds none of its transactions any more")
+    assert await chain.block_number() - jobs_head >= depth
+    await anvil(chain, "anvil_reorg", depth, [])
+    later = await submit(chain, 2)
+
+    async def settled() -> bool:
+        return all([await completed(chain, call) for call in calls + later])
+
+    await eventually(settled, "every call is answered again, and the later ones too")
+    assert await process.stop() == 0
+    found = await results(chain, first_block)
+    assert {call: len(found.get(call, [])) for call in calls + later} == dict.fromkeys(
+        calls + later, 1
+    )
+    receipts = await operator_receipts(chain, first_block)
+    assert len(receipts) >= 5 and all(receipt["status"] == 1 for receipt in receipts)
 
 
 async def test_a_result_whose_nonce_another_process_took_after_a_reorg_is_answered_again(

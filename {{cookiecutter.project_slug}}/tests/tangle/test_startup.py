@@ -94,3 +94,13 @@ def test_an_rpc_endpoint_that_does_not_answer(tmp_path: Path) -> None:
     assert (
         "HTTP_RPC_URL (tangle.http_rpc_url): eth_chainId: no answer from http://127.0.0.1:" in line
     )
+
+
+def test_a_torn_checkpoint_is_named_not_silently_replaced(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tangle-checkpoint.json").write_text('{"key": {"chain_id": 1}, "last_')
+    status, stderr = run(tmp_path)
+    assert status == 2
+    error = one_error(stderr)
+    assert f"{tmp_path}/data/tangle-checkpoint.json: unreadable checkpoint (" in error
+    assert "move it away" in error

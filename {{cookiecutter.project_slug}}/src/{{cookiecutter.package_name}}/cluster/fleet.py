@@ -9,7 +9,9 @@ Three things are shared, all keyed by node name under `cluster.key_prefix`:
   Redis when requests here find none (within milliseconds) and gives back the
   ones it does not use.  When several replicas want one node, each keeps at most
   its fair part of it (best-effort fairness, as the issue allows).  Each replica
-  renews its leases, so one that dies frees its slots after `lease_ttl_s`.
+  renews its leases every third of `lease_ttl_s` (a lease Redis dropped is added
+  again while a request here runs in it, else forgotten), so one that dies frees
+  its slots after `lease_ttl_s`.
 - ejections, Retry-After cooldowns and failed health checks: a hash per node
   with the time each ends, pushed when a replica learns something and pulled by
   every replica each `sync_interval_s`.  Ends only move later, so two replicas
@@ -42,9 +44,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..balancer.node import Breaker, Node
 from ..balancer.shared import SharedState
@@ -80,14 +82,23 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return taken
 """
 )
-# ARGV: ttl_ms, mode ('XX' renews held leases, 'NX' registers them again after a rejoin), ids.
+# ARGV: ttl_ms, how many of the ids requests here run in, ids.  Renews them; a lease Redis
+# dropped (expired, FLUSHDB, a restart) is added again while a request runs in it, else
+# returned to be forgotten: its slot may be another replica's by now.
 _RENEW = (
     _NOW
     + """
 local ttl = tonumber(ARGV[1])
-for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], now + ttl, ARGV[i]) end
+local gone = {}
+for i = 3, #ARGV do
+  if i - 2 <= tonumber(ARGV[2]) or redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return 1
+return gone
 """
 )
 # KEYS: want set; ARGV: replica, ttl_ms, 1 to say this replica wants the node.
@@ -340,13 +351,15 @@ class Fleet(SharedState):
                 await self._try_rejoin()
                 renewed = loop.time()
                 continue
+            # Renewal is due every third of the lease, whatever the sync interval.
+            renew_in = renewed + self.settings.lease_ttl_s / 3 - loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._pause())
+                await asyncio.wait_for(self._wake.wait(), max(min(self._pause(), renew_in), 0))
             self._wake.clear()
             try:
                 if loop.time() - renewed >= self.settings.lease_ttl_s / 3:
-                    await self._renew(self._owned, "XX")
                     renewed = loop.time()
+                    await self._renew()
                 await self._round()
             except REDIS_DOWN as error:
                 self._lost(error)
@@ -482,18 +495,22 @@ class Fleet(SharedState):
                 any_changed = True
         return any_changed
 
-    async def _renew(self, held: dict[str, list[str]], mode: str) -> None:
-        """Extend the leases held here ('XX'), or register them again after a rejoin ('NX')."""
+    async def _renew(self) -> None:
+        """Extend the leases held here; forget the idle ones Redis dropped."""
         assert self.redis is not None
+        used = {node.name: node.in_flight + node.reserved for node in self._nodes()}
+        held = [(name, ids) for name, ids in self._owned.items() if ids]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for name, ids in held.items():
-                if ids:
-                    await self._scripts["renew"](
-                        keys=[self._key("inflight", name)],
-                        args=[self._ttl_ms, mode, *ids],
-                        client=pipe,
-                    )
-            await pipe.execute()
+            for name, ids in held:
+                await self._scripts["renew"](
+                    keys=[self._key("inflight", name)],
+                    args=[self._ttl_ms, used.get(name, 0), *ids],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        for (_name, ids), gone in zip(held, results, strict=True):
+            if gone:
+                ids[:] = [lease for lease in ids if lease.encode() not in gone]
 
     async def _forget(self, held: dict[str, list[str]], *, leaving: bool = False) -> None:
         assert self.redis is not None
@@ -525,7 +542,7 @@ class Fleet(SharedState):
             if self._was_degraded:
                 self._settled_at = _now() + 2 * REJOIN_INTERVAL_S
             self._connected = True
-            await self._renew(self._owned, "NX")
+            await self._renew()
             await self._round()
         except REDIS_DOWN as error:
             self._connected = False

@@ -1,15 +1,14 @@
-"""One leader among the `run` replicas of an operator: a Redis lease with a fencing token.
+"""One leader among the `run` replicas of an operator: a Redis lock with a fencing token.
 
 One operator key must have exactly one sender (its nonces, its results).  Each
-replica asks for the lease; the one holding it is the leader and renews it every
-`lease_s / 3`.  Taking a free lease increments a counter, the fencing token
-(Kleppmann, "How to do distributed locking"): a value that only grows, so a
-leader that stalled and came back can tell it has been replaced.  The chain
-cannot check a token, so the replica checks it before every transaction
-(`fence()`), and steps down on its own once it has not renewed for `0.8 x
-lease_s`, before Redis could give the lease to a standby.  The scan checkpoint
-is kept beside the lease and written only under a current token, so a standby
-taking over resumes where the leader stopped.
+replica asks for the lease (redis-py's `Lock`, with a TTL of `lease_s`); the one
+holding it is the leader and renews it every `lease_s / 3`.  Its fencing token
+(Kleppmann, "How to do distributed locking") is Redis's clock read once the lock
+is taken and checked still held, so a later leader always has a larger one, also
+after Redis restarted empty.  The chain cannot check a token, so the replica
+checks the lease before every broadcast (`fence()`): a failed or late read counts
+as lost, and a leader that has not renewed for `0.8 x lease_s` stops on its own,
+before Redis could give the lease to a standby.
 """
 
 from __future__ import annotations
@@ -17,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
 from .fleet import REDIS_DOWN, replica_name
 
@@ -27,39 +29,6 @@ log = logging.getLogger(__name__)
 # Fraction of the lease after which a leader that could not renew stops sending: the rest
 # is margin for clock-rate differences and the renewal's own time in flight.
 SAFE_FRACTION = 0.8
-
-_ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local holder, token = string.match(current, '^(.*)|(%d+)$')
-  if holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return tonumber(token)
-  end
-  return 0
-end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return token
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Write the checkpoint only under the current lease; never move it backwards.
-_SAVE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local saved = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if tonumber(ARGV[2]) > saved then redis.call('SET', KEYS[2], ARGV[2]) end
-return 1
-"""
 
 
 class LeadershipLost(Exception):
@@ -76,21 +45,19 @@ class Leadership:
         self.token: int | None = None
         self.lost = asyncio.Event()
         self._lease_key = f"{prefix}:leader:{scope}"
-        self._token_key = f"{prefix}:leader:{scope}:token"
-        self._checkpoint_key = f"{prefix}:leader:{scope}:checkpoint"
+        self._lock = Lock(redis, self._lease_key, timeout=lease_s, thread_local=False)
         self._valid_until = 0.0
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
-        self._save = redis.register_script(_SAVE)
 
-    @property
-    def _value(self) -> str:
-        return f"{self.name}|{self.token}"
-
-    @property
-    def _ttl_ms(self) -> int:
-        return int(self.lease_s * 1000)
+    async def _take(self) -> int | None:
+        """One try for the lock; the fencing token when taken."""
+        value = f"{self.name}|{secrets.token_hex(8)}"
+        if not await self._lock.acquire(blocking=False, token=value):
+            return None
+        seconds, micros = await self.redis.time()
+        # Still held after the clock was read: no later leader can have an earlier token.
+        if not await self._lock.owned():
+            return None
+        return seconds * 1_000_000 + micros
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
         """Wait as a standby until this replica leads (True) or `stopping` is set (False)."""
@@ -100,19 +67,15 @@ class Leadership:
         while not stopping.is_set():
             sent_at = loop.time()
             try:
-                token = int(
-                    await self._acquire(
-                        keys=[self._lease_key, self._token_key], args=[self.name, self._ttl_ms]
-                    )
-                )
+                token = await self._take()
             except REDIS_DOWN as error:
                 if not unreachable:
                     log.warning("leader election: Redis unreachable (%s)", type(error).__name__)
                 unreachable = True
-                token = 0
+                token = None
             else:
                 unreachable = False
-            if token:
+            if token is not None:
                 self.token = token
                 self._valid_until = sent_at + self.lease_s * SAFE_FRACTION
                 self.lost.clear()
@@ -134,62 +97,46 @@ class Leadership:
             await asyncio.sleep(self.lease_s / 3)
             sent_at = loop.time()
             try:
-                renewed = await self._renew(
-                    keys=[self._lease_key], args=[self._value, self._ttl_ms]
-                )
+                await self._lock.reacquire()
+            except LockError:
+                self._step_down()
+                return
             except REDIS_DOWN as error:
                 if loop.time() < self._valid_until:
                     log.warning("leader lease not renewed (%s); retrying", type(error).__name__)
                     continue
-                renewed = 0
-            if not renewed:
-                log.error("leadership lost (token %s): stopping sending", self.token)
-                self._valid_until = 0.0
-                self.lost.set()
+                self._step_down()
                 return
             self._valid_until = sent_at + self.lease_s * SAFE_FRACTION
+
+    def _step_down(self) -> None:
+        if not self.lost.is_set():
+            log.error("leadership lost (token %s): stopping sending", self.token)
+        self._valid_until = 0.0
+        self.lost.set()
 
     def leads(self) -> bool:
         return self.token is not None and asyncio.get_running_loop().time() < self._valid_until
 
     async def fence(self) -> None:
-        """Raise LeadershipLost unless this replica still holds the lease under its token."""
+        """Raise LeadershipLost unless this replica holds the lease now: a read that
+        fails, or answers after the lease may have run out, counts as lost."""
         if not self.leads():
             raise LeadershipLost(f"the lease for token {self.token} has run out")
         try:
-            current = await self.redis.get(self._lease_key)
-        except REDIS_DOWN:
-            return  # unrenewed for less than the safe fraction: no one else can hold it
-        if current is None or _text(current) != self._value:
-            self._valid_until = 0.0
-            self.lost.set()
+            held = await self._lock.owned()
+        except REDIS_DOWN as error:
+            raise LeadershipLost(f"the lease could not be read ({type(error).__name__})") from None
+        if not held:
+            self._step_down()
             raise LeadershipLost(f"token {self.token} was replaced")
-
-    async def save_checkpoint(self, block: int) -> bool:
-        """Store the last processed block under the lease; False when not the leader."""
-        try:
-            saved = await self._save(
-                keys=[self._lease_key, self._checkpoint_key], args=[self._value, block]
-            )
-        except REDIS_DOWN:
-            return False
-        return bool(saved)
-
-    async def load_checkpoint(self) -> int | None:
-        try:
-            value = await self.redis.get(self._checkpoint_key)
-        except REDIS_DOWN:
-            return None
-        return int(value) if value is not None else None
+        if not self.leads():
+            raise LeadershipLost(f"the lease for token {self.token} ran out during the check")
 
     async def resign(self) -> None:
         """Give the lease up now, so a standby need not wait for it to expire."""
         if self.token is None:
             return
-        with contextlib.suppress(*REDIS_DOWN):
-            await self._release(keys=[self._lease_key], args=[self._value])
+        with contextlib.suppress(LockError, *REDIS_DOWN):
+            await self._lock.release()
         self._valid_until = 0.0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -118,22 +118,22 @@ class NonceManager:
 
     def __init__(self, fetch: Callable[[], Awaitable[int]]) -> None:
         self._fetch = fetch
-        self._next: int | None = None
-        self._lock = asyncio.Lock()
+        self.next: int | None = None
+        self.lock = asyncio.Lock()
 
     @asynccontextmanager
     async def reserve(self) -> AsyncIterator[int]:
-        async with self._lock:
-            if self._next is None:
-                self._next = await self._fetch()
-            nonce = self._next
+        async with self.lock:
+            if self.next is None:
+                self.next = await self._fetch()
+            nonce = self.next
             yield nonce
             # Only reached when the body did not raise: the nonce is spent.
-            self._next = nonce + 1
+            self.next = nonce + 1
 
     async def resync(self) -> None:
-        async with self._lock:
-            self._next = await self._fetch()
+        async with self.lock:
+            self.next = await self._fetch()
 
 
 # A receipt as JSON-RPC gives it: numbers and hashes as 0x-strings, logs in raw form.
@@ -247,8 +247,8 @@ class Chain:
         # For metrics: sends waiting for the base fee to fall, wei paid in fees.
         self.waiting_for_fee = 0
         self.fees_paid_wei = 0
-        # Awaited before each new transaction is signed; raises a ChainError when this
-        # process may not send (a `run` replica that is not the leader: tangle.leader).
+        # Awaited before every broadcast; raises a ChainError when this process may
+        # not send (a `run` replica that is not the leader: tangle.leader).
         self.fence: Callable[[], Awaitable[None]] | None = None
 
     @staticmethod
@@ -321,6 +321,11 @@ class Chain:
         except RpcRefused:
             return None
         return None if not block else str(block["hash"])
+
+    async def block_time(self, number: int) -> int:
+        """The timestamp of block `number`."""
+        block = await self._request("eth_getBlockByNumber", [hex(number), False])
+        return int(block["timestamp"], 16) if block else 0
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
@@ -463,8 +468,6 @@ class Chain:
         while True:
             gas, access_list = await self._simulate(to, function, args, value)
             fees = await self._affordable_fees(function.name)
-            if self.fence is not None:
-                await self.fence()
             fields = {
                 "to": to_checksum_address(to),
                 "data": function.calldata(*args),
@@ -495,6 +498,10 @@ class Chain:
         return _Attempt("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), fees)
 
     async def _broadcast(self, attempt: _Attempt) -> None:
+        """Under the nonce lock: only a process that may send right now sends."""
+        assert self.nonces.lock.locked()
+        if self.fence is not None:
+            await self.fence()
         try:
             await self._request("eth_sendRawTransaction", ["0x" + attempt.raw.hex()])
         except RpcRefused as error:
@@ -583,11 +590,13 @@ class Chain:
                 slot.nonce,
                 self.settings.replace_after_s,
             )
-            await self._broadcast(slot.last)
+            async with self.nonces.lock:
+                await self._broadcast(slot.last)
             return
         attempt = self._sign(slot.fields, slot.nonce, fees)
         try:
-            await self._broadcast(attempt)
+            async with self.nonces.lock:
+                await self._broadcast(attempt)
         except RpcRefused as error:
             if "underpriced" not in str(error).lower():
                 raise
@@ -605,19 +614,19 @@ class Chain:
         )
         slot.attempts.append(attempt)
 
-    async def keep_transactions(self, final_block: int) -> None:
-        """Forget transactions final at `final_block`; send again those a reorg dropped.
+    async def keep_transactions(self, final_block: int) -> bool:
+        """Forget transactions final at `final_block`; repair what a reorg undid.
 
         A reorg takes transactions out of blocks, and a node need not return them to
         its pool (anvil does not): the nonce count falls below ours and everything we
-        send after waits in the queue.  Each dropped one is sent again as it was signed,
-        so the nonce sequence has no gap and the results come back.  One that still is
-        not mined after `replace_after_s` is replaced like any stuck transaction; if
-        another transaction took its nonce, the runner finds its calls unanswered and
-        answers them again.
+        send after waits in the queue.  Each dropped one we still hold is sent again
+        as it was signed, a nonce we no longer hold (final to us) gets an empty
+        transaction: no gap at any depth.  One still not mined after `replace_after_s`
+        is replaced like any stuck one.  True when the chain moved back: the caller
+        then looks for calls whose results went with it.
         """
         if self.account is None:
-            return
+            return False
         # Taken before the count: a receipt seen while we wait for it is no reorg.
         seen_mined = {nonce for nonce, slot in self._slots.items() if slot.mined}
         mined = await self.transaction_count("latest")
@@ -639,21 +648,39 @@ class Chain:
                     await self._unstick(slot, "a transaction sent again")
                 except _NonceTaken:
                     log.warning("nonce %d was used by another transaction", slot.nonce)
-        if not moved_back:
-            return
-        log.warning(
-            "the chain moved back: %d of our transactions left their blocks; sending them again",
-            len(lost),
-        )
-        for nonce in lost:
-            slot = self._slots[nonce]
-            slot.mined = False
-            slot.sent_at = now
-            await self._broadcast(slot.last)
-        expected = set(range(mined, max(self._slots, default=mined - 1) + 1))
-        if not expected <= set(self._slots):
-            # A nonce we no longer hold the transaction for: count from the chain again.
-            await self.nonces.resync()
+        if moved_back:
+            log.warning(
+                "the chain moved back: %d of our transactions left their blocks; sending "
+                "them again",
+                len(lost),
+            )
+        async with self.nonces.lock:
+            for nonce in lost:
+                slot = self._slots[nonce]
+                slot.mined = False
+                slot.sent_at = now
+                await self._broadcast(slot.last)
+            gap = [n for n in range(mined, self.nonces.next or mined) if n not in self._slots]
+            if gap:  # not those the pool holds (an earlier run's, say): they are no gap
+                pending = await self.transaction_count("pending")
+                gap = [nonce for nonce in gap if nonce >= pending]
+            if gap:
+                await self._fill(gap)
+        return moved_back or bool(gap)
+
+    async def _fill(self, nonces: list[int]) -> None:
+        """Under the nonce lock: an empty transaction to ourselves for each nonce in a gap."""
+        log.warning("nonces %s are missing below ours (a reorg?): filling them", nonces)
+        fields = {"to": self.address, "value": 0, "gas": 21_000, "chainId": await self.chain_id()}
+        fees = await self._affordable_fees("filling a nonce gap")
+        for nonce in nonces:
+            slot = _Slot(nonce, fields, [self._sign(fields, nonce, fees)], awaited=False)
+            try:
+                await self._broadcast(slot.last)
+            except RpcRefused as error:  # the pool holds another one for it (an earlier run's)
+                log.warning("nonce %d: %s", nonce, error)
+                continue
+            self._slots[nonce] = slot
 
     async def _replay_revert(self, to: str, function: Function, args: tuple[Any, ...]) -> Revert:
         try:

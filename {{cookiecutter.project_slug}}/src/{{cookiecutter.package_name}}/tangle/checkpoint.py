@@ -18,6 +18,10 @@ from ..config import TangleSettings
 FILE_NAME = "tangle-checkpoint.json"
 
 
+class CheckpointError(Exception):
+    """The checkpoint file exists but cannot be read: a start-up error, not a fresh start."""
+
+
 class Checkpoint:
     """Scan position and in-flight calls; `save()` writes atomically when the position moves."""
 
@@ -42,15 +46,19 @@ class Checkpoint:
         )
 
     def load(self) -> int | None:
-        """The saved last processed block for this key, or None."""
+        """The saved last processed block for this key, or None (no file, or another key)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return None
-        if not isinstance(data, dict) or data.get("key") != self.key:
-            return None
-        block = data.get("last_processed_block")
+        except (OSError, ValueError) as error:
+            data = error
+        block = data.get("last_processed_block") if isinstance(data, dict) else None
         if not isinstance(block, int):
+            raise CheckpointError(
+                f"{self.path}: unreadable checkpoint ({data}); move it away to start afresh"
+            )
+        if data.get("key") != self.key:
             return None
         self.scanned_to = self._saved = block
         return block
@@ -61,6 +69,10 @@ class Checkpoint:
 
     def started(self, call_id: int, block: int) -> None:
         self._pending[call_id] = block
+
+    def holds(self, call_id: int) -> bool:
+        """The call is started and not finished."""
+        return call_id in self._pending
 
     def finished(self, call_id: int) -> None:
         self._pending.pop(call_id, None)
@@ -81,8 +93,9 @@ class Checkpoint:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"key": self.key, "last_processed_block": block}), encoding="utf-8"
-        )
+        with temporary.open("w", encoding="utf-8") as file:
+            json.dump({"key": self.key, "last_processed_block": block}, file)
+            file.flush()
+            os.fsync(file.fileno())  # a power cut leaves the old file or the new, never a torn one
         os.replace(temporary, self.path)
         self._saved = block

@@ -131,7 +131,7 @@ class Consumer:
                 batch = await self._try_batch(batch)
         except Exception as error:
             # A bug must not leave callers waiting forever; the calls stay unanswered.
-            log.error("sending results failed: %s", type(error).__name__)
+            log.error("sending results failed: %s: %s", type(error).__name__, error)
             log.debug("sending results failed", exc_info=True)
         finally:
             # Also when abandoned at shutdown: nobody waits forever.

@@ -2,11 +2,11 @@
 
 With `cluster.redis_url` set, each replica asks for the operator's lease (see
 `cluster.leader`).  The leader runs the job loop; every transaction it signs is
-fenced (the lease is checked under its token just before), and its checkpoint
-is written beside the lease as well as in DATA_DIR.  When its lease is lost it
-stops sending at once, abandons the calls in flight and stands by again.  A
-standby that gets the lease resumes from the shared checkpoint: calls the old
-leader already answered are recognised on chain and skipped, so none is
+fenced (the lease is checked just before each broadcast).  When its lease is
+lost it stops sending at once, abandons the calls in flight and stands by
+again.  A standby that gets the lease finds the calls still open on chain (see
+`Producer.recover`; Redis keeps no checkpoint, so losing Redis loses nothing):
+calls the old leader already answered are recognised and skipped, so none is
 answered twice.  The HTTP API is served by every replica alike.
 """
 
@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
 from ..cluster import Leadership, LeadershipLost, connect
 from ..config import Settings
@@ -31,52 +29,23 @@ class NotLeader(ChainError):
     """The lease is gone: this replica must not send."""
 
 
-class SharedCheckpoint(Checkpoint):
-    """The DATA_DIR checkpoint, also written under the lease for the next leader."""
-
-    def __init__(
-        self, path: Path, *, key: dict[str, str | int], leadership: Leadership, shared: int | None
-    ) -> None:
-        super().__init__(path, key=key)
-        self._leadership = leadership
-        self._shared = shared
-        self._writes: set[asyncio.Task[Any]] = set()
-
-    def load(self) -> int | None:
-        """The later of this replica's own file and the shared position."""
-        own = super().load()
-        if self._shared is None or (own is not None and own >= self._shared):
-            return own
-        self.scanned(self._shared)
-        return self._shared
-
-    def save(self) -> None:
-        super().save()
-        block = self.last_processed
-        if block is None or block == self._shared:
-            return
-        self._shared = block
-        task = asyncio.get_running_loop().create_task(self._leadership.save_checkpoint(block))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-
 async def lead_jobs(
     settings: Settings,
     chain: Chain,
     chain_id: int,
     stopping: asyncio.Event,
-    make_runner: Callable[[Checkpoint, asyncio.Event], Awaitable[None]],
+    make_runner: Callable[[asyncio.Event, asyncio.Event], Awaitable[None]],
 ) -> None:
     """Stand by until this replica leads, run the jobs while it does; until `stopping`.
 
-    `make_runner(checkpoint, stop)` runs one term of the job loop until `stop` is set.
+    `make_runner(stop, lost)` runs one term of the job loop until `stop` is set,
+    abandoning the calls in flight at once when `lost` is set too.
     """
     cluster = settings.cluster
     assert cluster.redis_url is not None
     redis = connect(cluster.redis_url.get_secret_value(), cluster.redis_timeout_s)
-    base = Checkpoint.for_service(settings.tangle, chain_id)
-    scope = ":".join(str(value) for value in base.key.values()) + f":{chain.address}"
+    key = Checkpoint.for_service(settings.tangle, chain_id).key
+    scope = ":".join(str(value) for value in key.values()) + f":{chain.address}"
     leadership = Leadership(
         redis, prefix=cluster.key_prefix, scope=scope, lease_s=cluster.leader_lease_s
     )
@@ -90,17 +59,11 @@ async def lead_jobs(
     chain.fence = fence
     try:
         while await leadership.acquire(stopping):
-            checkpoint = SharedCheckpoint(
-                base.path,
-                key=base.key,
-                leadership=leadership,
-                shared=await leadership.load_checkpoint(),
-            )
             term = asyncio.Event()
             holder = asyncio.create_task(leadership.hold(), name="leader-lease")
             relay = asyncio.create_task(_end_term(stopping, leadership.lost, term))
             try:
-                await make_runner(checkpoint, term)
+                await make_runner(term, leadership.lost)
             finally:
                 holder.cancel()
                 relay.cancel()

@@ -4,6 +4,11 @@ Like the SDK's TangleProducer, it reads JobSubmitted and JobSubmittedFromQuote
 for one service, in block order.  It starts one past the checkpoint (or a few
 blocks back from the head on a first run).  `needs_answer` tells calls already
 completed, or already answered by this operator, from those still to answer.
+
+The logs are an optimisation; the contract is the record.  Call ids are
+sequential, so at every start (a takeover too), and whenever the chain moved
+back, `recover` walks the ids down from the newest and answers every call still
+open, however short a lost checkpoint made the log window.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from eth_abi.abi import encode
 
@@ -42,6 +48,7 @@ class Producer:
         self.checkpoint = checkpoint
         self.next_block: int | None = None
         self.window = settings.max_block_range
+        self._recovered = False
         self._topics: list[object] = [
             ["0x" + JOB_SUBMITTED.hex(), "0x" + JOB_SUBMITTED_FROM_QUOTE.hex()],
             _topic(self.service_id),
@@ -102,16 +109,82 @@ class Producer:
         self.checkpoint.scanned(to_block)
         self.checkpoint.save()
 
-    async def needs_answer(self, call: JobCall, block: BlockTag = "pending") -> bool:
+    async def _job_call(self, call_id: int, block: BlockTag = "latest") -> tuple[Any, ...]:
+        """(jobIndex, caller, createdAt, resultCount, completed, isRFQ, payment)."""
+        (job,) = await self.chain.call(
+            self.chain.tangle, GET_JOB_CALL, self.service_id, call_id, block=block
+        )
+        return tuple(job)
+
+    async def _call_count(self) -> int:
+        """How many calls the service has: ids are sequential, an unused id reads as zeros."""
+        low, high = -1, 0  # call `low` exists (or is -1); then call `high` does not
+        while (await self._job_call(high))[2]:
+            low, high = high, 2 * high + 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if (await self._job_call(middle))[2]:
+                low = middle
+            else:
+                high = middle
+        return low + 1
+
+    async def open_calls(self) -> list[JobCall]:
+        """Every call still to answer, from the contract: the ids down from the newest until
+        `2 x max_concurrent_jobs` in a row need nothing (a leader has at most that many in
+        flight: older open calls are ones the contract refused), then their events."""
+        wanted: dict[int, int] = {}  # call id -> createdAt
+        done_in_a_row = 0
+        call_id = await self._call_count() - 1
+        while call_id >= 0 and done_in_a_row < 2 * self.settings.max_concurrent_jobs:
+            if self.checkpoint.holds(call_id):
+                done_in_a_row = 0
+            elif await self.needs_answer(call_id):
+                wanted[call_id] = (await self._job_call(call_id))[2]
+                done_in_a_row = 0
+            else:
+                done_in_a_row += 1
+            call_id -= 1
+        return await self._find(wanted)
+
+    async def _find(self, wanted: dict[int, int]) -> list[JobCall]:
+        """The events of these calls: windows back from the head, to their creation time."""
+        found: list[JobCall] = []
+        topics = [*self._topics, [_topic(call_id) for call_id in wanted]]
+        to_block = await self.chain.block_number()
+        floor = self.settings.start_block or 0
+        oldest = min(wanted.values(), default=0)
+        while wanted and to_block >= floor:
+            from_block = max(to_block - self.window + 1, floor)
+            for entry in await self.chain.get_logs(from_block, to_block, topics):
+                with contextlib.suppress(LogDecodeError):
+                    call = decode_job_log(entry)
+                    if wanted.pop(call.call_id, None) is not None:
+                        found.append(call)
+            if await self.chain.block_time(from_block) < oldest:
+                break
+            to_block = from_block - 1
+        return sorted(found)
+
+    async def recover(self, dispatch: Callable[[JobCall], Awaitable[None]]) -> None:
+        """Start every open call not in flight here (see `open_calls`)."""
+        calls = await self.open_calls()
+        if calls:
+            log.warning("%d calls found open on chain; answering them", len(calls))
+        for call in calls:
+            if not self.checkpoint.holds(call.call_id):  # the poll loop may have started it
+                self.checkpoint.started(call.call_id, call.block_number)
+                await dispatch(call)
+
+    async def needs_answer(self, call: JobCall | int, block: BlockTag = "pending") -> bool:
         """False when the call is completed or already carries this operator's result.
 
         By default as of the pending state: a result of ours still in the mempool
         (sent before a restart, or sent again after a reorg) counts as given.
         """
-        (
-            (_index, _caller, _created, result_count, completed, _rfq, _payment),
-        ) = await self.chain.call(
-            self.chain.tangle, GET_JOB_CALL, self.service_id, call.call_id, block=block
+        call_id = call if isinstance(call, int) else call.call_id
+        _index, _caller, _created, result_count, completed, _rfq, _payment = await self._job_call(
+            call_id, block
         )
         if completed:
             return False
@@ -123,7 +196,7 @@ class Producer:
                 self.chain.tangle,
                 SUBMIT_RESULT,
                 self.service_id,
-                call.call_id,
+                call_id,
                 b"",
                 sender=self.chain.address,
                 block=block,
@@ -148,6 +221,9 @@ class Producer:
                     await self.begin()
                 if stop.is_set():
                     return
+                if not self._recovered:
+                    await self.recover(dispatch)
+                    self._recovered = True
                 calls, to_block, at_head = await self.poll()
             except ChainError as error:
                 failures += 1
@@ -163,6 +239,8 @@ class Producer:
             for call in calls:
                 if stop.is_set():
                     return
+                if self.checkpoint.holds(call.call_id):
+                    continue  # started by `recover`
                 self.checkpoint.started(call.call_id, call.block_number)
                 await dispatch(call)
             if stop.is_set():

@@ -33,7 +33,7 @@ from .abi import (
     SUBMIT_HEARTBEAT_DIRECT,
 )
 from .chain import Chain, ChainError
-from .checkpoint import Checkpoint
+from .checkpoint import FILE_NAME, Checkpoint, CheckpointError
 from .consumer import Answer, Consumer, Outcome
 from .events import JobCall
 from .keys import OperatorKeyError, operator_account
@@ -72,7 +72,7 @@ class JobRunner:
         chain_id: int,
         dry_run: bool = False,
         stopping: asyncio.Event | None = None,
-        checkpoint: Checkpoint | None = None,
+        lost: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
         if settings.service_id is None:
@@ -82,13 +82,14 @@ class JobRunner:
         self.settings = settings
         self.service_id = settings.service_id
         self.dry_run = dry_run
-        self.checkpoint = checkpoint or Checkpoint.for_service(settings, chain_id)
+        self.checkpoint = Checkpoint.for_service(settings, chain_id)
         self.producer = Producer(chain, settings, self.checkpoint)
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
         )
         self.poison = PoisonGuard(Path(settings.data_dir))
         self.stopping = stopping or asyncio.Event()
+        self.lost = lost or asyncio.Event()  # set: the leader lease is gone, give up at once
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._jobs: set[asyncio.Task[None]] = set()
         self._unconfirmed: dict[int, _Unconfirmed] = {}
@@ -221,8 +222,8 @@ class JobRunner:
         """One pass: results `confirmations` deep in an unchanged block are final."""
         self.head = head = await self.chain.block_number()
         final_block = head - self.settings.confirmation_depth
-        if not self.dry_run:
-            await self.chain.keep_transactions(max(final_block, 0))
+        if not self.dry_run and await self.chain.keep_transactions(max(final_block, 0)):
+            await self.producer.recover(self.dispatch)  # results the chain dropped
         hashes: dict[int, str | None] = {}
         final: list[int] = []
         for call_id, item in list(self._unconfirmed.items()):
@@ -296,7 +297,9 @@ class JobRunner:
     async def _finish_in_flight(self) -> None:
         """Jobs, then their transactions, all within `shutdown_grace_s` together."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_grace_s
+        if self.lost.is_set():
+            self.abandon()
+        deadline = loop.time() + (0.0 if self.lost.is_set() else self.settings.shutdown_grace_s)
         if self._jobs:
             log.info("finishing %d calls in flight", len(self._jobs))
             _done, late = await asyncio.wait(list(self._jobs), timeout=deadline - loop.time())
@@ -407,8 +410,11 @@ def _data_dir_problem(data_dir: str) -> str | None:
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
+        Checkpoint(path / FILE_NAME, key={}).load()
     except OSError as error:
         return f"DATA_DIR {path}: not writable ({error.strerror or type(error).__name__})"
+    except CheckpointError as error:
+        return f"DATA_DIR: {error}"
     return None
 
 
@@ -480,15 +486,10 @@ async def serve_jobs(
                     return 2
 
                 async def run_term(
-                    checkpoint: Checkpoint | None = None, stop: asyncio.Event = signals.stopping
+                    stop: asyncio.Event = signals.stopping, lost: asyncio.Event | None = None
                 ) -> None:
                     runner = JobRunner(
-                        context,
-                        chain,
-                        chain_id=chain_id,
-                        dry_run=dry_run,
-                        stopping=stop,
-                        checkpoint=checkpoint,
+                        context, chain, chain_id=chain_id, dry_run=dry_run, stopping=stop, lost=lost
                     )
                     signals.runner = runner
                     if ready is not None:
