@@ -448,6 +448,36 @@ class TangleSettings(Section):
         return value
 
 
+# --- [job_pricing] -------------------------------------------------------------
+
+
+class JobRate(Section):
+    """One model's job prices in the payment token's smallest unit (wei when native)."""
+
+    prompt: int = Field(default=0, ge=0, description="Per prompt token.")
+    completion: int = Field(default=0, ge=0, description="Per completion token the job allows.")
+    request: int = Field(default=0, ge=0, description="Least one job pays (a floor).")
+
+
+class JobPricingSettings(Section):
+    """What a job costs on chain; all zero (the default) answers every call."""
+
+    units_per_usd: str = Field(
+        default="0",
+        description="Payment-token units per USD: a model without a [job_pricing.models] line "
+        "is priced from its listing's pricing (USD per token) times this.",
+    )
+    models: dict[str, JobRate] = Field(default_factory=dict)
+    on_underpaid: Literal["error", "skip"] = "error"
+    quote_ttl_s: int = Field(default=300, ge=10, le=3600, description="tnt-core: 1 h at most.")
+    quotes_per_s: float = Field(default=50.0, gt=0, description="Signed quotes per second.")
+
+    @field_validator("units_per_usd", mode="before")
+    @classmethod
+    def _units(cls, value: Any) -> str:
+        return _decimal_string(value)
+
+
 # --- [cluster] -----------------------------------------------------------------
 
 
@@ -602,6 +632,7 @@ class Settings(BaseSettings):
     models: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL)])
     tangle: TangleSettings = Field(default_factory=TangleSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    job_pricing: JobPricingSettings = Field(default_factory=JobPricingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -109,6 +109,12 @@ GET_SERVICE_OPERATORS = Function("getServiceOperators(uint64)", "address[]")
 IS_SERVICE_OPERATOR = Function("isServiceOperator(uint64,address)", "bool")
 IS_OPERATOR_REGISTERED = Function("isOperatorRegistered(uint64,address)", "bool")
 REGISTER_OPERATOR = Function("registerOperator(uint64,bytes,string)")
+GET_JOB_QUOTED_PRICE = Function("getJobQuotedPrice(uint64,uint64,address)", "uint256")
+# JobQuoteDetails (SignatureLib.sol): requester, serviceId, jobIndex, price, timestamp, expiry,
+# confidentiality, inputsHash; then the signature and the operator.
+JOB_QUOTE = "((address,uint64,uint8,uint256,uint64,uint64,uint8,bytes32),bytes,address)"
+SUBMIT_JOB_FROM_QUOTE = Function(f"submitJobFromQuote(uint64,uint8,bytes,{JOB_QUOTE}[])", "uint64")
+PENDING_REWARDS = Function("pendingRewards(address)", "uint256")
 
 JOB_SUBMITTED = event_topic("JobSubmitted(uint64,uint64,uint8,address,bytes)")
 JOB_SUBMITTED_FROM_QUOTE = event_topic(
@@ -165,6 +171,14 @@ ERRORS = (
     CustomError("InsufficientPayment(uint256,uint256)"),
     CustomError("InvalidMsgValue(uint256,uint256)"),
     CustomError("InsufficientStake(address,uint256,uint256)"),
+    # quotes (Errors.sol, SignatureLib.sol)
+    CustomError("QuoteExpired(address,uint64)"),
+    CustomError("InvalidQuoteSignature(address)"),
+    CustomError("QuoteAlreadyUsed(address)"),
+    CustomError("QuoteTimestampTooOld(address,uint64,uint64)"),
+    CustomError("JobQuoteRequesterMismatch(address,address,address)"),
+    CustomError("JobQuoteInputsMismatch(address,bytes32,bytes32)"),
+    CustomError("PaymentTooSmall(uint256,uint256)"),
     # MultiAssetDelegation (src/staking/DelegationErrors.sol)
     CustomError("OperatorBondTokenOnly(address)"),
     CustomError("InsufficientStake(uint256,uint256)"),

@@ -1,0 +1,222 @@
+"""What a job costs in the payment token, and whether a call pays it.
+
+Prices are per model in the token's smallest unit ([job_pricing]): per prompt
+token, per completion token, and a floor per job.  A model without its own line
+is priced from its OpenRouter listing: USD per token x `units_per_usd`, rounded
+up (native ETH at 3,000 USD: units_per_usd = 10**18 / 3000).  A job is priced as
+the API counts usage: prompt tokens as the balancer estimates them (characters /
+`chars_per_token`) plus every completion token it allows (max_tokens, else the
+model's max_output_length or context_length).  tnt-core records what a call pays:
+`getJobCall(..).payment`, or for RFQ calls our own signed price (`getJobQuotedPrice`),
+and pays it out only on an EventDriven service (JobsSubmission.sol): elsewhere a call pays 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..backoff import backoff_s
+from ..config import JobRate, Settings
+from ..jobs import JOBS, error_output
+from ..llm.errors import InvalidRequestError, LlmError
+from ..llm.models import ChatCompletionRequest, EmbeddingRequest, TextCompletionRequest
+from .abi import GET_JOB_CALL, GET_JOB_QUOTED_PRICE, GET_SERVICE
+from .chain import Chain, ChainError
+from .events import JobCall
+from .producer import pause
+
+log = logging.getLogger(__name__)
+EVENT_DRIVEN = 2  # Types.PricingModel
+
+
+async def service_terms(chain: Chain, service_id: int) -> tuple[int, int]:
+    """The service's pricing model and confidentiality policy (Types.Service)."""
+    (service,) = await chain.call(chain.tangle, GET_SERVICE, service_id)
+    return int(service[10]), int(service[12])
+
+
+@dataclass(frozen=True)
+class JobPrice:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    price: int
+
+
+def model_rate(settings: Settings, model: str) -> JobRate:
+    pricing = settings.job_pricing
+    if model in pricing.models:
+        return pricing.models[model]
+    units = Decimal(pricing.units_per_usd)
+    listed = next((item.pricing for item in settings.models if item.id == model), None)
+    if listed is None or not units:
+        return JobRate()
+    return JobRate(
+        prompt=math.ceil(Decimal(listed.prompt) * units),
+        completion=math.ceil(Decimal(listed.completion) * units),
+        request=math.ceil(Decimal(listed.request) * units),
+    )
+
+
+def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
+    """The price of a call's inputs; an LlmError when they can be neither priced nor answered."""
+    job = JOBS.get(job_index)
+    limit: int | None
+    request = job.decode(inputs, limits=settings.api) if job is not None else None
+    if isinstance(request, EmbeddingRequest):
+        text, limit = "\n".join(request.inputs()), 0
+    elif isinstance(request, (ChatCompletionRequest, TextCompletionRequest)):
+        text = request.prompt_text()
+        limit = (
+            request.token_limit()
+            if isinstance(request, ChatCompletionRequest)
+            else request.max_tokens
+        )
+    else:  # job 1, and unknown jobs (answered with an error): no work to pay for
+        return JobPrice("", 0, 0, 0)
+    rate = model_rate(settings, request.model)
+    model = next((item for item in settings.models if item.id == request.model), None)
+    if limit is None and model is not None:
+        limit = model.max_output_length or model.context_length
+    if limit is None and rate.completion:
+        raise InvalidRequestError(
+            "set max_tokens: this operator prices a job by the longest answer it allows",
+            param="max_tokens",
+        )
+    prompt = math.ceil(len(text) / settings.load_balancer.chars_per_token)
+    price = max(rate.request, prompt * rate.prompt + (limit or 0) * rate.completion)
+    return JobPrice(request.model, prompt, limit or 0, price)
+
+
+class Payments(Collector):
+    """The runner's check before a job's work, and the money it has seen since start."""
+
+    def __init__(self, settings: Settings, chain: Chain, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.chain = chain
+        pricing = settings.job_pricing
+        self.priced = bool(pricing.models) or Decimal(pricing.units_per_usd) > 0
+        self.underpaid = 0
+        self.results = 0
+        self.revenue: dict[str, int] = {}
+        self.balance: int | None = None
+        self.gas_per_hour = 0.0
+        self._paid: dict[int, tuple[str, int]] = {}
+        self._event_driven: bool | None = None
+        registry.register(self)
+
+    async def _paying(self, call: JobCall) -> int:
+        """What the call pays us, as the contract recorded it; retried until it answers."""
+        tangle, failures = self.chain.tangle, 0
+        while True:
+            try:
+                if self._event_driven is None:
+                    pricing, _ = await service_terms(self.chain, call.service_id)
+                    self._event_driven = pricing == EVENT_DRIVEN
+                if not self._event_driven:
+                    return 0
+                ((*_, rfq, payment),) = await self.chain.call(
+                    tangle, GET_JOB_CALL, call.service_id, call.call_id
+                )
+                if rfq:
+                    (payment,) = await self.chain.call(
+                        tangle,
+                        GET_JOB_QUOTED_PRICE,
+                        call.service_id,
+                        call.call_id,
+                        self.chain.address,
+                    )
+                return int(payment)
+            except ChainError as error:
+                failures += 1
+                log.warning("call %d: cannot read its payment (%s)", call.call_id, error)
+                await asyncio.sleep(backoff_s(failures, base_s=1.0, cap_s=5.0))
+
+    async def check(self, call: JobCall) -> bytes | None:
+        """None: do the work; else the error result to post instead (b"": post nothing)."""
+        if not self.priced:
+            return None
+        try:
+            price = price_job(self.settings, call.job_index, call.inputs)
+        except LlmError:
+            return None  # the job answers its own input error, no work done
+        payment = await self._paying(call)
+        if payment >= price.price:
+            self._paid[call.call_id] = (price.model, payment)
+            return None
+        self.underpaid += 1
+        message = f"this job costs {price.price} and the call pays {payment}"
+        log.warning("call %d underpaid: %s", call.call_id, message)
+        if self.settings.job_pricing.on_underpaid == "skip":
+            return b""
+        return error_output(InvalidRequestError(message, code="underpaid"))
+
+    def answered(self, call_id: int) -> None:
+        self.results += 1
+        model, payment = self._paid.pop(call_id, ("", 0))
+        if payment:
+            self.revenue[model] = self.revenue.get(model, 0) + payment
+
+    async def watch_balance(self, stopping: asyncio.Event, interval_s: float = 60.0) -> None:
+        """Our balance, and a warning when it will not cover the next hour of gas."""
+        start, spent_at_start = time.monotonic(), self.chain.fees_paid_wei
+        while not stopping.is_set():
+            try:
+                async with asyncio.timeout(self.settings.tangle.rpc_timeout_s):
+                    self.balance = await self.chain.w3.eth.get_balance(self.chain.address)
+            except Exception as error:  # web3 raises many types; the next round tries again
+                log.warning("cannot read the operator's balance (%s)", type(error).__name__)
+            elapsed = max(time.monotonic() - start, 1.0)
+            self.gas_per_hour = (self.chain.fees_paid_wei - spent_at_start) * 3600 / elapsed
+            if self.low_balance:
+                log.warning(
+                    "balance %d wei will not cover the next hour of gas (%d wei at the current "
+                    "rate)",
+                    self.balance,
+                    self.gas_per_hour,
+                )
+            await pause(stopping, interval_s)
+
+    @property
+    def low_balance(self) -> bool:
+        return self.balance is not None and self.balance < self.gas_per_hour
+
+    def collect(self) -> Iterator[Metric]:
+        revenue = CounterMetricFamily(
+            "tangle_revenue",
+            "Payments of answered calls, by model (token units).",
+            labels=["model"],
+        )
+        for model, amount in self.revenue.items():
+            revenue.add_metric([model], amount)
+        yield revenue
+        yield CounterMetricFamily(
+            "tangle_revenue_all",
+            "Payments of answered calls (token units).",
+            sum(self.revenue.values()),
+        )
+        yield CounterMetricFamily(
+            "tangle_calls_underpaid", "Calls paying less than their price.", self.underpaid
+        )
+        per_result = self.chain.fees_paid_wei / self.results if self.results else 0
+        yield GaugeMetricFamily("tangle_gas_per_result_wei", "Fees paid per result.", per_result)
+        if self.balance is not None:
+            yield GaugeMetricFamily("tangle_balance_wei", "The operator's balance.", self.balance)
+        yield GaugeMetricFamily(
+            "tangle_gas_per_hour_wei", "Fees paid per hour, since start.", self.gas_per_hour
+        )
+        yield GaugeMetricFamily(
+            "tangle_balance_low",
+            "1: the balance will not cover the next hour of gas.",
+            self.low_balance,
+        )
