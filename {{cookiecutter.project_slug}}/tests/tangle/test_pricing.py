@@ -34,7 +34,7 @@ from {{ cookiecutter.package_name }}.tangle.cli import wait_for_result
 from {{ cookiecutter.package_name }}.tangle.events import JobCall, decode_job_log
 from {{ cookiecutter.package_name }}.tangle.keys import uncompressed_public_key
 from {{ cookiecutter.package_name }}.tangle.pricing import JobPrice, model_rate, price_job
-from {{ cookiecutter.package_name }}.tangle.quotes import Quoter, quote_tuple
+from {{ cookiecutter.package_name }}.tangle.quotes import JOB_QUOTE_FIELDS, Quoter
 
 from .conftest import MODEL, OPERATOR, OperatorFactory
 from .test_e2e import completed, job_input, submit_job
@@ -112,6 +112,13 @@ async def event_driven_service(customer: Chain, operator: Chain, rate: int) -> t
     )
     activated = [log for log in sent.receipt["logs"] if len(log["topics"]) == 4]
     return blueprint, _indexed(activated[-1], 1)
+
+
+def quote_tuple(quote: dict[str, Any]) -> tuple[Any, ...]:
+    """A quote from the endpoint as `submitJobFromQuote` takes it."""
+    fields = [quote["details"][item["name"]] for item in JOB_QUOTE_FIELDS]
+    fields[3], fields[7] = int(fields[3]), bytes.fromhex(fields[7][2:])
+    return (tuple(fields), bytes.fromhex(quote["signature"][2:]), quote["operator"])
 
 
 def _indexed(log: Any, index: int) -> int:
@@ -254,7 +261,7 @@ async def test_a_call_paying_less_than_its_price_gets_the_underpaid_error(
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{run.api_port}/metrics")).text
     assert "tangle_calls_underpaid_total 1.0" in metrics
-    assert "tangle_revenue_all_total " + str(float(rate)) in metrics
+    assert "tangle_revenue_total{model=" + f'"{MODEL}"' + f"}} {float(rate)}" in metrics
     assert await run.stop() == 0
 
 

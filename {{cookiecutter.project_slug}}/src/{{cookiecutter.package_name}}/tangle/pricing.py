@@ -30,7 +30,8 @@ from ..config import JobRate, Settings
 from ..jobs import JOBS, error_output
 from ..llm.errors import InvalidRequestError, LlmError
 from ..llm.models import ChatCompletionRequest, EmbeddingRequest, TextCompletionRequest
-from .abi import GET_JOB_CALL, GET_JOB_QUOTED_PRICE, GET_SERVICE
+from .abi import GET_JOB_CALL, GET_SERVICE
+from .abi import GET_JOB_QUOTED_PRICE as GET_QUOTED
 from .chain import Chain, ChainError
 from .events import JobCall
 from .producer import pause
@@ -61,11 +62,8 @@ def model_rate(settings: Settings, model: str) -> JobRate:
     listed = next((item.pricing for item in settings.models if item.id == model), None)
     if listed is None or not units:
         return JobRate()
-    return JobRate(
-        prompt=math.ceil(Decimal(listed.prompt) * units),
-        completion=math.ceil(Decimal(listed.completion) * units),
-        request=math.ceil(Decimal(listed.request) * units),
-    )
+    names = ("prompt", "completion", "request")
+    return JobRate(**{name: math.ceil(Decimal(getattr(listed, name)) * units) for name in names})
 
 
 def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
@@ -75,13 +73,10 @@ def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
     request = job.decode(inputs, limits=settings.api) if job is not None else None
     if isinstance(request, EmbeddingRequest):
         text, limit = "\n".join(request.inputs()), 0
-    elif isinstance(request, (ChatCompletionRequest, TextCompletionRequest)):
-        text = request.prompt_text()
-        limit = (
-            request.token_limit()
-            if isinstance(request, ChatCompletionRequest)
-            else request.max_tokens
-        )
+    elif isinstance(request, ChatCompletionRequest):
+        text, limit = request.prompt_text(), request.token_limit()
+    elif isinstance(request, TextCompletionRequest):
+        text, limit = request.prompt_text(), request.max_tokens
     else:  # job 1, and unknown jobs (answered with an error): no work to pay for
         return JobPrice("", 0, 0, 0)
     rate = model_rate(settings, request.model)
@@ -99,15 +94,13 @@ def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
 
 
 class Payments(Collector):
-    """The runner's check before a job's work, and the money it has seen since start."""
+    """The runner's check before a job's work, and the money seen since start (/metrics)."""
 
     def __init__(self, settings: Settings, chain: Chain, registry: CollectorRegistry) -> None:
-        self.settings = settings
-        self.chain = chain
+        self.settings, self.chain = settings, chain
         pricing = settings.job_pricing
         self.priced = bool(pricing.models) or Decimal(pricing.units_per_usd) > 0
-        self.underpaid = 0
-        self.results = 0
+        self.underpaid = self.results = 0
         self.revenue: dict[str, int] = {}
         self.balance: int | None = None
         self.gas_per_hour = 0.0
@@ -117,25 +110,18 @@ class Payments(Collector):
 
     async def _paying(self, call: JobCall) -> int:
         """What the call pays us, as the contract recorded it; retried until it answers."""
-        tangle, failures = self.chain.tangle, 0
+        ids, failures = (call.service_id, call.call_id), 0
         while True:
             try:
                 if self._event_driven is None:
-                    pricing, _ = await service_terms(self.chain, call.service_id)
-                    self._event_driven = pricing == EVENT_DRIVEN
+                    terms = await service_terms(self.chain, call.service_id)
+                    self._event_driven = terms[0] == EVENT_DRIVEN
                 if not self._event_driven:
                     return 0
-                ((*_, rfq, payment),) = await self.chain.call(
-                    tangle, GET_JOB_CALL, call.service_id, call.call_id
-                )
+                ((*_, rfq, payment),) = await self.chain.call(self.chain.tangle, GET_JOB_CALL, *ids)
                 if rfq:
-                    (payment,) = await self.chain.call(
-                        tangle,
-                        GET_JOB_QUOTED_PRICE,
-                        call.service_id,
-                        call.call_id,
-                        self.chain.address,
-                    )
+                    us = self.chain.address
+                    (payment,) = await self.chain.call(self.chain.tangle, GET_QUOTED, *ids, us)
                 return int(payment)
             except ChainError as error:
                 failures += 1
@@ -167,25 +153,20 @@ class Payments(Collector):
         if payment:
             self.revenue[model] = self.revenue.get(model, 0) + payment
 
-    async def watch_balance(self, stopping: asyncio.Event, interval_s: float = 60.0) -> None:
-        """Our balance, and a warning when it will not cover the next hour of gas."""
-        start, spent_at_start = time.monotonic(), self.chain.fees_paid_wei
+    async def watch_balance(self, stopping: asyncio.Event) -> None:
+        """Every minute: our balance, and a warning when it will not cover an hour of gas."""
+        start, spent = time.monotonic(), self.chain.fees_paid_wei
         while not stopping.is_set():
             try:
                 async with asyncio.timeout(self.settings.tangle.rpc_timeout_s):
                     self.balance = await self.chain.w3.eth.get_balance(self.chain.address)
             except Exception as error:  # web3 raises many types; the next round tries again
                 log.warning("cannot read the operator's balance (%s)", type(error).__name__)
-            elapsed = max(time.monotonic() - start, 1.0)
-            self.gas_per_hour = (self.chain.fees_paid_wei - spent_at_start) * 3600 / elapsed
+            hours = max(time.monotonic() - start, 60.0) / 3600
+            self.gas_per_hour = (self.chain.fees_paid_wei - spent) / hours
             if self.low_balance:
-                log.warning(
-                    "balance %d wei will not cover the next hour of gas (%d wei at the current "
-                    "rate)",
-                    self.balance,
-                    self.gas_per_hour,
-                )
-            await pause(stopping, interval_s)
+                log.warning("balance %s wei < an hour of gas (%d)", self.balance, self.gas_per_hour)
+            await pause(stopping, 60.0)
 
     @property
     def low_balance(self) -> bool:
@@ -193,30 +174,16 @@ class Payments(Collector):
 
     def collect(self) -> Iterator[Metric]:
         revenue = CounterMetricFamily(
-            "tangle_revenue",
-            "Payments of answered calls, by model (token units).",
-            labels=["model"],
+            "tangle_revenue", "Payments of answered calls (token units).", labels=["model"]
         )
         for model, amount in self.revenue.items():
             revenue.add_metric([model], amount)
         yield revenue
         yield CounterMetricFamily(
-            "tangle_revenue_all",
-            "Payments of answered calls (token units).",
-            sum(self.revenue.values()),
+            "tangle_calls_underpaid", "Calls paying under their price.", self.underpaid
         )
-        yield CounterMetricFamily(
-            "tangle_calls_underpaid", "Calls paying less than their price.", self.underpaid
-        )
-        per_result = self.chain.fees_paid_wei / self.results if self.results else 0
+        per_result = self.chain.fees_paid_wei / max(self.results, 1)
         yield GaugeMetricFamily("tangle_gas_per_result_wei", "Fees paid per result.", per_result)
-        if self.balance is not None:
-            yield GaugeMetricFamily("tangle_balance_wei", "The operator's balance.", self.balance)
-        yield GaugeMetricFamily(
-            "tangle_gas_per_hour_wei", "Fees paid per hour, since start.", self.gas_per_hour
-        )
-        yield GaugeMetricFamily(
-            "tangle_balance_low",
-            "1: the balance will not cover the next hour of gas.",
-            self.low_balance,
-        )
+        yield GaugeMetricFamily("tangle_gas_per_hour_wei", "Fees paid an hour.", self.gas_per_hour)
+        yield GaugeMetricFamily("tangle_balance_wei", "Operator balance.", self.balance or 0)
+        yield GaugeMetricFamily("tangle_balance_low", "1: under an hour of gas.", self.low_balance)

@@ -1,12 +1,11 @@
 """Signed job quotes: what a customer passes to `submitJobFromQuote`.
 
-POST /tangle/quote with {"requester": "0x..", "job_index": 0, "inputs": "0x.."} (or, for
-job 0, "request": an LlmRequest object, encoded here as the job's `(string)` input).
-The answer is tnt-core's JobQuoteDetails, priced by `pricing.price_job`, bound to
-keccak256(inputs) and the requester, valid for `quote_ttl_s`, and the operator's
-EIP-712 signature over it (domain TangleQuote version 1 on the Tangle contract;
-tnt-core src/libraries/SignatureLib.sol).  Signing is rate-limited (`quotes_per_s`,
-429 beyond) so that a flood of quote requests cannot take the event loop from the jobs.
+POST /tangle/quote {"requester": "0x..", "job_index": 0, "inputs": "0x.."} (or "request":
+an LlmRequest object, encoded here as job 0's `(string)`) answers tnt-core's
+JobQuoteDetails priced by `price_job`, bound to keccak256(inputs) and the requester,
+valid `quote_ttl_s`, with the operator's EIP-712 signature (domain TangleQuote 1 on
+the Tangle contract: tnt-core src/libraries/SignatureLib.sol).  Quotes are rate-limited
+(`quotes_per_s`, else 429) so that a flood cannot take the event loop from the jobs.
 """
 
 from __future__ import annotations
@@ -31,88 +30,61 @@ from ..llm.limits import check_json_size
 from .chain import Chain, ChainError
 from .pricing import EVENT_DRIVEN, price_job, service_terms
 
-JOB_QUOTE_TYPES = {
-    "JobQuoteDetails": [
-        {"name": "requester", "type": "address"},
-        {"name": "serviceId", "type": "uint64"},
-        {"name": "jobIndex", "type": "uint8"},
-        {"name": "price", "type": "uint256"},
-        {"name": "timestamp", "type": "uint64"},
-        {"name": "expiry", "type": "uint64"},
-        {"name": "confidentiality", "type": "uint8"},
-        {"name": "inputsHash", "type": "bytes32"},
-    ]
-}
-
-
-def quote_tuple(quote: dict[str, Any]) -> tuple[Any, ...]:
-    """A quote as `submitJobFromQuote` takes it (abi.JOB_QUOTE)."""
-    details = quote["details"]
-    fields = [details[item["name"]] for item in JOB_QUOTE_TYPES["JobQuoteDetails"]]
-    fields[3] = int(fields[3])  # the price travels as a decimal string (JSON numbers are doubles)
-    fields[7] = bytes.fromhex(fields[7][2:])
-    return (tuple(fields), bytes.fromhex(quote["signature"][2:]), quote["operator"])
+# SignatureLib.JOB_QUOTE_TYPEHASH's type string, as eth-account's typed-data fields.
+JOB_QUOTE_TYPE = (
+    "address requester,uint64 serviceId,uint8 jobIndex,uint256 price,uint64 timestamp,"
+    "uint64 expiry,uint8 confidentiality,bytes32 inputsHash"
+)
+JOB_QUOTE_FIELDS = [
+    dict(zip(("type", "name"), item.split(), strict=True)) for item in JOB_QUOTE_TYPE.split(",")
+]
 
 
 class Quoter:
     """Prices and signs job quotes with the operator's key."""
 
     def __init__(self, settings: Settings, chain: Chain, service_id: int) -> None:
-        self.settings = settings
-        self.chain = chain
-        self.service_id = service_id
-        self._service: tuple[int, int, int] | None = None  # chain id, pricing, confidentiality
+        self.settings, self.chain, self.service_id = settings, chain, service_id
+        self._terms: tuple[int, int, int] | None = None  # chain id, pricing, confidentiality
         self._free_at = 0.0
 
     async def quote(
         self, requester: str, job_index: int, inputs: bytes, *, now: int | None = None
     ) -> dict[str, Any]:
         price = price_job(self.settings, job_index, inputs)
-        service_id = self.service_id
-        if self._service is None:
-            terms = await service_terms(self.chain, service_id)
-            self._service = (await self.chain.chain_id(), *terms)
-        chain_id, pricing, confidentiality = self._service
+        if self._terms is None:
+            terms = await service_terms(self.chain, self.service_id)
+            self._terms = (await self.chain.chain_id(), *terms)
+        chain_id, pricing, confidentiality = self._terms
         if pricing != EVENT_DRIVEN:  # the contract would keep the payment (JobsSubmission.sol)
-            raise InvalidRequestError(f"service {service_id} does not pay operators per job")
-        timestamp = int(time.time()) if now is None else now
-        details = {
-            "requester": to_checksum_address(requester),
-            "serviceId": service_id,
-            "jobIndex": job_index,
-            "price": price.price,
-            "timestamp": timestamp,
-            "expiry": timestamp + self.settings.job_pricing.quote_ttl_s,
-            "confidentiality": confidentiality,
-            "inputsHash": "0x" + keccak(inputs).hex(),
-        }
-        domain = {
-            "name": "TangleQuote",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": self.chain.tangle,
-        }
-        signer = self.chain.account
-        if signer is None:
+            raise InvalidRequestError(f"service {self.service_id} does not pay operators per job")
+        if self.chain.account is None:
             raise ChainError("no operator key loaded")
-        signature = signer.sign_message(encode_typed_data(domain, JOB_QUOTE_TYPES, details))
+        timestamp = int(time.time()) if now is None else now
+        expiry = timestamp + self.settings.job_pricing.quote_ttl_s
+        values: tuple[Any, ...] = (to_checksum_address(requester), self.service_id, job_index)
+        values += (price.price, timestamp, expiry, confidentiality, "0x" + keccak(inputs).hex())
+        names = [item["name"] for item in JOB_QUOTE_FIELDS]
+        details: dict[str, Any] = dict(zip(names, values, strict=True))
+        domain = {"name": "TangleQuote", "version": "1", "chainId": chain_id}
+        domain["verifyingContract"] = self.chain.tangle
+        types = {"JobQuoteDetails": JOB_QUOTE_FIELDS}
+        signed = self.chain.account.sign_message(encode_typed_data(domain, types, details))
         return {
-            "details": {**details, "price": str(price.price)},
-            "signature": signature.signature.to_0x_hex(),
+            "details": details | {"price": str(price.price)},  # JSON numbers are doubles
+            "signature": signed.signature.to_0x_hex(),
             "operator": self.chain.address,
             "inputs": "0x" + inputs.hex(),
-            "model": price.model,
-            "prompt_tokens": price.prompt_tokens,
-            "completion_tokens": price.completion_tokens,
+            **vars(price),
+            "price": str(price.price),
         }
 
     def _take_slot(self) -> None:
-        """A token bucket: `quotes_per_s` a second, bursts of one second's worth."""
+        """A token bucket: `quotes_per_s`, in bursts of one second's worth."""
         now, step = time.monotonic(), 1.0 / self.settings.job_pricing.quotes_per_s
-        free_at = max(self._free_at, now) + step
-        if free_at - now > 1.0 + step:
+        if max(self._free_at, now) + step - now > 1.0 + step:
             raise OverloadedError("too many quote requests; retry shortly", retry_after=1.0)
-        self._free_at = free_at
+        self._free_at = max(self._free_at, now) + step
 
     async def endpoint(self, request: Request) -> Response:
         from ..api.body import read_body
@@ -126,12 +98,11 @@ class Quoter:
             if not isinstance(requester, str) or not is_address(requester):
                 raise InvalidRequestError("requester: expected an address", param="requester")
             job_index = body.get("job_index", 0)
-            if "request" in body:
-                inputs = encode(["string"], [json.dumps(body["request"])])
-            else:
-                inputs = bytes.fromhex(str(body.get("inputs", "")).removeprefix("0x"))
             if job_index not in JOBS or isinstance(job_index, bool):
                 raise InvalidRequestError(f"job_index: one of {sorted(JOBS)}", param="job_index")
+            inputs = bytes.fromhex(str(body.get("inputs", "")).removeprefix("0x"))
+            if "request" in body:
+                inputs = encode(["string"], [json.dumps(body["request"])])
             self._take_slot()
             return JSONResponse(await self.quote(requester, job_index, inputs))
         except LlmError as error:
@@ -139,8 +110,8 @@ class Quoter:
         except ValueError as error:  # not JSON, or inputs not hex
             return JSONResponse(InvalidRequestError(str(error)).to_openai(), status_code=400)
         except ChainError:
-            message = "the chain is unreachable; retry shortly"
-            return JSONResponse(OverloadedError(message).to_openai(), status_code=503)
+            unreachable = OverloadedError("the chain is unreachable; retry shortly")
+            return JSONResponse(unreachable.to_openai(), status_code=503)
 
     def route(self) -> Route:
         return Route("/tangle/quote", self.endpoint, methods=["POST"])
