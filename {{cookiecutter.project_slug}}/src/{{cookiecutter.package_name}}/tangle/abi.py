@@ -12,25 +12,16 @@ from typing import Any
 
 from eth_abi.abi import decode, encode
 from eth_abi.exceptions import DecodingError
+from eth_abi.grammar import TupleType, parse
 from eth_utils.crypto import keccak
 
 
 def _split_types(params: str) -> tuple[str, ...]:
-    """Split `uint64,(uint8,address),bytes` at the top-level commas."""
-    types: list[str] = []
-    depth = 0
-    start = 0
-    for index, char in enumerate(params):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            types.append(params[start:index])
-            start = index + 1
-    if params[start:]:
-        types.append(params[start:])
-    return tuple(types)
+    """`uint64,(uint8,address),bytes` as its top-level types, by eth-abi's type grammar."""
+    parsed = parse(f"({params})") if params else None
+    if not isinstance(parsed, TupleType):
+        return ()
+    return tuple(item.to_type_str() for item in parsed.components)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,9 @@
-"""What a job costs in the payment token, and whether a call pays it.
+"""What a job costs in the payment token ([job_pricing]), and whether a call pays it.
 
-Prices are per model in the token's smallest unit ([job_pricing]): per prompt
-token, per completion token, and a floor per job.  A model without its own line
-is priced from its OpenRouter listing: USD per token x `units_per_usd`, rounded
-up (native ETH at 3,000 USD: units_per_usd = 10**18 / 3000).  A job is priced as
-the API counts usage: prompt tokens as the balancer estimates them (characters /
-`chars_per_token`) plus every completion token it allows (max_tokens, else the
-model's max_output_length or context_length).  tnt-core records what a call pays:
-`getJobCall(..).payment`, or for RFQ calls our own signed price (`getJobQuotedPrice`),
-and pays it out only on an EventDriven service (JobsSubmission.sol): elsewhere a call pays 0.
+A job is priced as the API counts usage: prompt tokens as the balancer estimates them,
+plus every completion token it allows (max_tokens, else the model's maximum).  tnt-core
+pays a call's `getJobCall(..).payment` (RFQ calls: our signed `getJobQuotedPrice`) out
+only on EventDriven services (JobsSubmission.sol); elsewhere a call pays us nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +50,7 @@ class JobPrice:
 
 
 def model_rate(settings: Settings, model: str) -> JobRate:
+    """[job_pricing.models], else the listing's USD a token x `units_per_usd`, rounded up."""
     pricing = settings.job_pricing
     if model in pricing.models:
         return pricing.models[model]
@@ -184,6 +180,5 @@ class Payments(Collector):
         )
         per_result = self.chain.fees_paid_wei / max(self.results, 1)
         yield GaugeMetricFamily("tangle_gas_per_result_wei", "Fees paid per result.", per_result)
-        yield GaugeMetricFamily("tangle_gas_per_hour_wei", "Fees paid an hour.", self.gas_per_hour)
         yield GaugeMetricFamily("tangle_balance_wei", "Operator balance.", self.balance or 0)
         yield GaugeMetricFamily("tangle_balance_low", "1: under an hour of gas.", self.low_balance)
