@@ -452,30 +452,21 @@ class TangleSettings(Section):
 
 
 class JobRate(Section):
-    """One model's job prices in the payment token's smallest unit (wei when native)."""
+    """A model's job prices in the payment token's smallest unit (wei when native)."""
 
     prompt: int = Field(default=0, ge=0, description="Per prompt token.")
-    completion: int = Field(default=0, ge=0, description="Per completion token the job allows.")
-    request: int = Field(default=0, ge=0, description="Least one job pays (a floor).")
+    completion: int = Field(default=0, ge=0, description="Per completion token allowed.")
+    request: int = Field(default=0, ge=0, description="The least a job pays.")
 
 
 class JobPricingSettings(Section):
-    """What a job costs on chain; all zero (the default) answers every call."""
+    """What a Tangle job costs (config.example.toml); all zero answers every call."""
 
-    units_per_usd: str = Field(
-        default="0",
-        description="Payment-token units per USD: a model without a [job_pricing.models] line "
-        "is priced from its listing's pricing (USD per token) times this.",
-    )
+    units_per_usd: Decimal = Field(default=Decimal(0), ge=0, description="Prices listed models.")
     models: dict[str, JobRate] = Field(default_factory=dict)
     on_underpaid: Literal["error", "skip"] = "error"
     quote_ttl_s: int = Field(default=300, ge=10, le=3600, description="tnt-core: 1 h at most.")
-    quotes_per_s: float = Field(default=50.0, gt=0, description="Signed quotes per second.")
-
-    @field_validator("units_per_usd", mode="before")
-    @classmethod
-    def _units(cls, value: Any) -> str:
-        return _decimal_string(value)
+    quotes_per_s: float = Field(default=50.0, gt=0)
 
 
 # --- [cluster] -----------------------------------------------------------------

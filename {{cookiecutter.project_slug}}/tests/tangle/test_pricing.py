@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.tangle.abi import (
     REGISTER_OPERATOR,
     SUBMIT_JOB,
     SUBMIT_JOB_FROM_QUOTE,
+    CustomError,
     Function,
 )
 from {{ cookiecutter.package_name }}.tangle.chain import Chain, Reverted
@@ -36,7 +37,7 @@ from {{ cookiecutter.package_name }}.tangle.keys import uncompressed_public_key
 from {{ cookiecutter.package_name }}.tangle.pricing import JobPrice, model_rate, price_job
 from {{ cookiecutter.package_name }}.tangle.quotes import JOB_QUOTE_FIELDS, Quoter
 
-from .conftest import MODEL, OPERATOR, OperatorFactory
+from .conftest import CUSTOMER_KEY, MODEL, OPERATOR, OPERATOR_KEY, OperatorFactory, local_tangle
 from .test_e2e import completed, job_input, submit_job
 
 # A blueprint like LocalTestnet's but EventDriven: tnt-core pays operators per job only there.
@@ -59,6 +60,20 @@ APPROVE_SERVICE = Function(
     "(uint8,bytes32,bytes32,uint64)[]))"
 )
 ZERO = "0x" + "00" * 20
+# What submitJobFromQuote refuses a quote with (tnt-core Errors.sol, SignatureLib.sol).
+QUOTE_ERRORS = {
+    "0x" + error.selector.hex(): error.name
+    for error in map(
+        CustomError,
+        (
+            "QuoteExpired(address,uint64)",
+            "InvalidQuoteSignature(address)",
+            "QuoteAlreadyUsed(address)",
+            "JobQuoteRequesterMismatch(address,address,address)",
+            "JobQuoteInputsMismatch(address,bytes32,bytes32)",
+        ),
+    )
+}
 
 # Token prices dominate the floor: "Say hello" is 3 prompt tokens, max_tokens 4.
 RATES = {"prompt": 1000, "completion": 2000, "request": 100}
@@ -112,6 +127,17 @@ async def event_driven_service(customer: Chain, operator: Chain, rate: int) -> t
     )
     activated = [log for log in sent.receipt["logs"] if len(log["topics"]) == 4]
     return blueprint, _indexed(activated[-1], 1)
+
+
+async def local_paid_service(rpc_url: str, rate: int = 0) -> tuple[int, int]:
+    """README, Getting paid: such a service on a local testnet; (blueprint id, service id)."""
+    customer = Chain(local_tangle(rpc_url), Account.from_key(CUSTOMER_KEY))
+    operator = Chain(local_tangle(rpc_url), Account.from_key(OPERATOR_KEY))
+    try:
+        return await event_driven_service(customer, operator, rate)
+    finally:
+        await customer.aclose()
+        await operator.aclose()
 
 
 def quote_tuple(quote: dict[str, Any]) -> tuple[Any, ...]:
@@ -283,7 +309,8 @@ async def _refusal(
     with pytest.raises(Reverted) as caught:
         args = (service_id, 0, inputs, [quote_tuple(quote)])
         await customer.send(customer.tangle, SUBMIT_JOB_FROM_QUOTE, *args, value=value)
-    return caught.value.revert.name
+    name = caught.value.revert.name
+    return QUOTE_ERRORS.get(name[:10], name)
 
 
 async def test_a_quoted_job_is_paid_and_answered_and_a_changed_quote_is_refused(

@@ -162,14 +162,6 @@ ERRORS = (
     CustomError("InsufficientPayment(uint256,uint256)"),
     CustomError("InvalidMsgValue(uint256,uint256)"),
     CustomError("InsufficientStake(address,uint256,uint256)"),
-    # quotes (Errors.sol, SignatureLib.sol)
-    CustomError("QuoteExpired(address,uint64)"),
-    CustomError("InvalidQuoteSignature(address)"),
-    CustomError("QuoteAlreadyUsed(address)"),
-    CustomError("QuoteTimestampTooOld(address,uint64,uint64)"),
-    CustomError("JobQuoteRequesterMismatch(address,address,address)"),
-    CustomError("JobQuoteInputsMismatch(address,bytes32,bytes32)"),
-    CustomError("PaymentTooSmall(uint256,uint256)"),
     # MultiAssetDelegation (src/staking/DelegationErrors.sol)
     CustomError("OperatorBondTokenOnly(address)"),
     CustomError("InsufficientStake(uint256,uint256)"),

@@ -54,7 +54,7 @@ def model_rate(settings: Settings, model: str) -> JobRate:
     pricing = settings.job_pricing
     if model in pricing.models:
         return pricing.models[model]
-    units = Decimal(pricing.units_per_usd)
+    units = pricing.units_per_usd
     listed = next((item.pricing for item in settings.models if item.id == model), None)
     if listed is None or not units:
         return JobRate()
@@ -80,10 +80,8 @@ def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
     if limit is None and model is not None:
         limit = model.max_output_length or model.context_length
     if limit is None and rate.completion:
-        raise InvalidRequestError(
-            "set max_tokens: this operator prices a job by the longest answer it allows",
-            param="max_tokens",
-        )
+        why = "set max_tokens: this operator prices a job by the longest answer it allows"
+        raise InvalidRequestError(why, param="max_tokens")
     prompt = math.ceil(len(text) / settings.load_balancer.chars_per_token)
     price = max(rate.request, prompt * rate.prompt + (limit or 0) * rate.completion)
     return JobPrice(request.model, prompt, limit or 0, price)
@@ -95,7 +93,7 @@ class Payments(Collector):
     def __init__(self, settings: Settings, chain: Chain, registry: CollectorRegistry) -> None:
         self.settings, self.chain = settings, chain
         pricing = settings.job_pricing
-        self.priced = bool(pricing.models) or Decimal(pricing.units_per_usd) > 0
+        self.priced = bool(pricing.models) or pricing.units_per_usd > 0
         self.underpaid = self.results = 0
         self.revenue: dict[str, int] = {}
         self.balance: int | None = None
