@@ -237,10 +237,11 @@ async def test_the_quote_endpoint_refuses_bad_input_and_floods(
             await post(good | {"requester": "0x1234"}),
             await post(good | {"inputs": "0xnot-hex"}),
             await post(good | {"job_index": 9}),
+            await post(good | {"job_index": 0.0}),
             await post(b"[" * 3000),  # deep nesting
             await post(good | {"inputs": "0x" + "00" * (settings.api.max_body_bytes + 4096)}),
         ]
-        assert [r.status_code for r in refused] == [400, 400, 400, 400, 413]
+        assert [r.status_code for r in refused] == [400, 400, 400, 400, 400, 413]
         assert refused[0].json()["error"]["param"] == "requester"
         first, second = await post(good), await post(good)
     assert first.status_code == 200, first.text

@@ -98,7 +98,7 @@ class Quoter:
             if not isinstance(requester, str) or not is_address(requester):
                 raise InvalidRequestError("requester: expected an address", param="requester")
             job_index = body.get("job_index", 0)
-            if job_index not in JOBS or isinstance(job_index, bool):
+            if type(job_index) is not int or job_index not in JOBS:
                 raise InvalidRequestError(f"job_index: one of {sorted(JOBS)}", param="job_index")
             inputs = bytes.fromhex(str(body.get("inputs", "")).removeprefix("0x"))
             if "request" in body:
