@@ -23,6 +23,7 @@ BENCHMARKS = {
     "overhead": "latency and throughput the provider adds over a node, beside nginx and LiteLLM",
     "queue": "completions per second with 0, 256 and 1,024 requests waiting for a slot",
     "workers": "requests per second through serve --workers 2 against one worker",
+    "quotes": "signed Tangle job quotes (pricing and EIP-712) per CPU second",
 }
 
 
@@ -39,6 +40,10 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from .workers import main as workers
 
         return workers
+    if name == "quotes":
+        from .quotes import main as quotes
+
+        return quotes
     if name == "queue":
         from .queueing import main as queue
 
