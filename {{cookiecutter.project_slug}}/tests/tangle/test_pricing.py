@@ -362,9 +362,19 @@ async def test_a_quoted_job_is_paid_and_answered_and_a_changed_quote_is_refused(
     assert 0 < earned <= PRICE
     assert await _refusal(customer, service_id, inputs, quote, PRICE) == "QuoteAlreadyUsed"
 
+    # A price this operator signed is honoured, even below what it charges now.
+    cheap = priced(models={MODEL: {"prompt": 10, "completion": 20, "request": 100}})
+    old = await Quoter(cheap, operator, service_id).quote(customer.address, 0, inputs)
+    assert old["details"]["price"] == "110"
+    args = (service_id, 0, inputs, [quote_tuple(old)])
+    sent = await customer.send(customer.tangle, SUBMIT_JOB_FROM_QUOTE, *args, value=110)
+    honoured = await answer_of(customer, service_id, await submitted(sent))
+    assert honoured["type"] == "chat.completion"
+
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{run.api_port}/metrics")).text
-    assert "tangle_revenue_total{model=" + f'"{MODEL}"' + f"}} {float(PRICE)}" in metrics
+    assert "tangle_revenue_total{model=" + f'"{MODEL}"' + f"}} {float(PRICE + 110)}" in metrics
+    assert "tangle_calls_underpaid_total 0.0" in metrics
     assert await run.stop() == 0
     gas = [line for line in metrics.splitlines() if line.startswith("tangle_gas_per_result_wei")]
     print(f"\npaid job: price {PRICE}, paid {PRICE}, operator's rewards +{earned}; {gas}")

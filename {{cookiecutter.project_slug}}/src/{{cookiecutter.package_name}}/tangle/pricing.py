@@ -102,8 +102,8 @@ class Payments(Collector):
         self._event_driven: bool | None = None
         registry.register(self)
 
-    async def _paying(self, call: JobCall) -> int:
-        """What the call pays us, as the contract recorded it; retried until it answers."""
+    async def _paying(self, call: JobCall) -> tuple[int, bool]:
+        """What the call pays us as the contract recorded it, and whether we quoted it."""
         ids, failures = (call.service_id, call.call_id), 0
         while True:
             try:
@@ -111,12 +111,12 @@ class Payments(Collector):
                     terms = await service_terms(self.chain, call.service_id)
                     self._event_driven = terms[0] == EVENT_DRIVEN
                 if not self._event_driven:
-                    return 0
+                    return 0, False
                 ((*_, rfq, payment),) = await self.chain.call(self.chain.tangle, GET_JOB_CALL, *ids)
                 if rfq:
                     us = self.chain.address
                     (payment,) = await self.chain.call(self.chain.tangle, GET_QUOTED, *ids, us)
-                return int(payment)
+                return int(payment), bool(rfq)
             except ChainError as error:
                 failures += 1
                 log.warning("call %d: cannot read its payment (%s)", call.call_id, error)
@@ -130,8 +130,8 @@ class Payments(Collector):
             price = price_job(self.settings, call.job_index, call.inputs)
         except LlmError:
             return None  # the job answers its own input error, no work done
-        payment = await self._paying(call)
-        if payment >= price.price:
+        payment, quoted = await self._paying(call)
+        if payment >= price.price or (quoted and payment > 0):  # our signature stands
             self._paid[call.call_id] = (price.model, payment)
             return None
         self.underpaid += 1
