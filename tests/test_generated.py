@@ -77,6 +77,7 @@ ANSWER_INDEPENDENT = [
     "tests/cluster",
     "tests/tangle/test_faults.py",
     "tests/tangle/test_leader.py",
+    "tests/tangle/test_pricing.py",
     "tests/tangle/test_startup.py",
 ]
 

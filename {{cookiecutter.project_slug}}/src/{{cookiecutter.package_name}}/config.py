@@ -491,6 +491,27 @@ class TangleSettings(Section):
         return value
 
 
+# --- [job_pricing] -------------------------------------------------------------
+
+
+class JobRate(Section):
+    """A model's job prices in the payment token's smallest unit (wei when native)."""
+
+    prompt: int = Field(default=0, ge=0, description="Per prompt token.")
+    completion: int = Field(default=0, ge=0, description="Per completion token allowed.")
+    request: int = Field(default=0, ge=0, description="The least a job pays.")
+
+
+class JobPricingSettings(Section):
+    """What a Tangle job costs (config.example.toml); all zero answers every call."""
+
+    units_per_usd: Decimal = Field(default=Decimal(0), ge=0, description="Prices listed models.")
+    models: dict[str, JobRate] = Field(default_factory=dict)
+    on_underpaid: Literal["error", "skip"] = "error"
+    quote_ttl_s: int = Field(default=300, ge=10, le=3600, description="tnt-core: 1 h at most.")
+    quotes_per_s: float = Field(default=50.0, gt=0)
+
+
 # --- [cluster] -----------------------------------------------------------------
 
 
@@ -657,6 +678,7 @@ class Settings(BaseSettings):
     models: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL)])
     tangle: TangleSettings = Field(default_factory=TangleSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    job_pricing: JobPricingSettings = Field(default_factory=JobPricingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "queue": "completions per second with 0, 256 and 1,024 requests waiting for a slot",
     "workers": "requests per second through serve --workers 2 against one worker",
     "chaos": "the runner pair, Redis, a node and anvil under a seeded fault schedule",
+    "quotes": "signed Tangle job quotes (pricing and EIP-712) per CPU second",
 }
 
 
@@ -44,6 +45,10 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from .chaos import main as chaos
 
         return chaos
+    if name == "quotes":
+        from .quotes import main as quotes
+
+        return quotes
     if name == "queue":
         from .queueing import main as queue
 

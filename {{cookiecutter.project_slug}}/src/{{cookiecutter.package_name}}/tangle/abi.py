@@ -12,25 +12,16 @@ from typing import Any
 
 from eth_abi.abi import decode, encode
 from eth_abi.exceptions import DecodingError
+from eth_abi.grammar import TupleType, parse
 from eth_utils.crypto import keccak
 
 
 def _split_types(params: str) -> tuple[str, ...]:
-    """Split `uint64,(uint8,address),bytes` at the top-level commas."""
-    types: list[str] = []
-    depth = 0
-    start = 0
-    for index, char in enumerate(params):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            types.append(params[start:index])
-            start = index + 1
-    if params[start:]:
-        types.append(params[start:])
-    return tuple(types)
+    """`uint64,(uint8,address),bytes` as its top-level types, by eth-abi's type grammar."""
+    parsed = parse(f"({params})") if params else None
+    if not isinstance(parsed, TupleType):
+        return ()
+    return tuple(item.to_type_str() for item in parsed.components)
 
 
 @dataclass(frozen=True)
@@ -109,6 +100,12 @@ GET_SERVICE_OPERATORS = Function("getServiceOperators(uint64)", "address[]")
 IS_SERVICE_OPERATOR = Function("isServiceOperator(uint64,address)", "bool")
 IS_OPERATOR_REGISTERED = Function("isOperatorRegistered(uint64,address)", "bool")
 REGISTER_OPERATOR = Function("registerOperator(uint64,bytes,string)")
+GET_JOB_QUOTED_PRICE = Function("getJobQuotedPrice(uint64,uint64,address)", "uint256")
+# JobQuoteDetails (SignatureLib.sol): requester, serviceId, jobIndex, price, timestamp, expiry,
+# confidentiality, inputsHash; then the signature and the operator.
+JOB_QUOTE = "((address,uint64,uint8,uint256,uint64,uint64,uint8,bytes32),bytes,address)"
+SUBMIT_JOB_FROM_QUOTE = Function(f"submitJobFromQuote(uint64,uint8,bytes,{JOB_QUOTE}[])", "uint64")
+PENDING_REWARDS = Function("pendingRewards(address)", "uint256")
 
 JOB_SUBMITTED = event_topic("JobSubmitted(uint64,uint64,uint8,address,bytes)")
 JOB_SUBMITTED_FROM_QUOTE = event_topic(

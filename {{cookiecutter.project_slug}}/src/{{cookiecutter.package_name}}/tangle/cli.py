@@ -2,6 +2,7 @@
 
   register     stake (if needed) and register this operator for the blueprint
   submit-job   act as a customer: submit a request and print its result
+  price        what a job costs here ([job_pricing]), without a chain
   status       the service, its operators and their heartbeats, our checkpoint
   import-key   store OPERATOR_PRIVATE_KEY (or another variable) in the SDK keystore
   bench        jobs completed per second with N jobs queued (the benchmarks' tangle_jobs module)
@@ -30,6 +31,7 @@ from eth_utils.address import to_checksum_address
 from pydantic_core import from_json
 
 from ..config import ConfigError, Settings, load_settings
+from ..llm.errors import LlmError
 from .abi import (
     ERC20_ALLOWANCE,
     ERC20_APPROVE,
@@ -41,6 +43,7 @@ from .abi import (
     IS_ONLINE,
     IS_OPERATOR_REGISTERED,
     JOB_RESULT_SUBMITTED,
+    PENDING_REWARDS,
     REGISTER_OPERATOR,
     STAKING_IS_OPERATOR,
     STAKING_MIN_OPERATOR_STAKE,
@@ -53,6 +56,7 @@ from .chain import Chain, ChainError
 from .checkpoint import Checkpoint
 from .events import decode_job_log
 from .keys import OperatorKeyError, operator_account, uncompressed_public_key, write_keystore
+from .pricing import model_rate, price_job
 
 SERVICE_STATUS = {0: "pending", 1: "active", 2: "terminated"}
 
@@ -229,6 +233,16 @@ async def submit_job_command(settings: Settings, args: argparse.Namespace) -> in
         await chain.aclose()
 
 
+def price_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        price = price_job(settings, 0, encode(["string"], [_request_from_args(settings, args)]))
+    except LlmError as error:
+        raise UsageError(error.message) from None
+    rate = model_rate(settings, price.model).model_dump()
+    print(json.dumps({**price.__dict__, "rate": rate}, indent=2))
+    return 0
+
+
 # --- status -----------------------------------------------------------------------
 
 
@@ -273,6 +287,11 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
             "this_operator": account.address if account else None,
             "last_processed_block": checkpoint.load(),
         }
+        if account is not None:
+            report["balance_wei"] = await chain.w3.eth.get_balance(account.address)
+            (report["claimable_rewards_wei"],) = await chain.call(
+                chain.tangle, PENDING_REWARDS, account.address
+            )
     finally:
         await chain.aclose()
     if args.json:
@@ -294,6 +313,9 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
         mine = "yes" if account and row["operator"] == account.address else ""
         print(f"| {row['operator']} | {'yes' if row['online'] else 'no'} | {when} | {mine} |")
     print(f"last processed block (DATA_DIR checkpoint): {report['last_processed_block']}")
+    if account is not None:
+        print(f"balance {report['balance_wei']} wei, claimable {report['claimable_rewards_wei']}")
+        print("revenue, gas per result and runway: `tangle_*` at the API's /metrics")
     return 0
 
 
@@ -316,6 +338,17 @@ def import_key(settings: Settings, args: argparse.Namespace) -> int:
 # --- parsing ----------------------------------------------------------------------
 
 
+def _request_options(parser: argparse.ArgumentParser, *, metrics: bool = False) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="text to send (job 0)")
+    what.add_argument("--request", metavar="FILE", help="LlmRequest JSON file, or - for stdin")
+    if metrics:
+        what.add_argument("--metrics", action="store_true", help="job 1: ask for a heartbeat")
+    parser.add_argument("--kind", choices=("chat", "text", "embedding"), default="chat")
+    parser.add_argument("--model", help="model id (default: the first in [[models]])")
+    parser.add_argument("--max-tokens", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="config file; default: $OPENROUTER_CONFIG")
@@ -334,16 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = commands.add_parser("submit-job", parents=[common], help="submit a job as a customer")
-    what = sub.add_mutually_exclusive_group(required=True)
-    what.add_argument("--prompt", help="text to send (job 0)")
-    what.add_argument("--request", metavar="FILE", help="LlmRequest JSON file, or - for stdin")
-    what.add_argument("--metrics", action="store_true", help="job 1: ask for a heartbeat")
-    sub.add_argument("--kind", choices=("chat", "text", "embedding"), default="chat")
-    sub.add_argument("--model", help="model id (default: the first in [[models]])")
-    sub.add_argument("--max-tokens", type=int)
+    _request_options(sub, metrics=True)
     sub.add_argument("--key-env", default="TANGLE_CUSTOMER_KEY", help="variable with the key")
     sub.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a result")
     sub.add_argument("--no-wait", action="store_true", help="print the call id and exit")
+
+    _request_options(commands.add_parser("price", parents=[common], help="a job's price"))
 
     st = commands.add_parser("status", parents=[common], help="service, operators, checkpoint")
     st.add_argument("--json", action="store_true")
@@ -365,6 +394,8 @@ def main(argv: list[str]) -> int:
         settings = load_settings(args.config)
         if args.command == "import-key":
             return import_key(settings, args)
+        if args.command == "price":
+            return price_command(settings, args)
         if args.command == "bench":
             # The benchmarks are a package beside this one (src/<package>_bench), out of
             # the wheel: found by name, as `bench` finds them.

@@ -40,7 +40,9 @@ from .keys import OperatorKeyError, operator_account
 from .leader import lead_jobs
 from .metrics import RunnerCollector
 from .poison import PoisonGuard
+from .pricing import Payments
 from .producer import Producer, pause
+from .quotes import Quoter
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class JobRunner:
         self.progress = asyncio.Event()  # set whenever a call is answered
         self.head: int | None = None  # the chain's head as last seen by the watcher
         RunnerCollector.register(self, context.metrics_registry)
+        self.payments = Payments(context.settings, chain, context.metrics_registry)
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -153,10 +156,14 @@ class JobRunner:
                     self._unconfirmed[call.call_id] = _Unconfirmed(call, None)
                     return
                 result = await self._compute(call)
+                if result is None:  # underpaid, and [job_pricing] says skip
+                    self._finished([call.call_id])
+                    return
             answer = await self._submit(call, result)
             if answer.outcome is Outcome.UNSENT:
                 return  # only at shutdown: the call stays above the checkpoint
             self.answered += 1
+            self.payments.answered(call.call_id)
             self.progress.set()
             if answer.outcome in (Outcome.SUBMITTED, Outcome.ALREADY_DONE):
                 self._unconfirmed[call.call_id] = _Unconfirmed(
@@ -167,7 +174,7 @@ class JobRunner:
         finally:
             self._slots.release()
 
-    async def _compute(self, call: JobCall) -> bytes:
+    async def _compute(self, call: JobCall) -> bytes | None:
         if self.poison.poisoned(call.call_id):
             log.error("call %d stopped the runner twice; answering it with an error", call.call_id)
             return error_output(
@@ -176,6 +183,9 @@ class JobRunner:
                     code="poison_job",
                 )
             )
+        refusal = await self.payments.check(call)
+        if refusal is not None:
+            return refusal or None
         env = JobEnv(
             context=self.context,
             service_id=call.service_id,
@@ -269,6 +279,8 @@ class JobRunner:
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._watch()),
         ]
+        if not self.dry_run:
+            helpers.append(asyncio.create_task(self.payments.watch_balance(self.stopping)))
         try:
             await self.producer.run(self.dispatch, self.stopping)
             await self._finish_in_flight()
@@ -333,7 +345,7 @@ def _configure_logging(pretty: bool, verbosity: int) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-async def _serve_api(context: Context, stop: asyncio.Event) -> None:
+async def _serve_api(context: Context, stop: asyncio.Event, quoter: Quoter | None) -> None:
     """The HTTP API beside the jobs, on the same context, when this project can serve it."""
     try:
         from ..api.app import create_app
@@ -352,6 +364,8 @@ async def _serve_api(context: Context, stop: asyncio.Event) -> None:
         # Jobs need no API; an operator without API keys still answers on chain.
         log.warning("HTTP API not served: %s", error)
         return
+    if quoter is not None:
+        app.router.routes.append(quoter.route())
     api = context.settings.api
     try:
         async with serving(app, api, api.host, api.port):
@@ -484,6 +498,7 @@ async def serve_jobs(
                 except ChainError as error:
                     log.error("HTTP_RPC_URL (tangle.http_rpc_url): %s", error)
                     return 2
+                quoter = None if account is None else Quoter(settings, chain, service_id)
 
                 async def run_term(
                     stop: asyncio.Event = signals.stopping, lost: asyncio.Event | None = None
@@ -497,10 +512,10 @@ async def serve_jobs(
                     await runner.run()
 
                 if settings.cluster.redis_url is None or dry_run:
-                    await _run_with_api(context, run_term())
+                    await _run_with_api(context, run_term(), quoter)
                 else:  # one leader among the replicas sends (tangle.leader)
                     work = lead_jobs(settings, chain, chain_id, signals.stopping, run_term)
-                    await _run_with_api(context, work)
+                    await _run_with_api(context, work, quoter)
     except ChainError as error:
         log.error("%s", error)
         return 1
@@ -509,9 +524,9 @@ async def serve_jobs(
     return 0
 
 
-async def _run_with_api(context: Context, work: Awaitable[None]) -> None:
+async def _run_with_api(context: Context, work: Awaitable[None], quoter: Quoter | None) -> None:
     stop = asyncio.Event()
-    api_task = asyncio.create_task(_serve_api(context, stop))
+    api_task = asyncio.create_task(_serve_api(context, stop, quoter))
     try:
         await work
     finally:
