@@ -50,6 +50,7 @@ from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
 from .protocol import DISCONNECTED
+from .requestid import RequestIdMiddleware
 from .sse import Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -333,7 +334,10 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=lambda: api.metrics)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=lambda: api.metrics),
+        ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -22,6 +22,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from ..config import ConfigError, Settings, load_settings
+from ..logs import configure_logging
 from .app import Api, create_app
 from .protocol import Limits, limited_protocol
 
@@ -37,6 +38,7 @@ def serve(
     workers: int = 1,
 ) -> int:
     """Serve until interrupted; 2 with a message when the settings cannot serve."""
+    configure_logging("json" if settings.log_json else "text")
     try:
         app = create_app(settings)
     except ConfigError as error:
@@ -58,7 +60,7 @@ def serve(
         settings,
         host=host or settings.api.host,
         port=settings.api.port if port is None else port,
-        log_level="info",
+        log_config=None,
     )
     run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path)))
     return 0
@@ -68,9 +70,10 @@ def serve_socket(
     settings: Settings, sock: socket.socket, *, config_path: str | Path | None
 ) -> None:
     """One worker of `serve --workers`: the app on a socket its parent bound."""
+    configure_logging("json" if settings.log_json else "text")
     app = create_app(settings)
     api: Api = app.state.api
-    config = server_config(app, settings, log_level="info")
+    config = server_config(app, settings, log_config=None)
     run_on_uvloop(Server(config).run_until_signal(lambda: reload(api, config_path), sockets=[sock]))
 
 
