@@ -73,6 +73,7 @@ ANSWER_INDEPENDENT = [
     "tests/cluster",
     "tests/tangle/test_faults.py",
     "tests/tangle/test_leader.py",
+    "tests/tangle/test_monitoring.py",
     "tests/tangle/test_startup.py",
 ]
 

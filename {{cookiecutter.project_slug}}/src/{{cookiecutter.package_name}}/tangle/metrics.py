@@ -25,9 +25,8 @@ class RunnerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         runner = self.runner
-        yield GaugeMetricFamily(
-            "tangle_leader", "1 while this process answers the jobs (leads).", value=bool(runner)
-        )
+        leads = runner is not None and not runner.stopping.is_set()  # a term ending takes none
+        yield GaugeMetricFamily("tangle_leader", "1 while this process takes jobs.", value=leads)
         if runner is None:
             return
         chain = runner.chain
