@@ -1,8 +1,5 @@
-"""Log lines an operator can read or ship: INFO and above to stderr, as text or JSON lines.
-
-Every line carries `request_id`: the HTTP request's (its `X-Request-Id`) or the on-chain
-call's, so one request's node attempts, retries and errors can be found together.
-"""
+"""Log lines for operators: INFO and above on stderr, as text, logfmt or JSON lines, each
+with the `request_id` of its HTTP request or on-chain call (`-`: neither)."""
 
 from __future__ import annotations
 
@@ -13,8 +10,6 @@ from contextvars import ContextVar
 from typing import Literal
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
-
-LogStyle = Literal["text", "logfmt", "json"]
 _FORMATS = {
     "text": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s",
     "logfmt": "time=%(asctime)s level=%(levelname)s logger=%(name)s "
@@ -24,20 +19,17 @@ _FORMATS = {
 _CHATTY = ("web3", "httpx", "httpcore", "aiohttp", "asyncio", "uvicorn.access")
 
 
-class _RequestId(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
+def _tag(record: logging.LogRecord) -> bool:
+    record.request_id = request_id.get()
+    return True
 
 
-class JsonLines(logging.Formatter):
-    """One JSON object a line, the keys log shippers (Loki, Vector, Fluent Bit) index on."""
+class _Json(logging.Formatter):
+    """One object a line, with the keys log shippers (Loki, Vector, Fluent Bit) index."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
+        keys = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        line = keys | {
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
@@ -46,12 +38,13 @@ class JsonLines(logging.Formatter):
         return json.dumps(line)
 
 
-def configure_logging(style: LogStyle, verbosity: int = 0) -> None:
-    """Replace the root handlers with one on stderr; DEBUG from -v, chatty libraries from -vv."""
+def configure_logging(style: Literal["text", "logfmt", "json"], verbosity: int = 0) -> None:
+    """One stderr handler for the process; DEBUG with -v, the chatty libraries with -vv."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestId())
-    handler.setFormatter(JsonLines() if style == "json" else logging.Formatter(_FORMATS[style]))
-    level = logging.DEBUG if verbosity > 0 else logging.INFO
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    handler.addFilter(_tag)
+    handler.setFormatter(_Json() if style == "json" else logging.Formatter(_FORMATS[style]))
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity else logging.INFO, handlers=[handler], force=True
+    )
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.NOTSET if verbosity > 1 else logging.WARNING)

@@ -1,8 +1,5 @@
-"""A request id per HTTP request, for its log lines and its response's `X-Request-Id`.
-
-The client's (OpenRouter's, a proxy's) id is kept when it is a plain token of at most
-128 characters, so its logs and ours join; anything else gets a fresh id, never echoed.
-"""
+"""The request id of each HTTP request's log lines, echoed in `X-Request-Id`: the client's own
+(OpenRouter's, a proxy's) when it is a plain token of at most 128 characters, else a new one."""
 
 from __future__ import annotations
 
@@ -22,8 +19,7 @@ class RequestIdMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
         value = given if _TOKEN.fullmatch(given) else uuid.uuid4().hex.encode()
         token = request_id.set(value.decode())
