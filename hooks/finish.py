@@ -88,7 +88,15 @@ def remove_other_backends(project: Path, package: str, backend: str) -> None:
 
 
 def remove_docker(project: Path) -> None:
-    remove(project, "Dockerfile", ".dockerignore", "compose.yaml", "deploy", "tests/test_deploy.py")
+    # The alerts and the dashboard serve any deployment: deploy/prometheus and deploy/grafana stay.
+    remove(
+        project,
+        "Dockerfile",
+        ".dockerignore",
+        "compose.yaml",
+        "deploy/kubernetes",
+        "tests/test_deploy.py",
+    )
 
 
 def remove_github_actions(project: Path) -> None:

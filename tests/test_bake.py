@@ -123,8 +123,14 @@ def test_default_bake_has_every_scaffolding_file(variants: Variants) -> None:
     [
         (
             {"include_docker": False},
-            [".github/workflows/ci.yml"],
-            ["Dockerfile", ".dockerignore", "compose.yaml", "deploy", "tests/test_deploy.py"],
+            [".github/workflows/ci.yml", "deploy/prometheus/alerts.yaml"],
+            [
+                "Dockerfile",
+                ".dockerignore",
+                "compose.yaml",
+                "deploy/kubernetes",
+                "tests/test_deploy.py",
+            ],
         ),
         ({"include_github_actions": False}, ["Dockerfile"], [".github"]),
         ({"license": "MIT"}, ["LICENSE"], ["LICENSE-MIT", "LICENSE-APACHE"]),

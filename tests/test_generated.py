@@ -78,6 +78,7 @@ ANSWER_INDEPENDENT = [
     "tests/tangle/test_faults.py",
     "tests/tangle/test_leader.py",
     "tests/tangle/test_pricing.py",
+    "tests/tangle/test_monitoring.py",
     "tests/tangle/test_startup.py",
 ]
 

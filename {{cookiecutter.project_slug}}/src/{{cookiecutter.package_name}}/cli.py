@@ -26,12 +26,14 @@ PASS_THROUGH = {
 }
 
 
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
+def _add_config_option(parser: argparse.ArgumentParser, log_json: bool = False) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
         help="config file (TOML, YAML or JSON); default: $OPENROUTER_CONFIG",
     )
+    if log_json:
+        parser.add_argument("--log-json", action="store_true", help="log JSON lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="serve the OpenRouter-facing HTTP API")
-    _add_config_option(serve)
+    _add_config_option(serve, log_json=True)
     serve.add_argument("--host", help="listen address (default from config)")
     serve.add_argument("--port", type=int, help="listen port (default from config)")
     serve.add_argument(
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = commands.add_parser("run", help="run as a Tangle blueprint (jobs and the HTTP API)")
-    _add_config_option(run)
+    _add_config_option(run, log_json=True)
     run.add_argument("--test-mode", action="store_true", help="accepted for the blueprint manager")
     run.add_argument("--pretty", action="store_true", help="human-readable logs")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeat)")
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    settings.log_json |= getattr(args, "log_json", False)
     if args.command == "config":
         print(json.dumps(settings.masked(), indent=2))
         return 0

@@ -594,6 +594,7 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "OPENROUTER_LOAD_BALANCER_MAX_RETRIES": (("load_balancer", "max_retries"), str),
     "OPENROUTER_REDIS_URL": (("cluster", "redis_url"), str),
     "OPENROUTER_CLUSTER_REPLICAS": (("cluster", "replicas"), str),
+    "OPENROUTER_LOG_JSON": (("log_json",), str),
     "HTTP_RPC_URL": (("tangle", "http_rpc_url"), str),
     "WS_RPC_URL": (("tangle", "ws_rpc_url"), str),
     "KEYSTORE_URI": (("tangle", "keystore_uri"), str),
@@ -679,6 +680,7 @@ class Settings(BaseSettings):
     tangle: TangleSettings = Field(default_factory=TangleSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     job_pricing: JobPricingSettings = Field(default_factory=JobPricingSettings)
+    log_json: bool = Field(default=False, description="Log JSON lines (for log shippers).")
 
     @classmethod
     def settings_customise_sources(

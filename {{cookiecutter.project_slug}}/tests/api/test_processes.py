@@ -22,6 +22,8 @@ import httpx
 import openai
 import pytest
 
+from {{ cookiecutter.package_name }}_sim import SimConfig, running_sim
+
 PACKAGE = "{{ cookiecutter.package_name }}"
 MODEL = "acme/rotating"
 
@@ -128,6 +130,48 @@ async def test_sighup_rotates_keys_without_restart(tmp_path: Path) -> None:
             assert await status("key-two") == 200
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def json_line(stream: asyncio.StreamReader | None, pattern: str) -> dict[str, Any]:
+    """The first stderr line whose message matches; every line before it must be JSON too."""
+    assert stream is not None
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 20)).decode()
+        assert line, "the process ended early"
+        record: dict[str, Any] = json.loads(line)
+        assert {"time", "level", "logger", "request_id", "message"} <= record.keys()
+        if re.search(pattern, record["message"]):
+            return record
+
+
+async def test_log_json_lines_carry_the_request_id_to_the_node_attempts(tmp_path: Path) -> None:
+    async with running_sim(SimConfig(models=[MODEL], error_rate=1.0)) as node:
+        config = tmp_path / "config.toml"
+        write_config(config, ["key"])
+        config.write_text(config.read_text().replace("http://127.0.0.1:9", node.url))
+        env = clean_env(OPENROUTER_CONFIG=str(config))
+        async with process("serve", "--port", "0", "--log-json", env=env) as proc:
+            running = await json_line(proc.stderr, r"running on http://127.0.0.1:(\d+)")
+            port = running["message"].rsplit(":", 1)[1].split()[0]
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers={"authorization": "Bearer key"}
+            ) as http:
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+                given = {"x-request-id": "or-trace:42"}
+                answer = await http.post("/v1/chat/completions", json=body, headers=given)
+                assert answer.status_code >= 500
+                assert answer.headers["x-request-id"] == "or-trace:42"
+                attempt = await json_line(proc.stderr, r"node n1: attempt failed")
+                assert attempt["request_id"] == "or-trace:42" and attempt["level"] == "INFO"
+                # Too long, or not a plain token: a fresh id, the given one never echoed.
+                for hostile in ("a" * 129, "<script>", "id with spaces"):
+                    response = await http.get("/v1/models", headers={"x-request-id": hostile})
+                    assert re.fullmatch("[0-9a-f]{32}", response.headers["x-request-id"])
+                ids = {(await http.get("/health")).headers["x-request-id"] for _ in range(3)}
+                assert len(ids) == 3
+            proc.send_signal(signal.SIGHUP)
+            reloaded = await json_line(proc.stderr, r"SIGHUP: API keys reloaded")
+            assert reloaded["level"] == "INFO" and reloaded["request_id"] == "-"
 
 
 async def test_sighup_reloads_the_fleet_from_the_config_option(tmp_path: Path) -> None:

@@ -333,6 +333,10 @@ async def test_a_fee_spike_above_the_cap_waits_and_sends_once_the_fee_falls(
     await anvil(chain, "anvil_setNextBlockBaseFeePerGas", hex(GWEI // 2))
     await anvil(chain, "evm_mine")
     await process.answered(3)
+    # Read while the runner leads: a replica standing by reports only tangle_leader 0.
+    metrics = generate_latest(process.runner.context.metrics_registry).decode()
+    assert "tangle_fees_paid_wei_total" in metrics
+    assert "tangle_leader 1.0" in metrics
     assert await process.stop() == 0
     found = await results(chain, first_block)
     assert sorted(found) == sorted(calls)
@@ -342,10 +346,8 @@ async def test_a_fee_spike_above_the_cap_waits_and_sends_once_the_fee_falls(
         assert tx["maxFeePerGas"] <= cap
         assert receipt["effectiveGasPrice"] <= cap
     assert "the base fee is under the cap again" in caplog.text
-    assert (
-        "tangle_fees_paid_wei_total"
-        in generate_latest(process.runner.context.metrics_registry).decode()
-    )
+    stopped = generate_latest(process.runner.context.metrics_registry).decode()
+    assert "tangle_leader 0.0" in stopped and "tangle_fees_paid_wei" not in stopped
 
 
 async def test_a_dropped_result_is_replaced_with_the_same_nonce_and_a_higher_fee(

@@ -51,6 +51,7 @@ from .listing import build_listing, unready
 from .media import check_media
 from .metrics import HttpMetrics, MetricsMiddleware
 from .openapi import build_document
+from .requestid import RequestIdMiddleware
 from .sse import FIRST_BYTE_S, Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -345,7 +346,10 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=lambda: api.metrics)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=lambda: api.metrics),
+        ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -40,6 +40,7 @@ from granian.server.embed import Server as EmbeddedGranian
 from starlette.applications import Starlette
 
 from ..config import ApiSettings, ConfigError, Settings, load_settings
+from ..logs import configure_logging
 from .app import Api, create_app
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ def serve(
     workers: int = 1,
 ) -> int:
     """Serve until interrupted; 2 with a message when the settings cannot serve."""
+    configure_logging("json" if settings.log_json else "text")
     try:
         create_app(settings)
     except ConfigError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     try:
@@ -134,7 +135,9 @@ def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before the call
             os._exit(1)
-    app = create_app(worker_settings(load_settings(config_path), workers))
+    settings = worker_settings(load_settings(config_path), workers)
+    configure_logging("json" if settings.log_json else "text")
+    app = create_app(settings)
     api: Api = app.state.api
 
     def reload() -> None:

@@ -76,7 +76,9 @@ class Accounting:
             # Decode speed, scaled both ways: the first chunk carries the first token, the
             # rest took (now - first_at), whatever the answer's length.
             node.decode.observe((now - first_at) * 1000 * REFERENCE_TOKENS / (tokens - 1), now)
-        self._metrics.node(node.name).latency.observe(now - started)
+        series = self._metrics.node(node.name)
+        series.latency.observe(now - started)
+        series.tokens.inc(tokens or 0)
         self.transition(node, before)
 
     def failed(self, node: Node, exc: Exception, started: float) -> LlmError:
@@ -88,6 +90,7 @@ class Accounting:
             log.error("node %s: client raised %s", node.name, type(exc).__name__, exc_info=exc)
             error = UpstreamError(f"node {node.name} failed")
         self._metrics.error(node.name, error.code or error.error_type)
+        log.info("node %s: attempt failed: %s", node.name, error.code or error.error_type)
         if isinstance(error, OverloadedError):
             # A full node (vLLM's busy 503) works: tried elsewhere, set aside, not ejected.
             if error.retry_after is None:

@@ -40,7 +40,7 @@ from ..llm.models import (
 from .accounting import Accounting
 from .admission import Admission
 from .health import HealthMonitor
-from .metrics import BalancerMetrics
+from .metrics import BalancerMetrics, ModelCollector
 from .node import Node
 from .registry import ClientFactory, Registry
 from .shared import SharedState
@@ -66,7 +66,9 @@ class Balancer:
         chooser: Chooser | None = None,
         shared: SharedState | None = None,
     ) -> None:
-        self._metrics = BalancerMetrics(metrics_registry or CollectorRegistry())
+        registry = metrics_registry or CollectorRegistry()
+        self._metrics = BalancerMetrics(registry)
+        registry.register(ModelCollector(self.listed_models))
         self._registry = Registry(settings, self._metrics, rng or random.Random(), chooser, _now)
         self._admission = Admission(self._registry, self._metrics, shared, _now)
         self._accounting = Accounting(self._metrics, shared, self._registry.holds, _now)

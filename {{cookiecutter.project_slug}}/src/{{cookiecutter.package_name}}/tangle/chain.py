@@ -273,6 +273,13 @@ class Chain:
         """Our transactions not yet final (mined, or waiting to be)."""
         return len(self._slots)
 
+    def oldest_unmined_s(self) -> float:
+        sent = [slot.sent_at for slot in self._slots.values() if not slot.mined]
+        return time.monotonic() - min(sent) if sent else 0.0
+
+    async def balance(self) -> int:
+        return await self._read("eth_getBalance", self.w3.eth.get_balance(self.address))
+
     async def aclose(self) -> None:
         provider = self.w3.provider
         if isinstance(provider, AsyncHTTPProvider):

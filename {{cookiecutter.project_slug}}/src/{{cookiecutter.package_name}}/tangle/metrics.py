@@ -1,7 +1,8 @@
 """The job runner's state in the context's Prometheus registry (served at /metrics).
 
 Read at scrape time from the runner and its chain, so the loops keep no
-metric objects of their own.
+metric objects of their own.  One collector per process: `runner` is the term
+in force, None while this replica stands by (another one leads).
 """
 
 from __future__ import annotations
@@ -18,16 +19,34 @@ if TYPE_CHECKING:
 
 
 class RunnerCollector(Collector):
-    def __init__(self, runner: JobRunner) -> None:
-        self._runner = runner
-
-    @classmethod
-    def register(cls, runner: JobRunner, registry: CollectorRegistry) -> None:
-        registry.register(cls(runner))
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runner: JobRunner | None = None
+        registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        runner = self._runner
+        runner = self.runner
+        leads = runner is not None and not runner.stopping.is_set()  # a term ending takes none
+        yield GaugeMetricFamily("tangle_leader", "1 while this process takes jobs.", value=leads)
+        if runner is None:
+            return
         chain = runner.chain
+        if runner.balance is not None:
+            yield GaugeMetricFamily(
+                "tangle_operator_balance_wei", "The operator's balance.", value=runner.balance
+            )
+        yield GaugeMetricFamily(
+            "tangle_oldest_unmined_transaction_seconds",
+            "Age of our oldest transaction not yet mined (0: none waiting).",
+            value=chain.oldest_unmined_s(),
+        )
+        outcomes = CounterMetricFamily(
+            "tangle_results",
+            "Results by fate (failed: refused by the contract).",
+            labels=["outcome"],
+        )
+        for outcome, count in runner.consumer.stats.items():
+            outcomes.add_metric([outcome.value], count)
+        yield outcomes
         last = runner.checkpoint.last_processed
         if last is not None:
             yield GaugeMetricFamily(

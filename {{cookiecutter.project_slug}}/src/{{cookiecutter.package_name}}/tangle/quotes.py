@@ -91,7 +91,7 @@ class Quoter:
 
         limits = self.settings.api
         try:
-            raw = await read_body(request, limits.max_body_bytes + 1024)
+            raw = await read_body(request, limits.max_body_bytes + 1024, limits.body_timeout_s)
             check_json_size(raw, limits.max_json_keys, limits.max_json_items)
             body = from_json(raw)
             requester = body.get("requester") if isinstance(body, dict) else None

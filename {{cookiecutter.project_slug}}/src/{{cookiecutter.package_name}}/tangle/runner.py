@@ -14,7 +14,6 @@ import contextlib
 import functools
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..config import ConfigError, Settings
 from ..context import Context
 from ..jobs import JobEnv, error_output, fleet_metrics, run_job
 from ..llm.errors import InvalidRequestError
+from ..logs import configure_logging, request_id
 from .abi import (
     IS_SERVICE_OPERATOR,
     METRIC_PAIRS,
@@ -98,8 +98,8 @@ class JobRunner:
         self.answered = 0
         self.progress = asyncio.Event()  # set whenever a call is answered
         self.head: int | None = None  # the chain's head as last seen by the watcher
-        RunnerCollector.register(self, context.metrics_registry)
         self.payments = Payments(context.settings, chain, context.metrics_registry)
+        self.balance: int | None = None  # the operator's, as last seen by the watcher
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -149,6 +149,7 @@ class JobRunner:
 
     async def _process(self, call: JobCall, result: bytes | None = None) -> None:
         """Answer one call (or send `result` again); the slot is released at the end."""
+        request_id.set(f"call-{call.call_id}")  # this task's own context: its log lines
         try:
             if result is None:
                 if not await self._needs_answer(call):
@@ -231,6 +232,8 @@ class JobRunner:
     async def confirm(self) -> None:
         """One pass: results `confirmations` deep in an unchanged block are final."""
         self.head = head = await self.chain.block_number()
+        if self.chain.account is not None:
+            self.balance = await self.chain.balance()
         final_block = head - self.settings.confirmation_depth
         if not self.dry_run and await self.chain.keep_transactions(max(final_block, 0)):
             await self.producer.recover(self.dispatch)  # results the chain dropped
@@ -330,19 +333,6 @@ class JobRunner:
                 "the pending state before answering their calls again",
                 unsent,
             )
-
-
-def _configure_logging(pretty: bool, verbosity: int) -> None:
-    level = logging.DEBUG if verbosity > 0 else logging.INFO
-    if pretty:
-        fmt = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    else:
-        fmt = "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
-    if verbosity < 2:
-        # web3 and the HTTP clients log every request; -vv shows them.
-        for name in ("web3", "httpx", "httpcore", "aiohttp", "asyncio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _serve_api(context: Context, stop: asyncio.Event, quoter: Quoter | None) -> None:
@@ -489,6 +479,7 @@ async def serve_jobs(
                 except ConfigError as error:  # e.g. a node type this project was made without
                     log.error("%s", error)
                     return 2
+                collector = RunnerCollector(context.metrics_registry)
                 try:
                     chain_id = await chain.chain_id()
                     if account is not None:
@@ -506,10 +497,13 @@ async def serve_jobs(
                     runner = JobRunner(
                         context, chain, chain_id=chain_id, dry_run=dry_run, stopping=stop, lost=lost
                     )
-                    signals.runner = runner
+                    signals.runner = collector.runner = runner
                     if ready is not None:
                         await ready(runner)
-                    await runner.run()
+                    try:
+                        await runner.run()
+                    finally:
+                        collector.runner = None
 
                 if settings.cluster.redis_url is None or dry_run:
                     await _run_with_api(context, run_term(), quoter)
@@ -536,7 +530,7 @@ async def _run_with_api(context: Context, work: Awaitable[None], quoter: Quoter 
 
 def run(settings: Settings, *, test_mode: bool, pretty: bool, verbosity: int, dry_run: bool) -> int:
     """The blueprint manager's entry point: `run [--test-mode] [--pretty] [-v] [--dry-run]`."""
-    _configure_logging(pretty, verbosity)
+    configure_logging("json" if settings.log_json else "text" if pretty else "logfmt", verbosity)
     if test_mode:
         # Accepted for the blueprint manager; this runner behaves the same either way.
         log.info("test mode")
