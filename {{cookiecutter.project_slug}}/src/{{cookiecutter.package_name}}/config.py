@@ -5,6 +5,7 @@ file (TOML, or YAML / JSON by extension) comes from `--config` or
 `OPENROUTER_CONFIG`.  Environment variables use the seed's `OPENROUTER_*`
 names and the Tangle runner's names (see `ENV_OVERRIDES`).  Any invalid value
 stops start-up with the key and the reason: there is no silent fallback.
+What each setting does is in config.example.toml (tests keep the two in step).
 """
 
 from __future__ import annotations
@@ -109,53 +110,23 @@ def _camel_to_snake(value: str) -> str:
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
-    auth_enabled: bool = Field(
-        default=True, description="Every endpoint but /health and /ready asks for a key."
-    )
+    auth_enabled: bool = True
     api_keys: list[SecretStr] = Field(default_factory=list)
-    metrics_key: SecretStr | None = Field(
-        default=None, description="When set, /metrics asks for this Bearer key (else an API key)."
-    )
+    metrics_key: SecretStr | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    max_json_keys: int = Field(
-        default=50_000,
-        ge=100,
-        description="Object keys in a request body (':' bytes, strings' included); more: 413.",
-    )
-    max_json_items: int = Field(
-        default=500_000,
-        ge=100,
-        description="Array items and object members in a request body "
-        "(',' bytes, strings' included); more: 413.",
-    )
-    max_header_bytes: int = Field(
-        default=32 * 1024, ge=1024, description="Request line and headers; larger: 431."
-    )
-    header_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="From connection or previous answer to the end of the headers; then closed "
-        "(the idle time of a keep-alive connection too).",
-    )
-    body_timeout_s: float = Field(
-        default=30.0, gt=0, description="From the headers to the end of the body; then 408."
-    )
-    request_timeout_s: float = Field(default=600.0, gt=0, description="Deadline for one request.")
-    keepalive_interval_s: float = Field(
-        default=5.0, gt=0, description="A silent stream gets a `: keep-alive` comment this often."
-    )
-    always_include_usage: bool = Field(
-        default=True, description="Every stream ends with usage (OpenRouter bills from it)."
-    )
+    max_json_keys: int = Field(default=50_000, ge=100)
+    max_json_items: int = Field(default=500_000, ge=100)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    keepalive_interval_s: float = Field(default=5.0, gt=0)
+    always_include_usage: bool = True
     listing_format: Literal["v2", "flat"] = "v2"  # OpenRouter's schema 2.4, or its legacy one
-    private_media_urls: bool = Field(
-        default=False,
-        description="Let image and file URLs name private, loopback or link-local hosts "
-        "(the node fetches them).",
-    )
+    private_media_urls: bool = False
 
-    tls_certfile: Path | None = Field(default=None, description="PEM chain: serve HTTPS.")
-    tls_keyfile: Path | None = Field(default=None, description="PEM key of tls_certfile.")
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -177,78 +148,34 @@ class ApiSettings(Section):
 class LoadBalancerSettings(Section):
     strategy: Strategy = DEFAULT_STRATEGY
     max_retries: int = Field(default=2, ge=0, le=10)
-    max_queue: int = Field(
-        default=0, ge=0, description="API requests that may wait for a node; 0: 429 at once."
-    )
-    selection_timeout_s: float = Field(
-        default=0.25, ge=0, description="How long a queued API request waits before 429."
-    )
+    max_queue: int = Field(default=0, ge=0)
+    selection_timeout_s: float = Field(default=0.25, ge=0)
     health_check_interval_s: float = Field(default=5.0, gt=0)
     health_check_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
-    read_timeout_s: float = Field(default=120.0, gt=0, description="Idle time between bytes.")
-    http_transport: Literal["aiohttp", "httpx"] = Field(
-        default="aiohttp",
-        description="HTTP transport of the node clients; aiohttp measured faster (bench transport)",
-    )
-    health_check_interval_by_type: dict[NodeType, float] = Field(
-        default_factory=dict, description="Per server type override of health_check_interval_s."
-    )
-    discovery_interval_s: float = Field(
-        default=60.0, gt=0, description="How often each node's model list is asked again."
-    )
-    unhealthy_threshold: int = Field(
-        default=2, ge=1, description="Consecutive failed health checks that mark a node down."
-    )
-    stale_signal_age_s: float = Field(
-        default=15.0, gt=0, description="Server load gauges older than this count as unknown."
-    )
-    max_server_waiting: float = Field(
-        default=16, ge=0, description="A node whose fresh gauges show this many queued is full."
-    )
-    max_kv_cache_usage: float = Field(
-        default=0.98, gt=0, le=1, description="Fresh KV-cache usage at which a node is full."
-    )
-    failover_deadline_s: float = Field(
-        default=30.0, gt=0, description="No new attempt starts this long after the request came."
-    )
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    # aiohttp measured faster (bench transport)
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    health_check_interval_by_type: dict[NodeType, float] = Field(default_factory=dict)
+    discovery_interval_s: float = Field(default=60.0, gt=0)
+    unhealthy_threshold: int = Field(default=2, ge=1)
+    stale_signal_age_s: float = Field(default=15.0, gt=0)
+    max_server_waiting: float = Field(default=16, ge=0)
+    max_kv_cache_usage: float = Field(default=0.98, gt=0, le=1)
+    failover_deadline_s: float = Field(default=30.0, gt=0)
     eject_consecutive_failures: int = Field(default=5, ge=1)
-    eject_failure_rate: float = Field(
-        default=0.5, gt=0, le=1, description="Failure share over the recent window that ejects."
-    )
-    failure_window: int = Field(default=20, ge=2, description="Recent requests the rate counts.")
-    failure_window_min: int = Field(
-        default=10, ge=1, description="Requests in the window before the rate can eject."
-    )
-    ejection_base_s: float = Field(
-        default=5.0, gt=0, description="First ejection; each ejection in a row doubles it."
-    )
+    eject_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    failure_window: int = Field(default=20, ge=2)
+    failure_window_min: int = Field(default=10, ge=1)
+    ejection_base_s: float = Field(default=5.0, gt=0)
     ejection_max_s: float = Field(default=300.0, gt=0)
-    retry_after_max_s: float = Field(
-        default=60.0, ge=0, description="Longest Retry-After from a node that is honoured."
-    )
-    failure_latency_penalty: float = Field(
-        default=2.0, ge=1, description="A failure counts as this many times the success latency."
-    )
-    default_latency_ms: float = Field(
-        default=1000.0,
-        gt=0,
-        description="Latency of a 100-token answer assumed before a node is measured.",
-    )
-    latency_decay_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="Time constant of the peak-EWMA latency and decode-time estimates.",
-    )
-    prefix_chars: int = Field(
-        default=512, ge=1, description="Prompt characters hashed by prefix_affinity."
-    )
-    prefix_epsilon: float = Field(
-        default=0.25, ge=0, description="prefix_affinity: a node takes at most (1+eps) x mean load."
-    )
-    chars_per_token: float = Field(
-        default=4.0, gt=0, description="Prompt length estimate used by the context-length filter."
-    )
+    retry_after_max_s: float = Field(default=60.0, ge=0)
+    failure_latency_penalty: float = Field(default=2.0, ge=1)
+    default_latency_ms: float = Field(default=1000.0, gt=0)
+    latency_decay_s: float = Field(default=10.0, gt=0)
+    prefix_chars: int = Field(default=512, ge=1)
+    prefix_epsilon: float = Field(default=0.25, ge=0)
+    chars_per_token: float = Field(default=4.0, gt=0)
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -281,11 +208,7 @@ class NodeSettings(Section):
     weight: float = Field(default=1.0, gt=0)
     max_concurrency: int = Field(default=8, ge=1)
     api_key: SecretStr | None = None
-    extra_fields: list[str] = Field(
-        default_factory=list,
-        description="Request fields beyond OpenAI's and OpenRouter's that this node is sent "
-        "(e.g. vLLM's chat_template_kwargs); other unknown fields are dropped.",
-    )
+    extra_fields: list[str] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -336,7 +259,7 @@ class Pricing(Section):
 
 
 class Datacenter(Section):
-    country_code: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
+    country_code: str = Field(pattern=r"^[A-Z]{2}$")
     region: str | None = None
 
 
@@ -364,7 +287,7 @@ Feature = Literal["tools", "json_mode", "structured_outputs", "logprobs", "web_s
 
 
 class ModelSettings(Section):
-    id: str = Field(min_length=1, description="The id OpenRouter sends in `model`.")
+    id: str = Field(min_length=1)
     name: str | None = None
     hugging_face_id: str = ""
     description: str | None = None
@@ -398,15 +321,13 @@ class ModelSettings(Section):
     )
     is_ready: bool | None = None  # false hides it; unset: listed ready while a node is up
     is_free: bool | None = None
-    tokenizer: str | None = Field(default=None, description="Tokenizer family, e.g. Llama3.")
+    tokenizer: str | None = None
     datacenters: list[Datacenter] = Field(default_factory=list)
-    capacity_tpm: int | None = Field(default=None, ge=1, le=JSON_INT, description="Tokens/minute.")
+    capacity_tpm: int | None = Field(default=None, ge=1, le=JSON_INT)
     service_tier: Literal["flex", "priority", "fast", "ultrafast"] | None = None
     discount_to_user: float | None = Field(default=None, lt=1, allow_inf_nan=False)
     deprecation_date: str | None = Field(
-        default=None,
-        pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:00:00Z)?$",
-        description="YYYY-MM-DD (13:00 UTC) or YYYY-MM-DDTHH:00:00Z, as OpenRouter reads it.",
+        default=None, pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:00:00Z)?$"
     )
 
     @field_validator("deprecation_date")
@@ -425,10 +346,7 @@ class TangleSettings(Section):
     ws_rpc_url: str = DEFAULT_WS_RPC_URL
     keystore_uri: str = DEFAULT_KEYSTORE_URI
     keystore_password: SecretStr | None = None
-    operator_private_key: SecretStr | None = Field(
-        default=None,
-        description="For local development only; production keys live in the keystore.",
-    )
+    operator_private_key: SecretStr | None = None
     data_dir: str = "./data"
     chain: Literal["local_testnet", "local_mainnet", "testnet", "mainnet"] = {{ cookiecutter.chain | tojson }}
     protocol: Literal["tangle", "tangle-evm"] = "tangle"
@@ -438,44 +356,18 @@ class TangleSettings(Section):
     staking_contract: str = {{ cookiecutter.staking_contract | tojson }}
     status_registry_contract: str = {{ cookiecutter.status_registry_contract | tojson }}
     poll_interval_s: float = Field(default=2.0, gt=0)
-    confirmations: int | None = Field(
-        default=None,
-        ge=0,
-        description="Blocks a job waits before it is taken; default 0 on local chains, else 2.",
-    )
-    max_block_range: int = Field(default=500, ge=1, description="Blocks per eth_getLogs call.")
-    start_block: int | None = Field(
-        default=None, ge=0, description="First block to scan when DATA_DIR has no checkpoint."
-    )
-    lookback_blocks: int = Field(
-        default=10, ge=0, description="Without checkpoint or start_block: start this far back."
-    )
+    confirmations: int | None = Field(default=None, ge=0)
+    max_block_range: int = Field(default=500, ge=1)
+    start_block: int | None = Field(default=None, ge=0)
+    lookback_blocks: int = Field(default=10, ge=0)
     max_concurrent_jobs: int = Field(default=64, ge=1)
-    batch_max: int = Field(default=16, ge=1, le=256, description="Results per submitResults.")
-    heartbeat_interval_s: float = Field(
-        default=120.0, ge=0, description="Seconds between heartbeats; 0 turns them off."
-    )
-    shutdown_grace_s: float = Field(
-        default=30.0, ge=0, description="How long shutdown waits for jobs and results in flight."
-    )
-    rpc_timeout_s: float = Field(
-        default=10.0, gt=0, description="Seconds one JSON-RPC call may take before it fails."
-    )
-    max_fee_gwei: float = Field(
-        default=100.0,
-        gt=0,
-        description="Most a transaction pays per gas (maxFeePerGas); above it, results wait.",
-    )
-    priority_fee_gwei: float | None = Field(
-        default=None,
-        ge=0,
-        description="Tip per gas; default: the node's eth_maxPriorityFeePerGas, within the cap.",
-    )
-    replace_after_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="A transaction pending this long is sent again, same nonce, higher fee.",
-    )
+    batch_max: int = Field(default=16, ge=1, le=256)
+    heartbeat_interval_s: float = Field(default=120.0, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    max_fee_gwei: float = Field(default=100.0, gt=0)
+    priority_fee_gwei: float | None = Field(default=None, ge=0)
+    replace_after_s: float = Field(default=30.0, gt=0)
 
     @property
     def confirmation_depth(self) -> int:
@@ -497,18 +389,18 @@ class TangleSettings(Section):
 class JobRate(Section):
     """A model's job prices in the payment token's smallest unit (wei when native)."""
 
-    prompt: int = Field(default=0, ge=0, description="Per prompt token.")
-    completion: int = Field(default=0, ge=0, description="Per completion token allowed.")
-    request: int = Field(default=0, ge=0, description="The least a job pays.")
+    prompt: int = Field(default=0, ge=0)
+    completion: int = Field(default=0, ge=0)
+    request: int = Field(default=0, ge=0)
 
 
 class JobPricingSettings(Section):
     """What a Tangle job costs (config.example.toml); all zero answers every call."""
 
-    units_per_usd: Decimal = Field(default=Decimal(0), ge=0, description="Prices listed models.")
+    units_per_usd: Decimal = Field(default=Decimal(0), ge=0)
     models: dict[str, JobRate] = Field(default_factory=dict)
     on_underpaid: Literal["error", "skip"] = "error"
-    quote_ttl_s: int = Field(default=300, ge=10, le=3600, description="tnt-core: 1 h at most.")
+    quote_ttl_s: int = Field(default=300, ge=10, le=3600)  # tnt-core: 1 h at most
     quotes_per_s: float = Field(default=50.0, gt=0)
 
 
@@ -518,30 +410,15 @@ class JobPricingSettings(Section):
 class ClusterSettings(Section):
     """Replicas sharing node state through Redis; off (one process alone) by default."""
 
-    redis_url: SecretStr | None = Field(
-        default=None, description="redis:// or rediss:// URL; unset, each process is alone."
-    )
+    redis_url: SecretStr | None = None
     key_prefix: str = Field(
         default="openrouter", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
     )
-    replicas: int = Field(
-        default=1,
-        ge=1,
-        le=1024,
-        description="Replicas expected; without Redis each keeps 1/replicas of every limit.",
-    )
-    lease_ttl_s: float = Field(
-        default=3.0, ge=1, le=600, description="A dead replica's in-flight slots free after this."
-    )
-    sync_interval_s: float = Field(
-        default=0.25, gt=0, le=5, description="How often health, ejections and cooldowns sync."
-    )
-    redis_timeout_s: float = Field(
-        default=0.5, gt=0, le=30, description="Redis call deadline; slower counts as unreachable."
-    )
-    leader_lease_s: float = Field(
-        default=10.0, ge=1, le=600, description="`run` replicas: a dead leader's lease ends after."
-    )
+    replicas: int = Field(default=1, ge=1, le=1024)
+    lease_ttl_s: float = Field(default=3.0, ge=1, le=600)
+    sync_interval_s: float = Field(default=0.25, gt=0, le=5)
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    leader_lease_s: float = Field(default=10.0, ge=1, le=600)
 
     @field_validator("redis_url")
     @classmethod
@@ -680,7 +557,7 @@ class Settings(BaseSettings):
     tangle: TangleSettings = Field(default_factory=TangleSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     job_pricing: JobPricingSettings = Field(default_factory=JobPricingSettings)
-    log_json: bool = Field(default=False, description="Log JSON lines (for log shippers).")
+    log_json: bool = False
 
     @classmethod
     def settings_customise_sources(
