@@ -14,12 +14,12 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -340,6 +340,8 @@ class ModelSettings(Section):
 
 # --- [tangle] ------------------------------------------------------------------
 
+EvmAddress = Annotated[str, Field(pattern=r"^(0x[0-9a-fA-F]{40})?$")]  # unset: empty
+
 
 class TangleSettings(Section):
     http_rpc_url: str = DEFAULT_HTTP_RPC_URL
@@ -352,9 +354,9 @@ class TangleSettings(Section):
     protocol: Literal["tangle", "tangle-evm"] = "tangle"
     blueprint_id: int = Field(default={{ cookiecutter.blueprint_id }}, ge=0, lt=2**64)
     service_id: int | None = Field(default={{ cookiecutter.service_id }}, ge=0, lt=2**64)
-    tangle_contract: str = {{ cookiecutter.tangle_contract | tojson }}
-    staking_contract: str = {{ cookiecutter.staking_contract | tojson }}
-    status_registry_contract: str = {{ cookiecutter.status_registry_contract | tojson }}
+    tangle_contract: EvmAddress = {{ cookiecutter.tangle_contract | tojson }}
+    staking_contract: EvmAddress = {{ cookiecutter.staking_contract | tojson }}
+    status_registry_contract: EvmAddress = {{ cookiecutter.status_registry_contract | tojson }}
     poll_interval_s: float = Field(default=2.0, gt=0)
     confirmations: int | None = Field(default=None, ge=0)
     max_block_range: int = Field(default=500, ge=1)
@@ -374,13 +376,6 @@ class TangleSettings(Section):
         if self.confirmations is not None:
             return self.confirmations
         return 0 if self.chain.startswith("local") else 2
-
-    @field_validator("tangle_contract", "staking_contract", "status_registry_contract")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if value and not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
-            raise ValueError(f"expected an EVM address (0x and 40 hex digits), got {value!r}")
-        return value
 
 
 # --- [job_pricing] -------------------------------------------------------------
@@ -455,75 +450,58 @@ def _default_nodes() -> list[NodeSettings]:
     ]
 
 
-def _split_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-# Environment variable -> (path in the settings, converter).
-ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
-    "OPENROUTER_API_HOST": (("api", "host"), str),
-    "OPENROUTER_API_PORT": (("api", "port"), str),
-    "OPENROUTER_API_AUTH_ENABLED": (("api", "auth_enabled"), str),
-    "OPENROUTER_API_KEY": (("api", "api_keys"), _split_list),
-    "OPENROUTER_METRICS_KEY": (("api", "metrics_key"), str),
-    "OPENROUTER_API_MAX_BODY_BYTES": (("api", "max_body_bytes"), str),
-    "OPENROUTER_LOAD_BALANCER_STRATEGY": (("load_balancer", "strategy"), str),
-    "OPENROUTER_LOAD_BALANCER_MAX_RETRIES": (("load_balancer", "max_retries"), str),
-    "OPENROUTER_REDIS_URL": (("cluster", "redis_url"), str),
-    "OPENROUTER_CLUSTER_REPLICAS": (("cluster", "replicas"), str),
-    "OPENROUTER_LOG_JSON": (("log_json",), str),
-    "HTTP_RPC_URL": (("tangle", "http_rpc_url"), str),
-    "WS_RPC_URL": (("tangle", "ws_rpc_url"), str),
-    "KEYSTORE_URI": (("tangle", "keystore_uri"), str),
-    "KEYSTORE_PASSWORD": (("tangle", "keystore_password"), str),
-    "OPERATOR_PRIVATE_KEY": (("tangle", "operator_private_key"), str),
-    "DATA_DIR": (("tangle", "data_dir"), str),
-    "CHAIN": (("tangle", "chain"), str),
-    "PROTOCOL": (("tangle", "protocol"), str),
-    "BLUEPRINT_ID": (("tangle", "blueprint_id"), str),
-    "SERVICE_ID": (("tangle", "service_id"), str),
-    "TANGLE_CONTRACT": (("tangle", "tangle_contract"), str),
-    "STAKING_CONTRACT": (("tangle", "staking_contract"), str),
-    "STATUS_REGISTRY_CONTRACT": (("tangle", "status_registry_contract"), str),
+# Environment variable -> path in the settings (a string; the fields parse it).
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "OPENROUTER_API_HOST": ("api", "host"),
+    "OPENROUTER_API_PORT": ("api", "port"),
+    "OPENROUTER_API_AUTH_ENABLED": ("api", "auth_enabled"),
+    "OPENROUTER_API_KEY": ("api", "api_keys"),
+    "OPENROUTER_METRICS_KEY": ("api", "metrics_key"),
+    "OPENROUTER_API_MAX_BODY_BYTES": ("api", "max_body_bytes"),
+    "OPENROUTER_LOAD_BALANCER_STRATEGY": ("load_balancer", "strategy"),
+    "OPENROUTER_LOAD_BALANCER_MAX_RETRIES": ("load_balancer", "max_retries"),
+    "OPENROUTER_REDIS_URL": ("cluster", "redis_url"),
+    "OPENROUTER_CLUSTER_REPLICAS": ("cluster", "replicas"),
+    "OPENROUTER_LOG_JSON": ("log_json",),
+    "HTTP_RPC_URL": ("tangle", "http_rpc_url"),
+    "WS_RPC_URL": ("tangle", "ws_rpc_url"),
+    "KEYSTORE_URI": ("tangle", "keystore_uri"),
+    "KEYSTORE_PASSWORD": ("tangle", "keystore_password"),
+    "OPERATOR_PRIVATE_KEY": ("tangle", "operator_private_key"),
+    "DATA_DIR": ("tangle", "data_dir"),
+    "CHAIN": ("tangle", "chain"),
+    "PROTOCOL": ("tangle", "protocol"),
+    "BLUEPRINT_ID": ("tangle", "blueprint_id"),
+    "SERVICE_ID": ("tangle", "service_id"),
+    "TANGLE_CONTRACT": ("tangle", "tangle_contract"),
+    "STAKING_CONTRACT": ("tangle", "staking_contract"),
+    "STATUS_REGISTRY_CONTRACT": ("tangle", "status_registry_contract"),
 }
 
 _config_path: ContextVar[Path | None] = ContextVar("config_path", default=None)
 _environ: ContextVar[Mapping[str, str] | None] = ContextVar("environ", default=None)
 
 
-def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        data = data.setdefault(key, {})
-    data[path[-1]] = value
-
-
-class EnvOverrides(PydanticBaseSettingsSource):
-    """The explicit environment names above, placed at their nested keys."""
+class FileAndEnv(PydanticBaseSettingsSource):
+    """The config file named by `--config` or OPENROUTER_CONFIG, with the environment
+    names above placed over it at their nested keys."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        environ = _environ.get()
+        path, environ = _config_path.get(), _environ.get()
+        data: dict[str, Any] = {} if path is None else read_config_file(path)
         environ = os.environ if environ is None else environ
-        data: dict[str, Any] = {}
-        for name, (path, convert) in ENV_OVERRIDES.items():
+        for name, keys in ENV_OVERRIDES.items():
             if name in environ:
-                _set_path(data, path, convert(environ[name]))
+                table = data
+                for key in keys[:-1]:
+                    if not isinstance(table.get(key), dict):
+                        table[key] = {}
+                    table = table[key]
+                table[keys[-1]] = environ[name]
         return data
-
-
-class FileSource(PydanticBaseSettingsSource):
-    """The config file named by `--config` or OPENROUTER_CONFIG."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_path.get()
-        if path is None:
-            return {}
-        return read_config_file(path)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -568,7 +546,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, EnvOverrides(settings_cls), FileSource(settings_cls))
+        return (init_settings, FileAndEnv(settings_cls))
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -628,7 +606,7 @@ def _shown(item: ErrorDetails) -> str:
 
 
 def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
-    by_path = {".".join(path): name for name, (path, _) in ENV_OVERRIDES.items() if name in environ}
+    by_path = {".".join(path): name for name, path in ENV_OVERRIDES.items() if name in environ}
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
