@@ -100,10 +100,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _camel_to_snake(value: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", value).lower()
-
-
 # --- [api] ---------------------------------------------------------------------
 
 
@@ -181,7 +177,7 @@ class LoadBalancerSettings(Section):
     @classmethod
     def _accept_seed_names(cls, value: Any) -> Any:
         # The seed spelled strategies in CamelCase (LeastLoaded); accept both.
-        return _camel_to_snake(value) if isinstance(value, str) else value
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", value).lower() if isinstance(value, str) else value
 
 
 # --- [[nodes]] -----------------------------------------------------------------
@@ -296,29 +292,20 @@ class ModelSettings(Section):
     max_output_length: int | None = Field(default=None, ge=1, le=JSON_INT)
     quantization: Quantization | None = None
     pricing: Pricing = Field(default_factory=Pricing)
-    input_modalities: list[InputModality] = Field(
-        default_factory=lambda: list[InputModality](["text"]), min_length=1
-    )
-    output_modalities: list[OutputModality] = Field(
-        default_factory=lambda: list[OutputModality](["text"]), min_length=1
-    )
-    supported_sampling_parameters: list[SamplingParameter] = Field(
-        default_factory=lambda: list[SamplingParameter](
-            [
-                "temperature",
-                "top_p",
-                "top_k",
-                "stop",
-                "seed",
-                "max_tokens",
-                "frequency_penalty",
-                "presence_penalty",
-            ]
-        )
-    )
-    supported_features: list[Feature] = Field(
-        default_factory=lambda: list[Feature](["tools", "json_mode"])
-    )
+    # pydantic copies a mutable default for each instance.
+    input_modalities: list[InputModality] = Field(default=["text"], min_length=1)
+    output_modalities: list[OutputModality] = Field(default=["text"], min_length=1)
+    supported_sampling_parameters: list[SamplingParameter] = [
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "seed",
+        "max_tokens",
+        "frequency_penalty",
+        "presence_penalty",
+    ]
+    supported_features: list[Feature] = ["tools", "json_mode"]
     is_ready: bool | None = None  # false hides it; unset: listed ready while a node is up
     is_free: bool | None = None
     tokenizer: str | None = None
