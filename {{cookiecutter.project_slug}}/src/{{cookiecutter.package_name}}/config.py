@@ -100,9 +100,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# --- [api] ---------------------------------------------------------------------
-
-
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
@@ -136,9 +133,6 @@ class ApiSettings(Section):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
-
-
-# --- [load_balancer] -----------------------------------------------------------
 
 
 class LoadBalancerSettings(Section):
@@ -180,9 +174,6 @@ class LoadBalancerSettings(Section):
         return re.sub(r"(?<!^)(?=[A-Z])", "_", value).lower() if isinstance(value, str) else value
 
 
-# --- [[nodes]] -----------------------------------------------------------------
-
-
 class NodeModel(Section):
     """A model id as listed, and the node's own name for it when different."""
 
@@ -222,9 +213,6 @@ class NodeSettings(Section):
         if isinstance(value, list):
             return [{"id": item} if isinstance(item, str) else item for item in value]
         return value
-
-
-# --- [[models]] ----------------------------------------------------------------
 
 
 def _decimal_string(value: Any) -> str:
@@ -325,8 +313,6 @@ class ModelSettings(Section):
         return value
 
 
-# --- [tangle] ------------------------------------------------------------------
-
 EvmAddress = Annotated[str, Field(pattern=r"^(0x[0-9a-fA-F]{40})?$")]  # unset: empty
 
 
@@ -365,9 +351,6 @@ class TangleSettings(Section):
         return 0 if self.chain.startswith("local") else 2
 
 
-# --- [job_pricing] -------------------------------------------------------------
-
-
 class JobRate(Section):
     """A model's job prices in the payment token's smallest unit (wei when native)."""
 
@@ -384,9 +367,6 @@ class JobPricingSettings(Section):
     on_underpaid: Literal["error", "skip"] = "error"
     quote_ttl_s: int = Field(default=300, ge=10, le=3600)  # tnt-core: 1 h at most
     quotes_per_s: float = Field(default=50.0, gt=0)
-
-
-# --- [cluster] -----------------------------------------------------------------
 
 
 class ClusterSettings(Section):
@@ -422,17 +402,9 @@ class ClusterSettings(Section):
         return self
 
 
-# --- sources -------------------------------------------------------------------
-
-
 def _default_nodes() -> list[NodeSettings]:
     return [
-        NodeSettings(
-            name=f"node-{index}",
-            url=url,
-            type=DEFAULT_NODE_TYPE,
-            models=[NodeModel(id=DEFAULT_MODEL)],
-        )
+        NodeSettings(name=f"node-{index}", url=url, models=[NodeModel(id=DEFAULT_MODEL)])
         for index, url in enumerate(DEFAULT_BACKEND_URLS, start=1)
     ]
 
