@@ -129,21 +129,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _pass_through(command: str, argv: list[str]) -> int:
-    if command == "sim":
-        try:
-            from {{ cookiecutter.package_name }}_sim.cli import main as sim_main
-        except ModuleNotFoundError as error:
-            return _not_here(command, error)
-        return sim_main(argv)
-    if command == "bench":
-        try:
-            from {{ cookiecutter.package_name }}_bench import main as bench_main
-        except ModuleNotFoundError as error:
-            return _not_here(command, error)
-        return bench_main(argv)
-    from .tangle.cli import main as tangle_main
+    if command == "tangle":
+        from .tangle.cli import main as tangle_main
 
-    return tangle_main(argv)
+        return tangle_main(argv)
+    try:
+        if command == "sim":
+            from {{ cookiecutter.package_name }}_sim.cli import main as aside_main
+        else:
+            from {{ cookiecutter.package_name }}_bench import main as aside_main
+    except ModuleNotFoundError as error:
+        return _not_here(command, error)
+    return aside_main(argv)
 
 
 def _not_here(command: str, error: ModuleNotFoundError) -> int:
