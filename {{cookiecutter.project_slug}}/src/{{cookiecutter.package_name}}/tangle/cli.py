@@ -288,7 +288,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
             "last_processed_block": checkpoint.load(),
         }
         if account is not None:
-            report["balance_wei"] = await chain.w3.eth.get_balance(account.address)
+            report["balance_wei"] = await chain.balance()
             (report["claimable_rewards_wei"],) = await chain.call(
                 chain.tangle, PENDING_REWARDS, account.address
             )
