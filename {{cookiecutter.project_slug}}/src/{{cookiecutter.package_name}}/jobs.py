@@ -223,12 +223,6 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
         return await balancer.embeddings(request)
 
 
-@dataclass(frozen=True)
-class MetricsReport:
-    metrics: dict[str, int]
-    heartbeat_tx: str | None
-
-
 def fleet_metrics(context: Context) -> dict[str, int]:
     """This operator's load, as whole numbers (the status registry stores uint256)."""
     nodes = context.balancer.node_states()
@@ -243,7 +237,7 @@ def fleet_metrics(context: Context) -> dict[str, int]:
     }
 
 
-class ReportMetrics(Job[None, MetricsReport]):
+class ReportMetrics(Job[None, dict[str, Any]]):
     """Job 1: send a heartbeat with this operator's node metrics, and return them."""
 
     index = 1
@@ -255,13 +249,12 @@ class ReportMetrics(Job[None, MetricsReport]):
         # The job takes no input; whatever the caller sent is ignored.
         return None
 
-    def encode(self, output: MetricsReport) -> bytes:
-        body = {"type": "metrics", "metrics": output.metrics, "heartbeat_tx": output.heartbeat_tx}
-        return encode(["string"], [json.dumps(body)])
+    def encode(self, output: dict[str, Any]) -> bytes:
+        return encode(["string"], [json.dumps(output)])
 
-    async def handle(self, env: JobEnv, request: None) -> MetricsReport:
+    async def handle(self, env: JobEnv, request: None) -> dict[str, Any]:
         tx = await env.heartbeat()
-        return MetricsReport(metrics=fleet_metrics(env.context), heartbeat_tx=tx)
+        return {"type": "metrics", "metrics": fleet_metrics(env.context), "heartbeat_tx": tx}
 
 
 JOBS: dict[int, Job[Any, Any]] = {job.index: job for job in (ProcessLlmRequest(), ReportMetrics())}

@@ -51,6 +51,7 @@ from .abi import (
     STAKING_REGISTER_OPERATOR,
     STAKING_REGISTER_OPERATOR_WITH_ASSET,
     SUBMIT_JOB,
+    uint_topic,
 )
 from .chain import Chain, ChainError
 from .checkpoint import Checkpoint
@@ -63,10 +64,6 @@ SERVICE_STATUS = {0: "pending", 1: "active", 2: "terminated"}
 
 class UsageError(Exception):
     """A bad option or input; printed without a traceback."""
-
-
-def _uint_topic(value: int) -> str:
-    return "0x" + encode(["uint64"], [value]).hex()
 
 
 def required_service_id(settings: Settings) -> int:
@@ -188,7 +185,7 @@ async def wait_for_result(
     chain: Chain, service_id: int, call_id: int, from_block: int, timeout_s: float
 ) -> tuple[str, bytes]:
     """The first result posted for the call: (operator, output bytes)."""
-    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), _uint_topic(service_id), _uint_topic(call_id)]
+    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), uint_topic(service_id), uint_topic(call_id)]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         head = await chain.block_number()
@@ -265,11 +262,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
                 chain.status_registry, GET_LAST_HEARTBEAT, service_id, operator
             )
             rows.append(
-                {
-                    "operator": to_checksum_address(operator),
-                    "online": online,
-                    "last_heartbeat": last,
-                }
+                dict(operator=to_checksum_address(operator), online=online, last_heartbeat=last)
             )
         checkpoint = Checkpoint.for_service(settings.tangle, chain_id)
         svc: dict[str, Any] = {

@@ -19,11 +19,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from eth_abi.abi import encode
-
 from ..backoff import backoff_s
 from ..config import TangleSettings
-from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
+from .abi import (
+    DONE_ERRORS,
+    GET_JOB_CALL,
+    JOB_SUBMITTED,
+    JOB_SUBMITTED_FROM_QUOTE,
+    SUBMIT_RESULT,
+    uint_topic,
+)
 from .chain import BlockTag, Chain, ChainError, Reverted, RpcRefused, Unreachable
 from .checkpoint import Checkpoint
 from .events import JobCall, LogDecodeError, decode_job_log
@@ -32,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # Short enough that a chain back from an outage is noticed within seconds.
 _MAX_RETRY_S = 5.0
-
-
-def _topic(value: int) -> str:
-    return "0x" + encode(["uint64"], [value]).hex()
 
 
 class Producer:
@@ -51,7 +52,7 @@ class Producer:
         self._recovered = False
         self._topics: list[object] = [
             ["0x" + JOB_SUBMITTED.hex(), "0x" + JOB_SUBMITTED_FROM_QUOTE.hex()],
-            _topic(self.service_id),
+            uint_topic(self.service_id),
         ]
 
     async def begin(self) -> int:
@@ -150,7 +151,7 @@ class Producer:
     async def _find(self, wanted: dict[int, int]) -> list[JobCall]:
         """The events of these calls: windows back from the head, to their creation time."""
         found: list[JobCall] = []
-        topics = [*self._topics, [_topic(call_id) for call_id in wanted]]
+        topics = [*self._topics, [uint_topic(call_id) for call_id in wanted]]
         to_block = await self.chain.block_number()
         floor = self.settings.start_block or 0
         oldest = min(wanted.values(), default=0)

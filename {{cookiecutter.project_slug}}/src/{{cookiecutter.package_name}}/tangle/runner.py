@@ -135,9 +135,10 @@ class JobRunner:
 
     # --- jobs -----------------------------------------------------------------------
 
-    async def dispatch(self, call: JobCall) -> None:
+    async def dispatch(self, call: JobCall, result: bytes | None = None) -> None:
+        """Start answering `call` (or sending `result` again) once a slot is free."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._process(call))
+        task = asyncio.create_task(self._process(call, result))
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -261,10 +262,7 @@ class JobRunner:
                     call_id,
                 )
                 del self._unconfirmed[call_id]
-                await self._slots.acquire()
-                task = asyncio.create_task(self._process(item.call, item.result))
-                self._jobs.add(task)
-                task.add_done_callback(self._jobs.discard)
+                await self.dispatch(item.call, item.result)
             # else: an answer of ours is in the mempool; look again next time.
         for call_id in final:
             del self._unconfirmed[call_id]
