@@ -81,14 +81,9 @@ class JobEnv:
     )
 
 
-def error_result(error: LlmError) -> dict[str, Any]:
-    """The error a customer reads: OpenAI's error object, tagged like every result."""
-    return {"type": "error", **error.to_openai()}
-
-
 def error_output(error: LlmError) -> bytes:
-    """An error result as the `(string)` every job of this blueprint answers with."""
-    return encode(["string"], [json.dumps(error_result(error))])
+    """OpenAI's error object, tagged like every result, as the `(string)` every job answers."""
+    return encode(["string"], [json.dumps({"type": "error", **error.to_openai()})])
 
 
 def _abi_string(data: bytes, what: str, limit: int) -> str:
@@ -146,10 +141,6 @@ def parse_llm_request(text: str, *, limits: ApiSettings) -> LlmRequest:
         # A job has one result; the answer is collected whole.
         request = request.model_copy(update={"stream": False, "stream_options": None})
     return request
-
-
-def tag_response(response: LlmResponse) -> dict[str, Any]:
-    return {"type": RESPONSE_TAGS[type(response)], **response.wire()}
 
 
 class Job(abc.ABC, Generic[In, Out]):
@@ -212,7 +203,8 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
         return parse_llm_request(text, limits=limits)
 
     def encode(self, output: LlmResponse) -> bytes:
-        return encode(["string"], [json.dumps(tag_response(output))])
+        body = {"type": RESPONSE_TAGS[type(output)], **output.wire()}
+        return encode(["string"], [json.dumps(body)])
 
     async def handle(self, env: JobEnv, request: LlmRequest) -> LlmResponse:
         balancer = env.context.balancer

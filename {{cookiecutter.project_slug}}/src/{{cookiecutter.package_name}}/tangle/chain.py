@@ -11,6 +11,7 @@ and one when it is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -236,7 +237,7 @@ class Chain:
         self.status_registry = self._address(
             settings.status_registry_contract, "status_registry_contract"
         )
-        self.nonces = NonceManager(self._pending_count)
+        self.nonces = NonceManager(functools.partial(self.transaction_count, "pending"))
         self.fee_policy = FeePolicy(settings)
         self.outage = Outage(public_url(settings.http_rpc_url))
         self._chain_id: int | None = None
@@ -419,14 +420,6 @@ class Chain:
         return fees
 
     # --- transactions -------------------------------------------------------------
-
-    async def _pending_count(self) -> int:
-        return await self.transaction_count("pending")
-
-    async def estimate(self, to: str, function: Function, *args: Any, value: int = 0) -> int:
-        """Gas for the call from the operator; a revert raises Reverted (nothing is sent)."""
-        gas, _access_list = await self._simulate(to, function, args, value)
-        return gas
 
     async def _simulate(
         self, to: str, function: Function, args: tuple[Any, ...], value: int

@@ -1,11 +1,4 @@
-"""`tangle ...`: operator tools around the blueprint.
-
-  register     stake (if needed) and register this operator for the blueprint
-  submit-job   act as a customer: submit a request and print its result
-  price        what a job costs here ([job_pricing]), without a chain
-  status       the service, its operators and their heartbeats, our checkpoint
-  import-key   store OPERATOR_PRIVATE_KEY (or another variable) in the SDK keystore
-  bench        jobs completed per second with N jobs queued (the benchmarks' tangle_jobs module)
+"""`tangle ...`: operator tools around the blueprint (`tangle --help` lists them).
 
 Keys never come from the command line (it shows in `ps`): the operator's from
 the keystore or OPERATOR_PRIVATE_KEY, a customer's from the variable named by

@@ -78,15 +78,13 @@ class JobRunner:
         lost: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
-        if settings.service_id is None:
-            raise ChainError("tangle.service_id (SERVICE_ID) is required to take jobs")
         self.context = context
         self.chain = chain
         self.settings = settings
-        self.service_id = settings.service_id
         self.dry_run = dry_run
         self.checkpoint = Checkpoint.for_service(settings, chain_id)
-        self.producer = Producer(chain, settings, self.checkpoint)
+        self.producer = Producer(chain, settings, self.checkpoint)  # requires SERVICE_ID
+        self.service_id = self.producer.service_id
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
         )
