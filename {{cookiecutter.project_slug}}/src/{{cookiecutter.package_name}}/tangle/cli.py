@@ -143,17 +143,12 @@ def _request_from_args(settings: Settings, args: argparse.Namespace) -> str:
         text: str = sys.stdin.read() if args.request == "-" else Path(args.request).read_text()
         return text
     model = args.model or (settings.models[0].id if settings.models else "")
-    body: dict[str, Any]
+    kind = {"chat": "chat.completion", "text": "text.completion"}.get(args.kind, "embedding")
+    body: dict[str, Any] = {"type": kind, "model": model}
     if args.kind == "chat":
-        body = {
-            "type": "chat.completion",
-            "model": model,
-            "messages": [{"role": "user", "content": args.prompt}],
-        }
-    elif args.kind == "text":
-        body = {"type": "text.completion", "model": model, "prompt": args.prompt}
+        body["messages"] = [{"role": "user", "content": args.prompt}]
     else:
-        body = {"type": "embedding", "model": model, "input": args.prompt}
+        body["prompt" if args.kind == "text" else "input"] = args.prompt
     if args.max_tokens is not None and args.kind != "embedding":
         body["max_tokens"] = args.max_tokens
     return json.dumps(body)
@@ -291,11 +286,8 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
     print("| operator | online | last heartbeat | this operator |")
     print("|---|---|---|---|")
     for row in rows:
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["last_heartbeat"]))
-            if row["last_heartbeat"]
-            else "never"
-        )
+        last = row["last_heartbeat"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last)) if last else "never"
         mine = "yes" if account and row["operator"] == account.address else ""
         print(f"| {row['operator']} | {'yes' if row['online'] else 'no'} | {when} | {mine} |")
     print(f"last processed block (DATA_DIR checkpoint): {report['last_processed_block']}")

@@ -184,9 +184,7 @@ class Producer:
         (sent before a restart, or sent again after a reorg) counts as given.
         """
         call_id = call if isinstance(call, int) else call.call_id
-        _index, _caller, _created, result_count, completed, _rfq, _payment = await self._job_call(
-            call_id, block
-        )
+        result_count, completed = (await self._job_call(call_id, block))[3:5]
         if completed:
             return False
         if result_count == 0 or self.chain.account is None:
