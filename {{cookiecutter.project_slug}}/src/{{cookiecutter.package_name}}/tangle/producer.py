@@ -207,11 +207,7 @@ class Producer:
     async def run(
         self, dispatch: Callable[[JobCall], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity).
-
-        A window counts as scanned only once all its calls are started, so calls a
-        shutdown left unstarted are read again by the next start.
-        """
+        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity)."""
         failures = 0
         while True:
             try:
