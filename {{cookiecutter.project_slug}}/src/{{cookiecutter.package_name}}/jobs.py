@@ -81,14 +81,9 @@ class JobEnv:
     )
 
 
-def error_result(error: LlmError) -> dict[str, Any]:
-    """The error a customer reads: OpenAI's error object, tagged like every result."""
-    return {"type": "error", **error.to_openai()}
-
-
 def error_output(error: LlmError) -> bytes:
-    """An error result as the `(string)` every job of this blueprint answers with."""
-    return encode(["string"], [json.dumps(error_result(error))])
+    """OpenAI's error object, tagged like every result, as the `(string)` every job answers."""
+    return encode(["string"], [json.dumps({"type": "error", **error.to_openai()})])
 
 
 def _abi_string(data: bytes, what: str, limit: int) -> str:
@@ -146,10 +141,6 @@ def parse_llm_request(text: str, *, limits: ApiSettings) -> LlmRequest:
         # A job has one result; the answer is collected whole.
         request = request.model_copy(update={"stream": False, "stream_options": None})
     return request
-
-
-def tag_response(response: LlmResponse) -> dict[str, Any]:
-    return {"type": RESPONSE_TAGS[type(response)], **response.wire()}
 
 
 class Job(abc.ABC, Generic[In, Out]):
@@ -212,7 +203,8 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
         return parse_llm_request(text, limits=limits)
 
     def encode(self, output: LlmResponse) -> bytes:
-        return encode(["string"], [json.dumps(tag_response(output))])
+        body = {"type": RESPONSE_TAGS[type(output)], **output.wire()}
+        return encode(["string"], [json.dumps(body)])
 
     async def handle(self, env: JobEnv, request: LlmRequest) -> LlmResponse:
         balancer = env.context.balancer
@@ -221,12 +213,6 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
         if isinstance(request, TextCompletionRequest):
             return await balancer.text_completion(request)
         return await balancer.embeddings(request)
-
-
-@dataclass(frozen=True)
-class MetricsReport:
-    metrics: dict[str, int]
-    heartbeat_tx: str | None
 
 
 def fleet_metrics(context: Context) -> dict[str, int]:
@@ -243,7 +229,7 @@ def fleet_metrics(context: Context) -> dict[str, int]:
     }
 
 
-class ReportMetrics(Job[None, MetricsReport]):
+class ReportMetrics(Job[None, dict[str, Any]]):
     """Job 1: send a heartbeat with this operator's node metrics, and return them."""
 
     index = 1
@@ -255,13 +241,12 @@ class ReportMetrics(Job[None, MetricsReport]):
         # The job takes no input; whatever the caller sent is ignored.
         return None
 
-    def encode(self, output: MetricsReport) -> bytes:
-        body = {"type": "metrics", "metrics": output.metrics, "heartbeat_tx": output.heartbeat_tx}
-        return encode(["string"], [json.dumps(body)])
+    def encode(self, output: dict[str, Any]) -> bytes:
+        return encode(["string"], [json.dumps(output)])
 
-    async def handle(self, env: JobEnv, request: None) -> MetricsReport:
+    async def handle(self, env: JobEnv, request: None) -> dict[str, Any]:
         tx = await env.heartbeat()
-        return MetricsReport(metrics=fleet_metrics(env.context), heartbeat_tx=tx)
+        return {"type": "metrics", "metrics": fleet_metrics(env.context), "heartbeat_tx": tx}
 
 
 JOBS: dict[int, Job[Any, Any]] = {job.index: job for job in (ProcessLlmRequest(), ReportMetrics())}

@@ -337,6 +337,16 @@ async def test_a_fee_spike_above_the_cap_waits_and_sends_once_the_fee_falls(
     metrics = generate_latest(process.runner.context.metrics_registry).decode()
     assert "tangle_fees_paid_wei_total" in metrics
     assert "tangle_leader 1.0" in metrics
+    assert "tangle_balance_low 0.0" in metrics
+    # Issue 21: a balance under the next hour of gas (at this term's rate) warns, log and metric.
+    runner, address = process.runner, process.runner.chain.address
+    balance = await chain.w3.eth.get_balance(address)
+    await anvil(chain, "anvil_setBalance", address, hex(1000))
+    await runner.confirm()
+    low = generate_latest(runner.context.metrics_registry).decode()
+    assert "tangle_operator_balance_wei 1000.0" in low and "tangle_balance_low 1.0" in low
+    assert "balance 1000 wei < an hour of gas" in caplog.text
+    await anvil(chain, "anvil_setBalance", address, hex(balance))
     assert await process.stop() == 0
     found = await results(chain, first_block)
     assert sorted(found) == sorted(calls)

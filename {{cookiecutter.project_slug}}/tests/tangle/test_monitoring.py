@@ -236,7 +236,12 @@ async def test_each_alert_fires_on_its_fault_and_every_panel_has_data(
                 "failure_window": 1000,
                 "failure_window_min": 1000,
             },
-            "cluster": {"redis_url": redis_url[0], "leader_lease_s": 2},
+            "cluster": {
+                "redis_url": redis_url[0],
+                "leader_lease_s": 2,
+                "lease_ttl_s": 1.0,  # the cluster timing rules, as in test_leader
+                "redis_timeout_s": 0.25,
+            },
         }
     )
     settings.tangle = local_tangle(

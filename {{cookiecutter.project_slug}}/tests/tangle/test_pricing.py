@@ -17,6 +17,7 @@ from eth_abi.abi import decode
 from eth_account import Account
 from starlette.applications import Starlette
 
+from {{ cookiecutter.package_name }}.api.body import read_body
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.llm.errors import InvalidRequestError
 from {{ cookiecutter.package_name }}.tangle.abi import (
@@ -224,7 +225,7 @@ async def test_the_quote_endpoint_refuses_bad_input_and_floods(
     _blueprint, service_id = await event_driven_service(customer, operator, 0)
     settings = priced(quotes_per_s=0.01)  # one quote, then none for 100 s
     settings.api = settings.api.model_copy(update={"max_body_bytes": 4096})
-    app = Starlette(routes=[Quoter(settings, operator, service_id).route()])
+    app = Starlette(routes=[Quoter(settings, operator, service_id).route(read_body)])
     good = {"requester": OPERATOR, "inputs": "0x" + chat("Say hello").hex()}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://quote") as client:

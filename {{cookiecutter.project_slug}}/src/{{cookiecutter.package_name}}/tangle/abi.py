@@ -51,22 +51,8 @@ class Function:
         return tuple(decode(list(self.outputs), data))
 
 
-@dataclass(frozen=True)
-class CustomError:
-    """A Solidity custom error; its selector prefixes the revert data."""
-
-    signature: str
-    inputs: tuple[str, ...] = field(init=False)
-    selector: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        params = self.signature[self.signature.index("(") + 1 : -1]
-        object.__setattr__(self, "inputs", _split_types(params))
-        object.__setattr__(self, "selector", keccak(text=self.signature)[:4])
-
-    @property
-    def name(self) -> str:
-        return self.signature.split("(", 1)[0]
+# A Solidity custom error is named and encoded as a function: its selector prefixes the data.
+CustomError = Function
 
 
 @dataclass(frozen=True)
@@ -82,6 +68,11 @@ class Revert:
 
 def event_topic(signature: str) -> bytes:
     return keccak(text=signature)
+
+
+def uint_topic(value: int) -> str:
+    """An indexed uint (a service or call id) as an eth_getLogs topic."""
+    return "0x" + encode(["uint64"], [value]).hex()
 
 
 # --- Tangle (jobs, services, operators) -----------------------------------------

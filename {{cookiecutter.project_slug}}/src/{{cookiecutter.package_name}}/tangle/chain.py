@@ -11,6 +11,7 @@ and one when it is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -236,7 +237,7 @@ class Chain:
         self.status_registry = self._address(
             settings.status_registry_contract, "status_registry_contract"
         )
-        self.nonces = NonceManager(self._pending_count)
+        self.nonces = NonceManager(functools.partial(self.transaction_count, "pending"))
         self.fee_policy = FeePolicy(settings)
         self.outage = Outage(public_url(settings.http_rpc_url))
         self._chain_id: int | None = None
@@ -420,14 +421,6 @@ class Chain:
 
     # --- transactions -------------------------------------------------------------
 
-    async def _pending_count(self) -> int:
-        return await self.transaction_count("pending")
-
-    async def estimate(self, to: str, function: Function, *args: Any, value: int = 0) -> int:
-        """Gas for the call from the operator; a revert raises Reverted (nothing is sent)."""
-        gas, _access_list = await self._simulate(to, function, args, value)
-        return gas
-
     async def _simulate(
         self, to: str, function: Function, args: tuple[Any, ...], value: int
     ) -> tuple[int, list[Any]]:
@@ -545,37 +538,34 @@ class Chain:
         return None
 
     async def _until_mined(self, slot: _Slot, what: str) -> tuple[str, Receipt]:
-        try:
-            return await self._poll_receipt(slot, what)
-        finally:
-            slot.awaited = False
-
-    async def _poll_receipt(self, slot: _Slot, what: str) -> tuple[str, Receipt]:
         failures = 0
         # A local chain mines at once, a public one every few seconds: ask soon, then less often.
         poll_s = 0.01
-        while True:
-            try:
-                found = await self._receipt(slot)
-                if found is not None:
-                    slot.mined = True
-                    receipt = found[1]
-                    self.fees_paid_wei += int(receipt["gasUsed"], 16) * int(
-                        receipt.get("effectiveGasPrice", "0x0"), 16
-                    )
-                    return found
-                if time.monotonic() - slot.sent_at >= self.settings.replace_after_s:
-                    await self._unstick(slot, what)
-            except Unreachable:
-                # Logged by the outage tracker; the transaction is out there: keep asking.
-                failures += 1
-                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=5.0))
-                continue
-            except RpcRefused as error:
-                log.warning("%s: nonce %d: %s", what, slot.nonce, error)
-            failures = 0
-            await asyncio.sleep(poll_s)
-            poll_s = min(poll_s * 2, 1.0)
+        try:
+            while True:
+                try:
+                    found = await self._receipt(slot)
+                    if found is not None:
+                        slot.mined = True
+                        receipt = found[1]
+                        self.fees_paid_wei += int(receipt["gasUsed"], 16) * int(
+                            receipt.get("effectiveGasPrice", "0x0"), 16
+                        )
+                        return found
+                    if time.monotonic() - slot.sent_at >= self.settings.replace_after_s:
+                        await self._unstick(slot, what)
+                except Unreachable:
+                    # Logged by the outage tracker; the transaction is out there: keep asking.
+                    failures += 1
+                    await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=5.0))
+                    continue
+                except RpcRefused as error:
+                    log.warning("%s: nonce %d: %s", what, slot.nonce, error)
+                failures = 0
+                await asyncio.sleep(poll_s)
+                poll_s = min(poll_s * 2, 1.0)
+        finally:
+            slot.awaited = False
 
     async def _unstick(self, slot: _Slot, what: str) -> None:
         """Replace a transaction pending past its deadline: same nonce, higher fee."""

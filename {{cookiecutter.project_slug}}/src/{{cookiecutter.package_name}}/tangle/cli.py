@@ -1,11 +1,4 @@
-"""`tangle ...`: operator tools around the blueprint.
-
-  register     stake (if needed) and register this operator for the blueprint
-  submit-job   act as a customer: submit a request and print its result
-  price        what a job costs here ([job_pricing]), without a chain
-  status       the service, its operators and their heartbeats, our checkpoint
-  import-key   store OPERATOR_PRIVATE_KEY (or another variable) in the SDK keystore
-  bench        jobs completed per second with N jobs queued (the benchmarks' tangle_jobs module)
+"""`tangle ...`: operator tools around the blueprint (`tangle --help` lists them).
 
 Keys never come from the command line (it shows in `ps`): the operator's from
 the keystore or OPERATOR_PRIVATE_KEY, a customer's from the variable named by
@@ -51,6 +44,7 @@ from .abi import (
     STAKING_REGISTER_OPERATOR,
     STAKING_REGISTER_OPERATOR_WITH_ASSET,
     SUBMIT_JOB,
+    uint_topic,
 )
 from .chain import Chain, ChainError
 from .checkpoint import Checkpoint
@@ -63,10 +57,6 @@ SERVICE_STATUS = {0: "pending", 1: "active", 2: "terminated"}
 
 class UsageError(Exception):
     """A bad option or input; printed without a traceback."""
-
-
-def _uint_topic(value: int) -> str:
-    return "0x" + encode(["uint64"], [value]).hex()
 
 
 def required_service_id(settings: Settings) -> int:
@@ -153,17 +143,12 @@ def _request_from_args(settings: Settings, args: argparse.Namespace) -> str:
         text: str = sys.stdin.read() if args.request == "-" else Path(args.request).read_text()
         return text
     model = args.model or (settings.models[0].id if settings.models else "")
-    body: dict[str, Any]
+    kind = {"chat": "chat.completion", "text": "text.completion"}.get(args.kind, "embedding")
+    body: dict[str, Any] = {"type": kind, "model": model}
     if args.kind == "chat":
-        body = {
-            "type": "chat.completion",
-            "model": model,
-            "messages": [{"role": "user", "content": args.prompt}],
-        }
-    elif args.kind == "text":
-        body = {"type": "text.completion", "model": model, "prompt": args.prompt}
+        body["messages"] = [{"role": "user", "content": args.prompt}]
     else:
-        body = {"type": "embedding", "model": model, "input": args.prompt}
+        body["prompt" if args.kind == "text" else "input"] = args.prompt
     if args.max_tokens is not None and args.kind != "embedding":
         body["max_tokens"] = args.max_tokens
     return json.dumps(body)
@@ -188,7 +173,7 @@ async def wait_for_result(
     chain: Chain, service_id: int, call_id: int, from_block: int, timeout_s: float
 ) -> tuple[str, bytes]:
     """The first result posted for the call: (operator, output bytes)."""
-    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), _uint_topic(service_id), _uint_topic(call_id)]
+    topics = ["0x" + JOB_RESULT_SUBMITTED.hex(), uint_topic(service_id), uint_topic(call_id)]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         head = await chain.block_number()
@@ -265,11 +250,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
                 chain.status_registry, GET_LAST_HEARTBEAT, service_id, operator
             )
             rows.append(
-                {
-                    "operator": to_checksum_address(operator),
-                    "online": online,
-                    "last_heartbeat": last,
-                }
+                dict(operator=to_checksum_address(operator), online=online, last_heartbeat=last)
             )
         checkpoint = Checkpoint.for_service(settings.tangle, chain_id)
         svc: dict[str, Any] = {
@@ -288,7 +269,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
             "last_processed_block": checkpoint.load(),
         }
         if account is not None:
-            report["balance_wei"] = await chain.w3.eth.get_balance(account.address)
+            report["balance_wei"] = await chain.balance()
             (report["claimable_rewards_wei"],) = await chain.call(
                 chain.tangle, PENDING_REWARDS, account.address
             )
@@ -305,11 +286,8 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
     print("| operator | online | last heartbeat | this operator |")
     print("|---|---|---|---|")
     for row in rows:
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["last_heartbeat"]))
-            if row["last_heartbeat"]
-            else "never"
-        )
+        last = row["last_heartbeat"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last)) if last else "never"
         mine = "yes" if account and row["operator"] == account.address else ""
         print(f"| {row['operator']} | {'yes' if row['online'] else 'no'} | {when} | {mine} |")
     print(f"last processed block (DATA_DIR checkpoint): {report['last_processed_block']}")

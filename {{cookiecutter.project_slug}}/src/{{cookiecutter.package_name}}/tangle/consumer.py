@@ -21,6 +21,8 @@ from .chain import Chain, ChainError, Reverted, Sent
 
 log = logging.getLogger(__name__)
 
+_MAX_PENDING_TX = 4  # result transactions in flight at once
+
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
@@ -48,12 +50,9 @@ class Pending:
     )
 
     def resolve(self, outcome: Outcome, sent: Sent | None = None) -> None:
-        if self.done.done():
-            return
-        if sent is None:
-            self.done.set_result(Answer(outcome))
-        else:
-            self.done.set_result(Answer(outcome, sent.block_number, sent.block_hash))
+        if not self.done.done():
+            block = (None, None) if sent is None else (sent.block_number, sent.block_hash)
+            self.done.set_result(Answer(outcome, *block))
 
 
 class Consumer:
@@ -64,14 +63,13 @@ class Consumer:
         *,
         dry_run: bool = False,
         batch_max: int = 16,
-        max_pending_tx: int = 4,
     ) -> None:
         self.chain = chain
         self.service_id = service_id
         self.dry_run = dry_run
         self.batch_max = batch_max
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self._tx_slots = asyncio.Semaphore(max_pending_tx)
+        self._tx_slots = asyncio.Semaphore(_MAX_PENDING_TX)
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.transactions = 0

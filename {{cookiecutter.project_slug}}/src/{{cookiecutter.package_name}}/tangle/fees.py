@@ -32,14 +32,6 @@ class Fees:
             return {"gasPrice": self.max_fee}
         return {"maxFeePerGas": self.max_fee, "maxPriorityFeePerGas": self.priority}
 
-    def bumped(self) -> Fees:
-        return Fees(_bump(self.max_fee), None if self.priority is None else _bump(self.priority))
-
-    def at_least(self, other: Fees) -> Fees:
-        if self.priority is None or other.priority is None:
-            return Fees(max(self.max_fee, other.max_fee), None)
-        return Fees(max(self.max_fee, other.max_fee), max(self.priority, other.priority))
-
     def __str__(self) -> str:
         if self.priority is None:
             return f"gas price {self.max_fee / GWEI:.3g} gwei"
@@ -71,7 +63,9 @@ class FeePolicy:
 
     def replacement(self, previous: Fees, now: Fees | None) -> Fees | None:
         """Fees to replace a stuck transaction with, or None when that would pass the cap."""
-        fees = previous.bumped()
-        if now is not None:
-            fees = fees.at_least(now)
+        now = now or Fees(0, 0)  # at least what the chain asks now, if it answered
+        max_fee = max(_bump(previous.max_fee), now.max_fee)
+        if previous.priority is None or now.priority is None:  # legacy stays legacy
+            return None if max_fee > self.cap else Fees(max_fee, None)
+        fees = Fees(max_fee, max(_bump(previous.priority), now.priority))
         return None if fees.max_fee > self.cap else fees

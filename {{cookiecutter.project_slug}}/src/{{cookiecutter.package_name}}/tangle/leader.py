@@ -25,10 +25,6 @@ from .checkpoint import Checkpoint
 log = logging.getLogger(__name__)
 
 
-class NotLeader(ChainError):
-    """The lease is gone: this replica must not send."""
-
-
 async def lead_jobs(
     settings: Settings,
     chain: Chain,
@@ -54,7 +50,7 @@ async def lead_jobs(
         try:
             await leadership.fence()
         except LeadershipLost as error:
-            raise NotLeader(f"not sent: {error}") from None
+            raise ChainError(f"not sent: {error}") from None  # this replica must not send
 
     chain.fence = fence
     try:

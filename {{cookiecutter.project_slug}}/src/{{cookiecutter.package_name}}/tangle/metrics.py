@@ -34,6 +34,9 @@ class RunnerCollector(Collector):
             yield GaugeMetricFamily(
                 "tangle_operator_balance_wei", "The operator's balance.", value=runner.balance
             )
+            yield GaugeMetricFamily(
+                "tangle_balance_low", "1: under an hour of gas.", value=runner.low_balance
+            )
         yield GaugeMetricFamily(
             "tangle_oldest_unmined_transaction_seconds",
             "Age of our oldest transaction not yet mined (0: none waiting).",
@@ -82,4 +85,16 @@ class RunnerCollector(Collector):
         )
         yield CounterMetricFamily(
             "tangle_calls_answered", "Job calls answered by this process.", value=runner.answered
+        )
+        per_result = chain.fees_paid_wei / max(runner.answered, 1)
+        yield GaugeMetricFamily("tangle_gas_per_result_wei", "Fees paid per result.", per_result)
+        payments = runner.payments
+        revenue = CounterMetricFamily(
+            "tangle_revenue", "Payments of answered calls (token units).", labels=["model"]
+        )
+        for model, amount in payments.revenue.items():
+            revenue.add_metric([model], amount)
+        yield revenue
+        yield CounterMetricFamily(
+            "tangle_calls_underpaid", "Calls paying under their price.", payments.underpaid
         )

@@ -11,14 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..backoff import backoff_s
 from ..config import JobRate, Settings
@@ -29,7 +23,6 @@ from .abi import GET_JOB_CALL, GET_SERVICE
 from .abi import GET_JOB_QUOTED_PRICE as GET_QUOTED
 from .chain import Chain, ChainError
 from .events import JobCall
-from .producer import pause
 
 log = logging.getLogger(__name__)
 EVENT_DRIVEN = 2  # Types.PricingModel
@@ -87,20 +80,17 @@ def price_job(settings: Settings, job_index: int, inputs: bytes) -> JobPrice:
     return JobPrice(request.model, prompt, limit or 0, price)
 
 
-class Payments(Collector):
-    """The runner's check before a job's work, and the money seen since start (/metrics)."""
+class Payments:
+    """The runner's check before a job's work, and the money seen in a term (/metrics)."""
 
-    def __init__(self, settings: Settings, chain: Chain, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, chain: Chain) -> None:
         self.settings, self.chain = settings, chain
         pricing = settings.job_pricing
         self.priced = bool(pricing.models) or pricing.units_per_usd > 0
-        self.underpaid = self.results = 0
+        self.underpaid = 0
         self.revenue: dict[str, int] = {}
-        self.balance: int | None = None
-        self.gas_per_hour = 0.0
         self._paid: dict[int, tuple[str, int]] = {}
         self._event_driven: bool | None = None
-        registry.register(self)
 
     async def _paying(self, call: JobCall) -> tuple[int, bool]:
         """What the call pays us as the contract recorded it, and whether we quoted it."""
@@ -142,41 +132,6 @@ class Payments(Collector):
         return error_output(InvalidRequestError(message, code="underpaid"))
 
     def answered(self, call_id: int) -> None:
-        self.results += 1
         model, payment = self._paid.pop(call_id, ("", 0))
         if payment:
             self.revenue[model] = self.revenue.get(model, 0) + payment
-
-    async def watch_balance(self, stopping: asyncio.Event) -> None:
-        """Every minute: our balance, and a warning when it will not cover an hour of gas."""
-        start, spent = time.monotonic(), self.chain.fees_paid_wei
-        while not stopping.is_set():
-            try:
-                async with asyncio.timeout(self.settings.tangle.rpc_timeout_s):
-                    self.balance = await self.chain.w3.eth.get_balance(self.chain.address)
-            except Exception as error:  # web3 raises many types; the next round tries again
-                log.warning("cannot read the operator's balance (%s)", type(error).__name__)
-            hours = max(time.monotonic() - start, 60.0) / 3600
-            self.gas_per_hour = (self.chain.fees_paid_wei - spent) / hours
-            if self.low_balance:
-                log.warning("balance %s wei < an hour of gas (%d)", self.balance, self.gas_per_hour)
-            await pause(stopping, 60.0)
-
-    @property
-    def low_balance(self) -> bool:
-        return self.balance is not None and self.balance < self.gas_per_hour
-
-    def collect(self) -> Iterator[Metric]:
-        revenue = CounterMetricFamily(
-            "tangle_revenue", "Payments of answered calls (token units).", labels=["model"]
-        )
-        for model, amount in self.revenue.items():
-            revenue.add_metric([model], amount)
-        yield revenue
-        yield CounterMetricFamily(
-            "tangle_calls_underpaid", "Calls paying under their price.", self.underpaid
-        )
-        per_result = self.chain.fees_paid_wei / max(self.results, 1)
-        yield GaugeMetricFamily("tangle_gas_per_result_wei", "Fees paid per result.", per_result)
-        yield GaugeMetricFamily("tangle_balance_wei", "Operator balance.", self.balance or 0)
-        yield GaugeMetricFamily("tangle_balance_low", "1: under an hour of gas.", self.low_balance)

@@ -19,11 +19,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from eth_abi.abi import encode
-
 from ..backoff import backoff_s
 from ..config import TangleSettings
-from .abi import DONE_ERRORS, GET_JOB_CALL, JOB_SUBMITTED, JOB_SUBMITTED_FROM_QUOTE, SUBMIT_RESULT
+from .abi import (
+    DONE_ERRORS,
+    GET_JOB_CALL,
+    JOB_SUBMITTED,
+    JOB_SUBMITTED_FROM_QUOTE,
+    SUBMIT_RESULT,
+    uint_topic,
+)
 from .chain import BlockTag, Chain, ChainError, Reverted, RpcRefused, Unreachable
 from .checkpoint import Checkpoint
 from .events import JobCall, LogDecodeError, decode_job_log
@@ -32,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # Short enough that a chain back from an outage is noticed within seconds.
 _MAX_RETRY_S = 5.0
-
-
-def _topic(value: int) -> str:
-    return "0x" + encode(["uint64"], [value]).hex()
 
 
 class Producer:
@@ -51,7 +52,7 @@ class Producer:
         self._recovered = False
         self._topics: list[object] = [
             ["0x" + JOB_SUBMITTED.hex(), "0x" + JOB_SUBMITTED_FROM_QUOTE.hex()],
-            _topic(self.service_id),
+            uint_topic(self.service_id),
         ]
 
     async def begin(self) -> int:
@@ -150,7 +151,7 @@ class Producer:
     async def _find(self, wanted: dict[int, int]) -> list[JobCall]:
         """The events of these calls: windows back from the head, to their creation time."""
         found: list[JobCall] = []
-        topics = [*self._topics, [_topic(call_id) for call_id in wanted]]
+        topics = [*self._topics, [uint_topic(call_id) for call_id in wanted]]
         to_block = await self.chain.block_number()
         floor = self.settings.start_block or 0
         oldest = min(wanted.values(), default=0)
@@ -183,9 +184,7 @@ class Producer:
         (sent before a restart, or sent again after a reorg) counts as given.
         """
         call_id = call if isinstance(call, int) else call.call_id
-        _index, _caller, _created, result_count, completed, _rfq, _payment = await self._job_call(
-            call_id, block
-        )
+        result_count, completed = (await self._job_call(call_id, block))[3:5]
         if completed:
             return False
         if result_count == 0 or self.chain.account is None:
@@ -208,11 +207,7 @@ class Producer:
     async def run(
         self, dispatch: Callable[[JobCall], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity).
-
-        A window counts as scanned only once all its calls are started, so calls a
-        shutdown left unstarted are read again by the next start.
-        """
+        """Poll until `stop` is set; `dispatch` starts each call (it may wait for capacity)."""
         failures = 0
         while True:
             try:

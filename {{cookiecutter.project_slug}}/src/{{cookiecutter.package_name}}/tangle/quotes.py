@@ -10,8 +10,10 @@ the Tangle contract: tnt-core src/libraries/SignatureLib.sol).  Quotes are rate-
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eth_abi.abi import encode
@@ -29,6 +31,8 @@ from ..llm.errors import InvalidRequestError, LlmError, OverloadedError
 from ..llm.limits import check_json_size
 from .chain import Chain, ChainError
 from .pricing import EVENT_DRIVEN, price_job, service_terms
+
+BodyReader = Callable[[Request, int, float], Awaitable[bytes]]  # api.body.read_body
 
 # SignatureLib.JOB_QUOTE_TYPEHASH's type string, as eth-account's typed-data fields.
 JOB_QUOTE_TYPE = (
@@ -86,9 +90,7 @@ class Quoter:
             raise OverloadedError("too many quote requests; retry shortly", retry_after=1.0)
         self._free_at = max(self._free_at, now) + step
 
-    async def endpoint(self, request: Request) -> Response:
-        from ..api.body import read_body
-
+    async def endpoint(self, request: Request, read_body: BodyReader) -> Response:
         limits = self.settings.api
         try:
             raw = await read_body(request, limits.max_body_bytes + 1024, limits.body_timeout_s)
@@ -113,5 +115,7 @@ class Quoter:
             unreachable = OverloadedError("the chain is unreachable; retry shortly")
             return JSONResponse(unreachable.to_openai(), status_code=503)
 
-    def route(self) -> Route:
-        return Route("/tangle/quote", self.endpoint, methods=["POST"])
+    def route(self, read_body: BodyReader) -> Route:
+        """Mounted by the API beside the jobs, which lends its bounded body reader."""
+        endpoint = functools.partial(self.endpoint, read_body=read_body)
+        return Route("/tangle/quote", endpoint, methods=["POST"])

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +78,13 @@ class JobRunner:
         lost: asyncio.Event | None = None,
     ) -> None:
         settings = context.settings.tangle
-        if settings.service_id is None:
-            raise ChainError("tangle.service_id (SERVICE_ID) is required to take jobs")
         self.context = context
         self.chain = chain
         self.settings = settings
-        self.service_id = settings.service_id
         self.dry_run = dry_run
         self.checkpoint = Checkpoint.for_service(settings, chain_id)
-        self.producer = Producer(chain, settings, self.checkpoint)
+        self.producer = Producer(chain, settings, self.checkpoint)  # requires SERVICE_ID
+        self.service_id = self.producer.service_id
         self.consumer = Consumer(
             chain, self.service_id, dry_run=dry_run, batch_max=settings.batch_max
         )
@@ -98,8 +97,9 @@ class JobRunner:
         self.answered = 0
         self.progress = asyncio.Event()  # set whenever a call is answered
         self.head: int | None = None  # the chain's head as last seen by the watcher
-        self.payments = Payments(context.settings, chain, context.metrics_registry)
+        self.payments = Payments(context.settings, chain)
         self.balance: int | None = None  # the operator's, as last seen by the watcher
+        self._fees_since = (time.monotonic(), chain.fees_paid_wei)
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -133,9 +133,10 @@ class JobRunner:
 
     # --- jobs -----------------------------------------------------------------------
 
-    async def dispatch(self, call: JobCall) -> None:
+    async def dispatch(self, call: JobCall, result: bytes | None = None) -> None:
+        """Start answering `call` (or sending `result` again) once a slot is free."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._process(call))
+        task = asyncio.create_task(self._process(call, result))
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -233,7 +234,9 @@ class JobRunner:
         """One pass: results `confirmations` deep in an unchanged block are final."""
         self.head = head = await self.chain.block_number()
         if self.chain.account is not None:
-            self.balance = await self.chain.balance()
+            was_low, self.balance = self.low_balance, await self.chain.balance()
+            if self.low_balance and not was_low:
+                log.warning("balance %d wei < an hour of gas (%d)", self.balance, self.gas_per_hour)
         final_block = head - self.settings.confirmation_depth
         if not self.dry_run and await self.chain.keep_transactions(max(final_block, 0)):
             await self.producer.recover(self.dispatch)  # results the chain dropped
@@ -257,10 +260,7 @@ class JobRunner:
                     call_id,
                 )
                 del self._unconfirmed[call_id]
-                await self._slots.acquire()
-                task = asyncio.create_task(self._process(item.call, item.result))
-                self._jobs.add(task)
-                task.add_done_callback(self._jobs.discard)
+                await self.dispatch(item.call, item.result)
             # else: an answer of ours is in the mempool; look again next time.
         for call_id in final:
             del self._unconfirmed[call_id]
@@ -270,6 +270,16 @@ class JobRunner:
     @property
     def unconfirmed(self) -> int:
         return len(self._unconfirmed)
+
+    @property
+    def gas_per_hour(self) -> float:
+        """Fees paid an hour at the rate since this term began (at least a minute)."""
+        start, spent = self._fees_since
+        return (self.chain.fees_paid_wei - spent) * 3600 / max(time.monotonic() - start, 60.0)
+
+    @property
+    def low_balance(self) -> bool:
+        return self.balance is not None and self.balance < self.gas_per_hour
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -282,8 +292,6 @@ class JobRunner:
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._watch()),
         ]
-        if not self.dry_run:
-            helpers.append(asyncio.create_task(self.payments.watch_balance(self.stopping)))
         try:
             await self.producer.run(self.dispatch, self.stopping)
             await self._finish_in_flight()
@@ -339,6 +347,7 @@ async def _serve_api(context: Context, stop: asyncio.Event, quoter: Quoter | Non
     """The HTTP API beside the jobs, on the same context, when this project can serve it."""
     try:
         from ..api.app import create_app
+        from ..api.body import read_body
         from ..api.server import serving
     except ImportError as error:
         log.warning("HTTP API not available (%s); running the job loop alone", error)
@@ -355,7 +364,7 @@ async def _serve_api(context: Context, stop: asyncio.Event, quoter: Quoter | Non
         log.warning("HTTP API not served: %s", error)
         return
     if quoter is not None:
-        app.router.routes.append(quoter.route())
+        app.router.routes.append(quoter.route(read_body))
     api = context.settings.api
     try:
         async with serving(app, api, api.host, api.port):
