@@ -17,7 +17,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 RULES = PROJECT / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = PROJECT / "deploy" / "prometheus" / "alerts.test.yaml"
-DASHBOARD = PROJECT / "deploy" / "grafana" / "openrouter-provider.json"
+DASHBOARD = PROJECT / "deploy" / "grafana" / "{{ cookiecutter.project_slug }}.json"
 README = (PROJECT / "README.md").read_text(encoding="utf-8")
 # PromQL words that are not metric names.
 PROMQL = {

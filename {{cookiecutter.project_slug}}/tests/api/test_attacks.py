@@ -28,7 +28,7 @@ from starlette.routing import Route
 from {{ cookiecutter.package_name }}.api.app import create_app
 from {{ cookiecutter.package_name }}.api.errors import MAX_MESSAGE, SCRUBBED, Scrubber
 from {{ cookiecutter.package_name }}.llm.errors import ModelNotFoundError
-from openrouter_provider_sim import SimHandle
+from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .attack import LoopCpu, connect, exchange, is_closed, peak_rss_mb, request
 from .conftest import KEY, MODEL, UPSTREAM, FakeBalancer, fleet, running

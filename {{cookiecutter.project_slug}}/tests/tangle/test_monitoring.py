@@ -305,7 +305,7 @@ async def run_faults(
 
     async def evaluated() -> bool:
         # The rules ran (a recording rule's sample time) a few times on the baseline.
-        found = await prometheus.query("timestamp(openrouter_provider:threshold:lag_blocks)")
+        found = await prometheus.query("timestamp(provider:threshold:lag_blocks)")
         return bool(found) and float(found[0]["value"][1]) > scraped_at + 3
 
     await eventually(evaluated, "the rules were evaluated on the baseline")
@@ -364,7 +364,7 @@ async def run_faults(
 
     # Every dashboard query has data while the runner leads (a standby reports only
     # tangle_leader 0, and Redis is killed next).
-    dashboard = json.loads((DEPLOY / "grafana" / "openrouter-provider.json").read_text())
+    dashboard = json.loads((DEPLOY / "grafana" / "{{ cookiecutter.project_slug }}.json").read_text())
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             expr = target["expr"].replace("$__rate_interval", "1m")
