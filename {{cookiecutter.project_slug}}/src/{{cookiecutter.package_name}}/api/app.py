@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,9 +50,8 @@ from .body import disconnected, read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
 from .listing import build_listing, unready
 from .media import check_media
-from .metrics import HttpMetrics, MetricsMiddleware
+from .metrics import HttpMetrics, HttpMiddleware
 from .openapi import build_document
-from .requestid import RequestIdMiddleware
 from .sse import FIRST_BYTE_S, Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ..context import Context
 
 OpenContext = Callable[[Settings], AbstractAsyncContextManager["Context"]]
+Handler = Callable[[Request], Awaitable[Response]]
 Req = TypeVar("Req", bound=BaseModel)
 T = TypeVar("T")
 
@@ -156,23 +157,14 @@ class Api:
         if not asked:
             request.max_tokens = cap
 
-    async def chat(self, request: Request) -> Response:
-        return await self._guard(self._completion(request, ChatCompletionRequest))
-
-    async def completions(self, request: Request) -> Response:
-        return await self._guard(self._completion(request, TextCompletionRequest))
-
     async def embeddings(self, request: Request) -> Response:
-        async def run() -> Response:
-            parsed = await self._parse(request, EmbeddingRequest)
-            async with asyncio.timeout(self.settings.api.request_timeout_s):
-                result = await _unless_gone(request, self.context.balancer.embeddings(parsed))
-            return _json(result.wire())
+        parsed = await self._parse(request, EmbeddingRequest)
+        async with asyncio.timeout(self.settings.api.request_timeout_s):
+            result = await _unless_gone(request, self.context.balancer.embeddings(parsed))
+        return _json(result.wire())
 
-        return await self._guard(run())
-
-    async def _completion(
-        self, request: Request, model: type[ChatCompletionRequest] | type[TextCompletionRequest]
+    async def completion(
+        self, model: type[ChatCompletionRequest] | type[TextCompletionRequest], request: Request
     ) -> Response:
         parsed = await self._parse(request, model)
         self._cap(parsed)
@@ -217,10 +209,13 @@ class Api:
         # The same body as wire(), serialised by pydantic-core in one step.
         return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
-    async def _guard(self, work: Awaitable[Response]) -> Response:
+    async def answer(self, handler: Handler, request: Request) -> Response:
         """Run a handler, turning every failure into an OpenAI error body."""
         try:
-            return await work
+            if request.scope["http_version"] == "1.1" and len(request.headers.getlist("host")) != 1:
+                # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
+                raise InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
+            return await handler(request)
         except LlmError as error:
             return error_response(error, self.scrub)
         except ClientDisconnect:
@@ -238,22 +233,16 @@ class Api:
         return build_listing(self.settings, fleet, created=self.started)
 
     async def models(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            return _json(self.listing())
-
-        return await self._guard(run())
+        self._authorize(request)
+        return _json(self.listing())
 
     async def model(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            model_id = request.path_params["model_id"][: MAX_MODEL_ID + 1]
-            for document in self.listing()["data"]:
-                if document["id"] == model_id:
-                    return _json(document)
-            raise ModelNotFoundError(f"model {model_id!r} is not served here")
-
-        return await self._guard(run())
+        self._authorize(request)
+        model_id = request.path_params["model_id"][: MAX_MODEL_ID + 1]
+        for document in self.listing()["data"]:
+            if document["id"] == model_id:
+                return _json(document)
+        raise ModelNotFoundError(f"model {model_id!r} is not served here")
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -273,13 +262,10 @@ class Api:
 
     async def prometheus(self, request: Request) -> Response:
         """With a metrics_key only that key; else the API keys, as every endpoint."""
-        try:
-            if len(self.metrics_keys):
-                self.metrics_keys.check(request.headers.get("authorization"))
-            else:
-                self._authorize(request)
-        except LlmError as error:
-            return error_response(error, self.scrub)
+        if len(self.metrics_keys):
+            self.metrics_keys.check(request.headers.get("authorization"))
+        else:
+            self._authorize(request)
         registry = self.context.metrics_registry
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # serve --workers N: all N in one view
             registry = CollectorRegistry()
@@ -287,34 +273,27 @@ class Api:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            if self._openapi is None:
-                models = [model.id for model in self.settings.models]
-                self._openapi = to_json(build_document(TITLE, __version__, models))
-            return Response(self._openapi, media_type="application/json")
-
-        return await self._guard(run())
+        self._authorize(request)
+        if self._openapi is None:
+            models = [model.id for model in self.settings.models]
+            self._openapi = to_json(build_document(TITLE, __version__, models))
+        return Response(self._openapi, media_type="application/json")
 
 
 class Endpoint:
-    """A route's ASGI app calling a handler with the bare Request.
+    """A route's ASGI app: the bare Request to a handler, its failures to `Api.answer`.
 
-    Starlette serves an endpoint that is not a function as a plain ASGI app:
-    no per-route wrapper, since every handler answers its own failures, and
-    the app-level exception middleware still answers anything unforeseen.
+    Starlette serves an endpoint that is not a function as a plain ASGI app: no
+    per-route wrapper, and the app-level exception middleware still answers anything
+    unforeseen.
     """
 
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(self, api: Api, handler: Handler) -> None:
+        self.api = api
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["http_version"] == "1.1" and [k for k, _ in scope["headers"]].count(b"host") != 1:
-            # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
-            error = InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
-            response = error_response(error, Scrubber())
-        else:
-            response = await self.handler(Request(scope, receive, send))
+        response = await self.api.answer(self.handler, Request(scope, receive, send))
         await response(scope, receive, send)
 
 
@@ -334,22 +313,22 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
             yield
 
     routes = [
-        Route("/v1/chat/completions", Endpoint(api.chat), methods=["POST"]),
-        Route("/v1/completions", Endpoint(api.completions), methods=["POST"]),
-        Route("/v1/embeddings", Endpoint(api.embeddings), methods=["POST"]),
-        Route("/v1/models", Endpoint(api.models), methods=["GET"]),
-        Route("/v1/models/{model_id:path}", Endpoint(api.model), methods=["GET"]),
-        Route("/health", Endpoint(api.health), methods=["GET"]),
-        Route("/ready", Endpoint(api.ready), methods=["GET"]),
-        Route("/metrics", Endpoint(api.prometheus), methods=["GET"]),
-        Route("/openapi.json", Endpoint(api.openapi), methods=["GET"]),
+        Route(path, Endpoint(api, handler), methods=[method])
+        for path, handler, method in (
+            ("/v1/chat/completions", partial(api.completion, ChatCompletionRequest), "POST"),
+            ("/v1/completions", partial(api.completion, TextCompletionRequest), "POST"),
+            ("/v1/embeddings", api.embeddings, "POST"),
+            ("/v1/models", api.models, "GET"),
+            ("/v1/models/{model_id:path}", api.model, "GET"),
+            ("/health", api.health, "GET"),
+            ("/ready", api.ready, "GET"),
+            ("/metrics", api.prometheus, "GET"),
+            ("/openapi.json", api.openapi, "GET"),
+        )
     ]
     app = Starlette(
         routes=routes,
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, metrics=lambda: api.metrics),
-        ],
+        middleware=[Middleware(HttpMiddleware, metrics=lambda: api.metrics)],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
