@@ -374,15 +374,11 @@ def _json(data: Any, status: int = 200) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer in the OpenAI error shape too."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    headers = exc.headers if isinstance(exc, HTTPException) else None
-    kind = "not_found" if status == 404 else "invalid_request_error"
+    assert isinstance(exc, HTTPException)  # the only exception it is registered for
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
     message = f"no route {request.method} {request.url.path[:200]}"
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": str(status)}},
-        status,
-        headers=headers,
-    )
+    error = {"message": message, "type": kind, "param": None, "code": str(exc.status_code)}
+    return JSONResponse({"error": error}, exc.status_code, headers=exc.headers)
 
 
 def _maybe(key: SecretStr | None) -> list[SecretStr]:

@@ -31,12 +31,6 @@ def smallest(*values: int | None) -> int | None:
     return min(known) if known else None
 
 
-def limits(listed: ListedModel) -> tuple[int | None, int | None]:
-    """(context_length, max_output_length) the listing promises for one model."""
-    context = smallest(listed.settings.context_length, listed.context_length)
-    return context, smallest(listed.settings.max_output_length, context)
-
-
 def flat_document(
     model: ModelSettings,
     *,
@@ -85,20 +79,17 @@ def build_listing(
     is left out.  Each V2 document is checked as it is built (ValueError if
     OpenRouter would reject it).
     """
+    build = v2.model_document if settings.api.listing_format == "v2" else flat_document
     data = []
-    for listed in fleet:
-        if not listed.nodes:
-            continue
-        context, output = limits(listed)
-        ready = listed.healthy and listed.settings.is_ready is not False
-        build = v2.model_document if settings.api.listing_format == "v2" else flat_document
+    for listed in (listed for listed in fleet if listed.nodes):
+        context = smallest(listed.settings.context_length, listed.context_length)
         data.append(
             build(
                 listed.settings,
                 context_length=context,
-                max_output=output,
+                max_output=smallest(listed.settings.max_output_length, context),
                 created=created,
-                ready=ready,
+                ready=listed.healthy and listed.settings.is_ready is not False,
             )
         )
     return {"data": data}

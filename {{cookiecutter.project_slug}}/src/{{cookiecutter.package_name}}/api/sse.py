@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from pydantic_core import to_json
@@ -61,11 +61,8 @@ def frame(data: dict[str, object]) -> bytes:
 
 async def close_iterator(iterator: AsyncIterator[object]) -> None:
     """Close an async generator, and with it the upstream request."""
-    aclose: Callable[[], object] | None = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        result = aclose()
-        if asyncio.iscoroutine(result):
-            await result
+    if isinstance(iterator, AsyncGenerator):
+        await iterator.aclose()
 
 
 class SseResponse(Response):
@@ -121,11 +118,10 @@ class SseResponse(Response):
                     await asyncio.gather(relay, return_exceptions=True)
                     # The node first: a client that stopped reading may never take the frame.
                     await close_iterator(self.iterator)
+                    late = self._error_frame(UpstreamTimeoutError("the request deadline passed"))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.keepalive_s):
-                            await self._fail(
-                                send, UpstreamTimeoutError("the request deadline passed")
-                            )
+                            await self._write(send, late, more=False)
                     break
                 if loop.time() - self._last_write >= self.keepalive_s:
                     # Bounded by the deadline: the client may have stopped reading.
@@ -205,9 +201,6 @@ class SseResponse(Response):
         body = error.to_openai()
         body["error"]["message"] = self.scrub(error.message)
         return frame(body) + DONE
-
-    async def _fail(self, send: Send, error: LlmError) -> None:
-        await self._write(send, self._error_frame(error), more=False)
 
     async def _write(self, send: Send, data: bytes, *, more: bool = True) -> None:
         async with self._lock:
