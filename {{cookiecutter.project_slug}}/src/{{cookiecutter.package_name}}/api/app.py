@@ -67,30 +67,15 @@ Req = TypeVar("Req", bound=BaseModel)
 T = TypeVar("T")
 
 
-def check_auth(settings: Settings) -> None:
-    """Refuse to serve an API that asks for keys but has none."""
-    if settings.api.auth_enabled and not settings.api.api_keys:
-        raise ConfigError(
-            "api.auth_enabled is true but no API key is configured: set api.api_keys in the "
-            "config file or OPENROUTER_API_KEY (comma-separated keys), or set "
-            "api.auth_enabled = false for a private network"
-        )
-
-
 class Api:
     """The request handlers and the state they share: one per app."""
 
     def __init__(self, settings: Settings) -> None:
-        check_auth(settings)
-        self.settings = settings
-        self.keys = KeyRing(settings.api.api_keys)
-        self.metrics_keys = KeyRing(_maybe(settings.api.metrics_key))
-        self.caps = {model.id: model.max_output_length for model in settings.models}
-        self.scrub = _scrubber(settings)
         self.started = int(time.time())
         self._context: Context | None = None
         self.metrics: HttpMetrics | None = None
-        self._openapi: bytes | None = None
+        self.keys, self.metrics_keys = KeyRing(), KeyRing()
+        self.reload(settings)
 
     def attach(self, context: Context) -> None:
         self._context = context
@@ -103,11 +88,16 @@ class Api:
         return self._context
 
     def reload(self, settings: Settings) -> None:
-        """Apply re-read settings: keys, and the fleet once the app has started.
+        """Apply (re-read) settings: keys, and the fleet once the app has started.
 
-        Listen address and limits need a restart.
+        Listen address and limits need a restart.  An API asking for keys has some.
         """
-        check_auth(settings)
+        if settings.api.auth_enabled and not settings.api.api_keys:
+            raise ConfigError(
+                "api.auth_enabled is true but no API key is configured: set api.api_keys in the "
+                "config file or OPENROUTER_API_KEY (comma-separated keys), or set "
+                "api.auth_enabled = false for a private network"
+            )
         if self._context is not None:
             self._context.reload(settings)  # all or nothing: a ConfigError changes nothing
         # The same object the balancer and the listing now read: caps, auth, limits and
@@ -117,7 +107,7 @@ class Api:
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
         self.scrub = _scrubber(settings)
-        self._openapi = None  # the listed models may have changed
+        self._openapi: bytes | None = None  # built on first use, for the models listed now
 
     # --- request handling ------------------------------------------------------
 
