@@ -1,10 +1,9 @@
 """The ASGI app: OpenAI-compatible endpoints, the provider listing, health, readiness, metrics.
 
-Plain Starlette routes whose endpoints are ASGI apps taking the raw request:
-each handler parses its body itself (one pydantic call on the bytes) and turns
-its own failures into OpenAI error bodies.  The OpenAPI document is generated
-from the models (openapi.py) and served behind the key like everything but
-/health and /ready.
+Plain Starlette routes whose endpoints are ASGI apps taking the raw request: each handler parses its
+body itself (one pydantic call on the bytes) and turns its own failures into OpenAI error bodies.
+The OpenAPI document is generated from the models (openapi.py) and served behind the key like
+everything but /health and /ready.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The OpenAPI document, generated once from the request and answer models.
 
-Written out rather than collected from route declarations, so the routes stay
-plain Starlette and the document says what the API really answers: every
-error status with OpenAI's error object, SSE for streams, the Bearer key on
-every path but /health and /ready.
+Written out rather than collected from route declarations, so the routes stay plain Starlette and
+the document says what the API really answers: every error status with OpenAI's error object, SSE
+for streams, the Bearer key on every path but /health and /ready.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
 """`serve`: the app on Granian (Rust, hyper), which enforces HTTP itself.
 
-hyper parses HTTP/1.1 and bounds what the app never sees: the
-request head (`max_header_bytes`, and at most 100 header lines: else 431), the
-time to send it (`header_timeout_s`, also an idle keep-alive connection's), and
-a body the app does not read: the connection is closed, never drained.  The body
-the app reads is bounded by `read_body`.  Granian's worker processes share the
-port (`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
+hyper parses HTTP/1.1 and bounds what the app never sees: the request head (`max_header_bytes`, and
+at most 100 header lines: else 431), the time to send it (`header_timeout_s`, also an idle
+keep-alive connection's), and a body the app does not read: the connection is closed, never drained.
+The body the app reads is bounded by `read_body`.  Granian's worker processes share the port
+(`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
 
-SIGHUP re-reads the config file and the environment; each worker applies a
-valid config in place (new keys, nodes and caps apply to the next request,
-requests in flight go on).  A config that fails validation is logged and
-ignored, so a typo never locks everyone out.
+SIGHUP re-reads the config file and the environment; each worker applies a valid config in place
+(new keys, nodes and caps apply to the next request, requests in flight go on).  A config that fails
+validation is logged and ignored, so a typo never locks everyone out.
 """
 
 from __future__ import annotations
