@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -108,8 +109,6 @@ class Api:
         self.scrub = _scrubber(settings)
         self._openapi: bytes | None = None  # built on first use, for the models listed now
 
-    # --- request handling ------------------------------------------------------
-
     def _authorize(self, request: Request) -> None:
         if self.settings.api.auth_enabled:
             self.keys.check(request.headers.get("authorization"))
@@ -134,15 +133,12 @@ class Api:
         cap = self.caps.get(request.model)
         if cap is None:
             return
-        asked = False
-        for field in ("max_completion_tokens", "max_tokens"):
-            value = getattr(request, field, None)
-            if value is not None:
-                asked = True
-                if value > cap:
-                    raise InvalidRequestError(
-                        f"{field} is {value}, above this model's limit of {cap}", param=field
-                    )
+        fields = ("max_completion_tokens", "max_tokens")
+        asked = {f: value for f in fields if (value := getattr(request, f, None)) is not None}
+        for field, value in asked.items():
+            if value > cap:
+                message = f"{field} is {value}, above this model's limit of {cap}"
+                raise InvalidRequestError(message, param=field)
         if not asked:
             request.max_tokens = cap
 
@@ -214,8 +210,6 @@ class Api:
             return error_response(UpstreamTimeoutError("the request deadline passed"), self.scrub)
         except Exception as error:  # never a stack trace to the client
             return error_response(unexpected(error, self.scrub), self.scrub)
-
-    # --- listing, health, metrics -------------------------------------------------
 
     def listing(self) -> dict[str, Any]:
         fleet = self.context.balancer.listed_models()
@@ -380,9 +374,5 @@ def _scrubber(settings: Settings) -> Scrubber:
     keys += [node.api_key for node in settings.nodes if node.api_key is not None]
     return Scrubber(
         secrets=[key.get_secret_value() for key in keys],
-        hosts=[_host(node.url) for node in settings.nodes],
+        hosts=[urlsplit(node.url).netloc.rsplit("@", 1)[-1] for node in settings.nodes],
     )
-
-
-def _host(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
