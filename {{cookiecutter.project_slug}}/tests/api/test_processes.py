@@ -170,7 +170,7 @@ async def test_log_json_lines_carry_the_request_id_to_the_node_attempts(tmp_path
                 ids = {(await http.get("/health")).headers["x-request-id"] for _ in range(3)}
                 assert len(ids) == 3
             proc.send_signal(signal.SIGHUP)
-            reloaded = await json_line(proc.stderr, r"SIGHUP: API keys reloaded")
+            reloaded = await json_line(proc.stderr, r"SIGHUP: reloading the configuration")
             assert reloaded["level"] == "INFO" and reloaded["request_id"] == "-"
 
 

@@ -1,10 +1,9 @@
 """The ASGI app: OpenAI-compatible endpoints, the provider listing, health, readiness, metrics.
 
-Plain Starlette routes whose endpoints are ASGI apps taking the raw request:
-each handler parses its body itself (one pydantic call on the bytes) and turns
-its own failures into OpenAI error bodies.  The OpenAPI document is generated
-from the models (openapi.py) and served behind the key like everything but
-/health and /ready.
+Plain Starlette routes whose endpoints are ASGI apps taking the raw request: each handler parses its
+body itself (one pydantic call on the bytes) and turns its own failures into OpenAI error bodies.
+The OpenAPI document is generated from the models (openapi.py) and served behind the key like
+everything but /health and /ready.
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -49,9 +50,8 @@ from .body import disconnected, read_body
 from .errors import Scrubber, error_response, invalid_body, unexpected
 from .listing import build_listing, unready
 from .media import check_media
-from .metrics import HttpMetrics, MetricsMiddleware
+from .metrics import HttpMetrics, HttpMiddleware
 from .openapi import build_document
-from .requestid import RequestIdMiddleware
 from .sse import FIRST_BYTE_S, Chunk, SseResponse, close_iterator, first_chunk
 
 TITLE = "OpenRouter provider"
@@ -62,34 +62,20 @@ if TYPE_CHECKING:
     from ..context import Context
 
 OpenContext = Callable[[Settings], AbstractAsyncContextManager["Context"]]
+Handler = Callable[[Request], Awaitable[Response]]
 Req = TypeVar("Req", bound=BaseModel)
 T = TypeVar("T")
-
-
-def check_auth(settings: Settings) -> None:
-    """Refuse to serve an API that asks for keys but has none."""
-    if settings.api.auth_enabled and not settings.api.api_keys:
-        raise ConfigError(
-            "api.auth_enabled is true but no API key is configured: set api.api_keys in the "
-            "config file or OPENROUTER_API_KEY (comma-separated keys), or set "
-            "api.auth_enabled = false for a private network"
-        )
 
 
 class Api:
     """The request handlers and the state they share: one per app."""
 
     def __init__(self, settings: Settings) -> None:
-        check_auth(settings)
-        self.settings = settings
-        self.keys = KeyRing(settings.api.api_keys)
-        self.metrics_keys = KeyRing(_maybe(settings.api.metrics_key))
-        self.caps = {model.id: model.max_output_length for model in settings.models}
-        self.scrub = _scrubber(settings)
         self.started = int(time.time())
         self._context: Context | None = None
         self.metrics: HttpMetrics | None = None
-        self._openapi: bytes | None = None
+        self.keys, self.metrics_keys = KeyRing(), KeyRing()
+        self.reload(settings)
 
     def attach(self, context: Context) -> None:
         self._context = context
@@ -102,11 +88,16 @@ class Api:
         return self._context
 
     def reload(self, settings: Settings) -> None:
-        """Apply re-read settings: keys, and the fleet once the app has started.
+        """Apply (re-read) settings: keys, and the fleet once the app has started.
 
-        Listen address and limits need a restart.
+        Listen address and limits need a restart.  An API asking for keys has some.
         """
-        check_auth(settings)
+        if settings.api.auth_enabled and not settings.api.api_keys:
+            raise ConfigError(
+                "api.auth_enabled is true but no API key is configured: set api.api_keys in the "
+                "config file or OPENROUTER_API_KEY (comma-separated keys), or set "
+                "api.auth_enabled = false for a private network"
+            )
         if self._context is not None:
             self._context.reload(settings)  # all or nothing: a ConfigError changes nothing
         # The same object the balancer and the listing now read: caps, auth, limits and
@@ -116,9 +107,7 @@ class Api:
         self.keys.replace(settings.api.api_keys)
         self.metrics_keys.replace(_maybe(settings.api.metrics_key))
         self.scrub = _scrubber(settings)
-        self._openapi = None  # the listed models may have changed
-
-    # --- request handling ------------------------------------------------------
+        self._openapi: bytes | None = None  # built on first use, for the models listed now
 
     def _authorize(self, request: Request) -> None:
         if self.settings.api.auth_enabled:
@@ -144,35 +133,23 @@ class Api:
         cap = self.caps.get(request.model)
         if cap is None:
             return
-        asked = False
-        for field in ("max_completion_tokens", "max_tokens"):
-            value = getattr(request, field, None)
-            if value is not None:
-                asked = True
-                if value > cap:
-                    raise InvalidRequestError(
-                        f"{field} is {value}, above this model's limit of {cap}", param=field
-                    )
+        fields = ("max_completion_tokens", "max_tokens")
+        asked = {f: value for f in fields if (value := getattr(request, f, None)) is not None}
+        for field, value in asked.items():
+            if value > cap:
+                message = f"{field} is {value}, above this model's limit of {cap}"
+                raise InvalidRequestError(message, param=field)
         if not asked:
             request.max_tokens = cap
 
-    async def chat(self, request: Request) -> Response:
-        return await self._guard(self._completion(request, ChatCompletionRequest))
-
-    async def completions(self, request: Request) -> Response:
-        return await self._guard(self._completion(request, TextCompletionRequest))
-
     async def embeddings(self, request: Request) -> Response:
-        async def run() -> Response:
-            parsed = await self._parse(request, EmbeddingRequest)
-            async with asyncio.timeout(self.settings.api.request_timeout_s):
-                result = await _unless_gone(request, self.context.balancer.embeddings(parsed))
-            return _json(result.wire())
+        parsed = await self._parse(request, EmbeddingRequest)
+        async with asyncio.timeout(self.settings.api.request_timeout_s):
+            result = await _unless_gone(request, self.context.balancer.embeddings(parsed))
+        return _json(result.wire())
 
-        return await self._guard(run())
-
-    async def _completion(
-        self, request: Request, model: type[ChatCompletionRequest] | type[TextCompletionRequest]
+    async def completion(
+        self, model: type[ChatCompletionRequest] | type[TextCompletionRequest], request: Request
     ) -> Response:
         parsed = await self._parse(request, model)
         self._cap(parsed)
@@ -217,10 +194,13 @@ class Api:
         # The same body as wire(), serialised by pydantic-core in one step.
         return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
-    async def _guard(self, work: Awaitable[Response]) -> Response:
+    async def answer(self, handler: Handler, request: Request) -> Response:
         """Run a handler, turning every failure into an OpenAI error body."""
         try:
-            return await work
+            if request.scope["http_version"] == "1.1" and len(request.headers.getlist("host")) != 1:
+                # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
+                raise InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
+            return await handler(request)
         except LlmError as error:
             return error_response(error, self.scrub)
         except ClientDisconnect:
@@ -231,29 +211,21 @@ class Api:
         except Exception as error:  # never a stack trace to the client
             return error_response(unexpected(error, self.scrub), self.scrub)
 
-    # --- listing, health, metrics -------------------------------------------------
-
     def listing(self) -> dict[str, Any]:
         fleet = self.context.balancer.listed_models()
         return build_listing(self.settings, fleet, created=self.started)
 
     async def models(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            return _json(self.listing())
-
-        return await self._guard(run())
+        self._authorize(request)
+        return _json(self.listing())
 
     async def model(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            model_id = request.path_params["model_id"][: MAX_MODEL_ID + 1]
-            for document in self.listing()["data"]:
-                if document["id"] == model_id:
-                    return _json(document)
-            raise ModelNotFoundError(f"model {model_id!r} is not served here")
-
-        return await self._guard(run())
+        self._authorize(request)
+        model_id = request.path_params["model_id"][: MAX_MODEL_ID + 1]
+        for document in self.listing()["data"]:
+            if document["id"] == model_id:
+                return _json(document)
+        raise ModelNotFoundError(f"model {model_id!r} is not served here")
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -273,13 +245,10 @@ class Api:
 
     async def prometheus(self, request: Request) -> Response:
         """With a metrics_key only that key; else the API keys, as every endpoint."""
-        try:
-            if len(self.metrics_keys):
-                self.metrics_keys.check(request.headers.get("authorization"))
-            else:
-                self._authorize(request)
-        except LlmError as error:
-            return error_response(error, self.scrub)
+        if len(self.metrics_keys):
+            self.metrics_keys.check(request.headers.get("authorization"))
+        else:
+            self._authorize(request)
         registry = self.context.metrics_registry
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # serve --workers N: all N in one view
             registry = CollectorRegistry()
@@ -287,34 +256,27 @@ class Api:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
-        async def run() -> Response:
-            self._authorize(request)
-            if self._openapi is None:
-                models = [model.id for model in self.settings.models]
-                self._openapi = to_json(build_document(TITLE, __version__, models))
-            return Response(self._openapi, media_type="application/json")
-
-        return await self._guard(run())
+        self._authorize(request)
+        if self._openapi is None:
+            models = [model.id for model in self.settings.models]
+            self._openapi = to_json(build_document(TITLE, __version__, models))
+        return Response(self._openapi, media_type="application/json")
 
 
 class Endpoint:
-    """A route's ASGI app calling a handler with the bare Request.
+    """A route's ASGI app: the bare Request to a handler, its failures to `Api.answer`.
 
-    Starlette serves an endpoint that is not a function as a plain ASGI app:
-    no per-route wrapper, since every handler answers its own failures, and
-    the app-level exception middleware still answers anything unforeseen.
+    Starlette serves an endpoint that is not a function as a plain ASGI app: no
+    per-route wrapper, and the app-level exception middleware still answers anything
+    unforeseen.
     """
 
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(self, api: Api, handler: Handler) -> None:
+        self.api = api
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["http_version"] == "1.1" and [k for k, _ in scope["headers"]].count(b"host") != 1:
-            # RFC 9112 3.2: an HTTP/1.1 request with two Host headers is refused with 400.
-            error = InvalidRequestError("an HTTP/1.1 request needs exactly one Host header")
-            response = error_response(error, Scrubber())
-        else:
-            response = await self.handler(Request(scope, receive, send))
+        response = await self.api.answer(self.handler, Request(scope, receive, send))
         await response(scope, receive, send)
 
 
@@ -334,22 +296,22 @@ def create_app(settings: Settings, *, open_context: OpenContext | None = None) -
             yield
 
     routes = [
-        Route("/v1/chat/completions", Endpoint(api.chat), methods=["POST"]),
-        Route("/v1/completions", Endpoint(api.completions), methods=["POST"]),
-        Route("/v1/embeddings", Endpoint(api.embeddings), methods=["POST"]),
-        Route("/v1/models", Endpoint(api.models), methods=["GET"]),
-        Route("/v1/models/{model_id:path}", Endpoint(api.model), methods=["GET"]),
-        Route("/health", Endpoint(api.health), methods=["GET"]),
-        Route("/ready", Endpoint(api.ready), methods=["GET"]),
-        Route("/metrics", Endpoint(api.prometheus), methods=["GET"]),
-        Route("/openapi.json", Endpoint(api.openapi), methods=["GET"]),
+        Route(path, Endpoint(api, handler), methods=[method])
+        for path, handler, method in (
+            ("/v1/chat/completions", partial(api.completion, ChatCompletionRequest), "POST"),
+            ("/v1/completions", partial(api.completion, TextCompletionRequest), "POST"),
+            ("/v1/embeddings", api.embeddings, "POST"),
+            ("/v1/models", api.models, "GET"),
+            ("/v1/models/{model_id:path}", api.model, "GET"),
+            ("/health", api.health, "GET"),
+            ("/ready", api.ready, "GET"),
+            ("/metrics", api.prometheus, "GET"),
+            ("/openapi.json", api.openapi, "GET"),
+        )
     ]
     app = Starlette(
         routes=routes,
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, metrics=lambda: api.metrics),
-        ],
+        middleware=[Middleware(HttpMiddleware, metrics=lambda: api.metrics)],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
@@ -395,15 +357,11 @@ def _json(data: Any, status: int = 200) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer in the OpenAI error shape too."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    headers = exc.headers if isinstance(exc, HTTPException) else None
-    kind = "not_found" if status == 404 else "invalid_request_error"
+    assert isinstance(exc, HTTPException)  # the only exception it is registered for
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
     message = f"no route {request.method} {request.url.path[:200]}"
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": str(status)}},
-        status,
-        headers=headers,
-    )
+    error = {"message": message, "type": kind, "param": None, "code": str(exc.status_code)}
+    return JSONResponse({"error": error}, exc.status_code, headers=exc.headers)
 
 
 def _maybe(key: SecretStr | None) -> list[SecretStr]:
@@ -416,9 +374,5 @@ def _scrubber(settings: Settings) -> Scrubber:
     keys += [node.api_key for node in settings.nodes if node.api_key is not None]
     return Scrubber(
         secrets=[key.get_secret_value() for key in keys],
-        hosts=[_host(node.url) for node in settings.nodes],
+        hosts=[urlsplit(node.url).netloc.rsplit("@", 1)[-1] for node in settings.nodes],
     )
-
-
-def _host(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]

@@ -32,8 +32,5 @@ class KeyRing:
             raise AuthenticationError("expected an Authorization header of the form 'Bearer <key>'")
         presented = token.strip().encode()
         # Compare against every key without stopping early: timing says nothing about which matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(presented, key)
-        if not matched:
+        if not any([hmac.compare_digest(presented, key) for key in self._keys]):
             raise AuthenticationError("invalid API key")

@@ -1,13 +1,12 @@
 """The model listing OpenRouter reads from GET /v1/models.
 
-Which models: every model in `[[models]]` that at least one node serves.
-Limits: `context_length` is the smallest of the configured value and every
-serving node's discovered value, so a request OpenRouter routes here fits
-whichever node gets it.  `max_output_length` is the configured value (never
-above the context); it is also the cap the API enforces on `max_tokens`.  A
-limit nobody knows is left out rather than guessed.  `is_ready` follows the
-fleet: false while no node serving the model is up (OpenRouter then hides the
-endpoint instead of sending it requests that fail), unless configured.
+Which models: every model in `[[models]]` that at least one node serves. Limits: `context_length` is
+the smallest of the configured value and every serving node's discovered value, so a request
+OpenRouter routes here fits whichever node gets it.  `max_output_length` is the configured value
+(never above the context); it is also the cap the API enforces on `max_tokens`.  A limit nobody
+knows is left out rather than guessed.  `is_ready` follows the fleet: false while no node serving
+the model is up (OpenRouter then hides the endpoint instead of sending it requests that fail),
+unless configured.
 """
 
 from __future__ import annotations
@@ -29,12 +28,6 @@ from . import v2
 def smallest(*values: int | None) -> int | None:
     known = [value for value in values if value is not None]
     return min(known) if known else None
-
-
-def limits(listed: ListedModel) -> tuple[int | None, int | None]:
-    """(context_length, max_output_length) the listing promises for one model."""
-    context = smallest(listed.settings.context_length, listed.context_length)
-    return context, smallest(listed.settings.max_output_length, context)
 
 
 def flat_document(
@@ -85,20 +78,17 @@ def build_listing(
     is left out.  Each V2 document is checked as it is built (ValueError if
     OpenRouter would reject it).
     """
+    build = v2.model_document if settings.api.listing_format == "v2" else flat_document
     data = []
-    for listed in fleet:
-        if not listed.nodes:
-            continue
-        context, output = limits(listed)
-        ready = listed.healthy and listed.settings.is_ready is not False
-        build = v2.model_document if settings.api.listing_format == "v2" else flat_document
+    for listed in (listed for listed in fleet if listed.nodes):
+        context = smallest(listed.settings.context_length, listed.context_length)
         data.append(
             build(
                 listed.settings,
                 context_length=context,
-                max_output=output,
+                max_output=smallest(listed.settings.max_output_length, context),
                 created=created,
-                ready=ready,
+                ready=listed.healthy and listed.settings.is_ready is not False,
             )
         )
     return {"data": data}

@@ -1,12 +1,11 @@
 """URLs in message parts that a node would fetch: public http(s) only, by default.
 
-vLLM, SGLang and llama.cpp download `image_url`s (and audio, video, file URLs)
-themselves, from inside the operator's network: a URL naming a metadata
-service (169.254.169.254), loopback or a private address turns the node into
-a proxy for the caller (SSRF).  A host given as a name is not resolved here
-(that would be a DNS lookup per request, and the answer may change before
-the node asks); names that only mean something inside a network are refused,
-and egress rules on the nodes stay the real fence (see SECURITY.md).
+vLLM, SGLang and llama.cpp download `image_url`s (and audio, video, file URLs) themselves, from
+inside the operator's network: a URL naming a metadata service (169.254.169.254), loopback or a
+private address turns the node into a proxy for the caller (SSRF).  A host given as a name is not
+resolved here (that would be a DNS lookup per request, and the answer may change before the node
+asks); names that only mean something inside a network are refused, and egress rules on the nodes
+stay the real fence (see SECURITY.md).
 """
 
 from __future__ import annotations

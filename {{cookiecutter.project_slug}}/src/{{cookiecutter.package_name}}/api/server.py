@@ -1,16 +1,14 @@
 """`serve`: the app on Granian (Rust, hyper), which enforces HTTP itself.
 
-hyper parses HTTP/1.1 and bounds what the app never sees: the
-request head (`max_header_bytes`, and at most 100 header lines: else 431), the
-time to send it (`header_timeout_s`, also an idle keep-alive connection's), and
-a body the app does not read: the connection is closed, never drained.  The body
-the app reads is bounded by `read_body`.  Granian's worker processes share the
-port (`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
+hyper parses HTTP/1.1 and bounds what the app never sees: the request head (`max_header_bytes`, and
+at most 100 header lines: else 431), the time to send it (`header_timeout_s`, also an idle
+keep-alive connection's), and a body the app does not read: the connection is closed, never drained.
+The body the app reads is bounded by `read_body`.  Granian's worker processes share the port
+(`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
 
-SIGHUP re-reads the config file and the environment; each worker applies a
-valid config in place (new keys, nodes and caps apply to the next request,
-requests in flight go on).  A config that fails validation is logged and
-ignored, so a typo never locks everyone out.
+SIGHUP re-reads the config file and the environment; each worker applies a valid config in place
+(new keys, nodes and caps apply to the next request, requests in flight go on).  A config that fails
+validation is logged and ignored, so a typo never locks everyone out.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
@@ -56,7 +54,8 @@ def serve(
     workers: int = 1,
 ) -> int:
     """Serve until interrupted; 2 with a message when the settings cannot serve."""
-    configure_logging("json" if settings.log_json else "text")
+    style: Literal["json", "text"] = "json" if settings.log_json else "text"
+    configure_logging(style)
     try:
         create_app(settings)
     except ConfigError as error:
@@ -69,8 +68,16 @@ def serve(
     except OSError as error:
         print(f"serve: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
         return 2
+    sharing = (
+        "sharing state through Redis"
+        if settings.cluster.redis_url is not None
+        else f"each allows 1/{workers} of every node's max_concurrency"
+    )
+    scheme = "https" if settings.api.tls_certfile else "http"
+    plural = "s" if workers > 1 else ""
     server = _Server(
         config_path,
+        f"running on {scheme}://{host}:{port} with {workers} worker{plural} ({sharing})",
         target="",
         address=host,
         port=port,
@@ -82,16 +89,7 @@ def serve(
         reload_paths=[Path(__file__).parent],  # unused (no reload), but read: not the cwd
         **server_options(settings.api),
     )
-    sharing = (
-        "sharing state through Redis"
-        if settings.cluster.redis_url is not None
-        else f"each allows 1/{workers} of every node's max_concurrency"
-    )
-    scheme = "https" if settings.api.tls_certfile else "http"
-    plural = "s" if workers > 1 else ""
-    announce = f"running on {scheme}://{host}:{port} with {workers} worker{plural} ({sharing})"
-    server.announce = announce
-    server.serve(target_loader=partial(worker_app, config_path, workers), wrap_loader=False)
+    server.serve(target_loader=partial(worker_app, config_path, workers, style), wrap_loader=False)
     return 0
 
 
@@ -123,8 +121,11 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
     return settings.model_copy(update={"cluster": cluster})
 
 
-def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
-    """A worker's app, from the config as it is now (called in each worker process).
+def worker_app(
+    config_path: str | Path | None, workers: int, style: Literal["json", "text"]
+) -> Starlette:
+    """A worker's app, from the config as it is now (called in each worker process); it logs
+    in `serve`'s style, which `--log-json` may have set.
 
     Granian's workers take SIGINT and SIGTERM; SIGHUP, passed on by `serve`, reloads
     the app in place on its event loop, so requests in flight (long streams) go on.
@@ -135,8 +136,8 @@ def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before the call
             os._exit(1)
+    configure_logging(style)
     settings = worker_settings(load_settings(config_path), workers)
-    configure_logging("json" if settings.log_json else "text")
     app = create_app(settings)
     api: Api = app.state.api
 
@@ -154,10 +155,10 @@ def worker_app(config_path: str | Path | None, workers: int) -> Starlette:
 class _Server(Granian):  # type: ignore[misc,valid-type]  # granian's public server class
     """Granian's server; SIGHUP goes to the workers, which reload in place."""
 
-    def __init__(self, config_path: str | Path | None, **options: Any) -> None:
+    def __init__(self, config_path: str | Path | None, announce: str, **options: Any) -> None:
         super().__init__(**options)
         self.config_path = config_path
-        self.announce = ""
+        self.announce = announce
 
     def startup(self, *args: Any, **kwargs: Any) -> None:
         super().startup(*args, **kwargs)

@@ -1,31 +1,28 @@
 """Server-sent events for streamed completions.
 
-One task relays chunks; the request's own task watches for the client going
-away, the deadline, and silence (then it writes `: keep-alive` comments).  The
-relay and the keep-alives share a lock so frames never interleave.  When the
-client leaves, the relay is cancelled and the balancer's iterator closed, which
-closes the upstream request and stops generation on the node.
+One task relays chunks; the request's own task watches for the client going away, the deadline, and
+silence (then it writes `: keep-alive` comments).  The relay and the keep-alives share a lock so
+frames never interleave.  When the client leaves, the relay is cancelled and the balancer's iterator
+closed, which closes the upstream request and stops generation on the node.
 
-The relay reads the iterator in a task of its own and writes whatever frames
-piled up since its last write in one send, as nginx writes what one upstream
-read brought: a node that sends a burst of chunks costs one trip through the
-ASGI stack and one socket write, not one per chunk.  A paced node still gets
-each chunk written as soon as it arrives.
+The relay reads the iterator in a task of its own and writes whatever frames piled up since its last
+write in one send, as nginx writes what one upstream read brought: a node that sends a burst of
+chunks costs one trip through the ASGI stack and one socket write, not one per chunk.  A paced node
+still gets each chunk written as soon as it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from pydantic_core import to_json
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..llm.errors import LlmError, UpstreamError, UpstreamTimeoutError
-from ..llm.models import Usage
+from ..llm.models import ChatCompletionChunk, TextCompletionChunk
 from .body import disconnected
 from .errors import Scrubber, unexpected
 
@@ -41,17 +38,7 @@ HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class Chunk(Protocol):
-    """What the relay needs of a chat or text chunk."""
-
-    @property
-    def choices(self) -> Sequence[object]: ...
-
-    usage: Usage | None
-
-    def wire(self) -> dict[str, Any]: ...
+Chunk = ChatCompletionChunk | TextCompletionChunk
 
 
 def frame(data: dict[str, object]) -> bytes:
@@ -61,11 +48,8 @@ def frame(data: dict[str, object]) -> bytes:
 
 async def close_iterator(iterator: AsyncIterator[object]) -> None:
     """Close an async generator, and with it the upstream request."""
-    aclose: Callable[[], object] | None = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        result = aclose()
-        if asyncio.iscoroutine(result):
-            await result
+    if isinstance(iterator, AsyncGenerator):
+        await iterator.aclose()
 
 
 class SseResponse(Response):
@@ -121,11 +105,10 @@ class SseResponse(Response):
                     await asyncio.gather(relay, return_exceptions=True)
                     # The node first: a client that stopped reading may never take the frame.
                     await close_iterator(self.iterator)
+                    late = self._error_frame(UpstreamTimeoutError("the request deadline passed"))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.keepalive_s):
-                            await self._fail(
-                                send, UpstreamTimeoutError("the request deadline passed")
-                            )
+                            await self._write(send, late, more=False)
                     break
                 if loop.time() - self._last_write >= self.keepalive_s:
                     # Bounded by the deadline: the client may have stopped reading.
@@ -205,9 +188,6 @@ class SseResponse(Response):
         body = error.to_openai()
         body["error"]["message"] = self.scrub(error.message)
         return frame(body) + DONE
-
-    async def _fail(self, send: Send, error: LlmError) -> None:
-        await self._write(send, self._error_frame(error), more=False)
 
     async def _write(self, send: Send, data: bytes, *, more: bool = True) -> None:
         async with self._lock:

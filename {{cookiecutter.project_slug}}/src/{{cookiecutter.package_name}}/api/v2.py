@@ -1,12 +1,10 @@
 """OpenRouter's Provider Monitor Schema V2 (`schema_version` "2.4"): building and checking.
 
-OpenRouter drops a whole V2 document for one key it does not know, and hides
-endpoints it already served, so each document is checked before it is served:
-against OpenRouter's own published schema (provider-monitor-schema-v2.openapi.json
-beside this file, unchanged from OpenRouterTeam/docs, assets/, schema 2.4, commit
-c26125a5) and against the rules its guide states in prose only: price and
-capacity entries unique within their scope, and a text input priced per token,
-not per image.
+OpenRouter drops a whole V2 document for one key it does not know, and hides endpoints it already
+served, so each document is checked before it is served: against OpenRouter's own published schema
+(provider-monitor-schema-v2.openapi.json beside this file, unchanged from OpenRouterTeam/docs,
+assets/, schema 2.4, commit c26125a5) and against the rules its guide states in prose only: price
+and capacity entries unique within their scope, and a text input priced per token, not per image.
 """
 
 from __future__ import annotations
