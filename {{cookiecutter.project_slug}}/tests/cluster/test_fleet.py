@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from {{ cookiecutter.package_name }}.balancer.node import Node
 from {{ cookiecutter.package_name }}.cluster import Fleet, connect
-from {{ cookiecutter.package_name }}.config import ClusterSettings
+from {{ cookiecutter.package_name }}.config import ApiSettings, ClusterSettings
 
 from .conftest import RedisServer, free_port
 from balancer.fakes import FakeClient, lb_settings, node_settings
@@ -81,7 +81,8 @@ async def test_a_dead_replicas_slots_free_before_a_waiting_request_gives_up(
     redis_server: RedisServer,
 ) -> None:
     """Default settings: a replica killed while it held a node's every slot (a leader of
-    `run` with its backlog, say) leaves nothing that outlives the selection timeout."""
+    `run` with its backlog, say) leaves nothing that outlives its lease: a paid job, which
+    waits its turn up to its deadline, gets the slot; it never answers `overloaded`."""
     dead, alive = fleet(redis_server.url), fleet(redis_server.url)
     here, there = node("n", 2), node("n", 2)
     await dead.start(lambda: [here], lambda: None)
@@ -90,10 +91,12 @@ async def test_a_dead_replicas_slots_free_before_a_waiting_request_gives_up(
         assert all([await take(dead, here) for _ in range(2)])
         assert dead._task is not None
         dead._task.cancel()  # as SIGKILL: its leases stay in Redis, never renewed again
-        patience = lb_settings().selection_timeout_s
-        assert await take(alive, there, timeout_s=patience)
+        lease_ttl_s = ClusterSettings().lease_ttl_s
+        assert lease_ttl_s < ApiSettings().request_timeout_s / 10  # a job's deadline
+        assert await take(alive, there, timeout_s=3 * lease_ttl_s)
     finally:
         await alive.aclose()
+        await dead.aclose()
 
 
 async def test_leases_redis_dropped_are_counted_again_while_in_use(
