@@ -21,7 +21,6 @@ from ..llm.errors import InvalidRequestError, LlmError, UpstreamCredentialsError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
-from .load import LoadGauges
 from .scrape import gauges
 
 # Connections beyond max_concurrency, so health checks and metric scrapes never
@@ -85,7 +84,7 @@ class HttpClient(StreamingLlmClient):
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
         self.settings = settings
-        self.load = LoadGauges()
+        self.load = NodeMetrics()  # the one object get_metrics() hands out
         # Requests go straight to the transport: an httpx.AsyncClient would add, on every
         # request, cookie extraction, header merging, auth and redirect steps that a node
         # needs none of (about a tenth of the CPU a small request costs).
@@ -124,7 +123,7 @@ class HttpClient(StreamingLlmClient):
         )
 
     def get_metrics(self) -> NodeMetrics:
-        return self.load.metrics
+        return self.load
 
     async def discover_models(self) -> list[ModelInfo]:
         self._discovered = await self.list_models()

@@ -19,8 +19,7 @@ Walkthrough:
    All of them raise the right `LlmError` when the server refuses.
 2. Answers.  Build the response models from your server's answer.  Take usage
    only from your server's own token counts and leave it None when it gives
-   none.  A stream ends with a
-   chunk that has empty `choices` and the usage.  Yield from inside the
+   none.  A stream ends with a chunk that has empty `choices` and the usage.  Yield from inside the
    `async with self.streaming(...)` block: closing the iterator then closes
    the upstream request and your server stops generating.  The readers decode
    UTF-8 incrementally, so split characters arrive whole.
@@ -32,9 +31,8 @@ Walkthrough:
    message.  Errors sent inside a 200 stream go through `errors.error_in_stream`.
 4. Metrics.  If your server publishes load (a queue length, running requests,
    KV-cache use), read it in `check_health` and store it with
-   `self.load.set_signals(ServerSignals(...))`; `scrape.gauges` reads
-   Prometheus text.  Otherwise the balancer's own in-flight count is the
-   load signal.
+   `self.load.set_signals(...)`; `scrape.gauges` reads Prometheus text.
+   Otherwise the balancer's own in-flight count is the load signal.
 5. Register nothing: a node with `type = "custom"` in the config gets this
    client through `backends.create_client`.
 """

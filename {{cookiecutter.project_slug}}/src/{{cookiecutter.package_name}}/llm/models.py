@@ -423,10 +423,10 @@ class LlmCapabilities(BaseModel):
 class NodeMetrics:
     """A node's server gauges as last read: one object per client, updated in place.
 
-    The balancer reads it several times per request, so it is a plain object, not
-    a validated model.  A gauge is None where the server publishes none; `read_at`
-    (time.monotonic()) says how fresh they are, and a stale gauge must be treated
-    as unknown.  The balancer keeps its own in-flight counts and latencies.
+    The balancer reads it several times per request, so it is a plain object, not a
+    validated model.  A gauge is None where the server publishes none; `read_at`
+    (time.monotonic()) says how fresh they are, and a stale gauge is unknown.  The
+    balancer keeps its own in-flight counts and latencies.
     """
 
     server_running: float | None = None
@@ -438,3 +438,21 @@ class NodeMetrics:
     @property
     def server_signals_age_s(self) -> float | None:
         return None if self.read_at is None else time.monotonic() - self.read_at
+
+    def set_signals(
+        self,
+        *,
+        running: float | None = None,
+        waiting: float | None = None,
+        kv_cache_usage: float | None = None,
+        capacity: int | None = None,
+    ) -> None:
+        """Store the gauges a client just read, in place: the balancer holds this object."""
+        self.server_running = running
+        self.server_waiting = waiting
+        # A gauge outside [0, 1] is the server's rounding; clamp rather than reject.
+        self.server_kv_cache_usage = (
+            None if kv_cache_usage is None else min(max(kv_cache_usage, 0.0), 1.0)
+        )
+        self.server_capacity = capacity
+        self.read_at = time.monotonic()
