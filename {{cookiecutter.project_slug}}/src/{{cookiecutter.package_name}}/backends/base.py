@@ -220,9 +220,7 @@ class HttpClient(StreamingLlmClient):
 
     async def query(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         """A JSON answer for discovery or health, on the health-check timeout."""
-        timeout = self.settings.health_check_timeout_s
-        async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
-            return parse_object(await response.aread())
+        return parse_object((await self.probe(path, method, body=body)).content)
 
     async def scrape(self, names: Iterable[str]) -> dict[str, list[float]] | None:
         """The server's /metrics gauges, or None when it serves none we can read.
@@ -237,9 +235,9 @@ class HttpClient(StreamingLlmClient):
         except LlmError:
             return None
 
-    async def probe(self, path: str) -> httpx.Response:
+    async def probe(self, path: str, method: str = "GET", *, body: Any = None) -> httpx.Response:
         """A health or metrics read on the health-check timeout; the body is read."""
         timeout = self.settings.health_check_timeout_s
-        async with self.open("GET", path, read_timeout_s=timeout) as response:
+        async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
             await response.aread()
             return response

@@ -116,10 +116,6 @@ def arguments_object(arguments: str) -> Any:
         ) from None
 
 
-def arguments_string(arguments: Any) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
 def images(message: ChatMessage) -> list[str]:
     """Base64 images from `image_url` parts; Ollama takes no URLs."""
     found = []
@@ -182,15 +178,12 @@ def tool_calls_of(message: dict[str, Any]) -> list[ToolCall]:
     calls = []
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        calls.append(
-            ToolCall(
-                id=str(call.get("id") or new_id("call")),
-                function=FunctionCall(
-                    name=str(function.get("name", "")),
-                    arguments=arguments_string(function.get("arguments", {})),
-                ),
-            )
-        )
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        name = str(function.get("name", ""))
+        call_id = str(call.get("id") or new_id("call"))
+        calls.append(ToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments)))
     return calls
 
 

@@ -290,20 +290,22 @@ class ChatCompletionStreamChoice(OpenAIModel):
     logprobs: dict[str, Any] | None = None
 
 
-class ChatCompletionChunk(OpenAIModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[ChatCompletionStreamChoice]
-    usage: Usage | None = None
-
+class _Chunk(OpenAIModel):
     def wire(self) -> dict[str, Any]:
         # OpenAI's chunks always carry finish_reason, null until the last one.
         body = super().wire()
         for choice in body["choices"]:
             choice.setdefault("finish_reason", None)
         return body
+
+
+class ChatCompletionChunk(_Chunk):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatCompletionStreamChoice]
+    usage: Usage | None = None
 
 
 # --- text ----------------------------------------------------------------------
@@ -340,7 +342,7 @@ class TextCompletionResponse(OpenAIModel):
     system_fingerprint: str | None = None
 
 
-class TextCompletionChunk(OpenAIModel):
+class TextCompletionChunk(_Chunk):
     """OpenAI streams text completions as `text_completion` objects too."""
 
     id: str
@@ -349,12 +351,6 @@ class TextCompletionChunk(OpenAIModel):
     model: str
     choices: list[TextCompletionChoice]
     usage: Usage | None = None
-
-    def wire(self) -> dict[str, Any]:
-        body = super().wire()
-        for choice in body["choices"]:
-            choice.setdefault("finish_reason", None)
-        return body
 
 
 # --- embeddings ----------------------------------------------------------------
