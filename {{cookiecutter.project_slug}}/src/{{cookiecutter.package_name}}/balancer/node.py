@@ -238,9 +238,7 @@ class Node:
         self.health_failures = 0
         self.checked_at = now
         self.last_error = None
-        self._tick(now)
-        if self.breaker is Breaker.HALF_OPEN:
-            self._close(now)
+        self._readmit(now)
 
     def health_failed(self, reason: str, now: float) -> None:
         """Mark the node down after `unhealthy_threshold` failures in a row, or at once when
@@ -275,9 +273,7 @@ class Node:
         self.success_latency.observe(latency_ms, now)
         self.consecutive_failures = 0
         self._remember(True)
-        self._tick(now)
-        if self.breaker is Breaker.HALF_OPEN:
-            self._close(now)
+        self._readmit(now)
 
     def busy(self, now: float, retry_after: float | None) -> None:
         """Set the node aside for the Retry-After it gave (capped)."""
@@ -336,7 +332,10 @@ class Node:
         self.ejected_until = now + self.backoff_s()
         self.trial_in_flight = False
 
-    def _close(self, now: float) -> None:
+    def _readmit(self, now: float) -> None:
+        self._tick(now)
+        if self.breaker is not Breaker.HALF_OPEN:
+            return
         self.breaker = Breaker.CLOSED
         self.trial_in_flight = False
         self.consecutive_failures = 0

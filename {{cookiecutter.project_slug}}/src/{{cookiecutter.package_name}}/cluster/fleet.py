@@ -2,31 +2,29 @@
 
 Three things are shared, all keyed by node name under `cluster.key_prefix`:
 
-- in-flight slots.  Each node has a sorted set of slot leases, scored by their
-  expiry on Redis's clock, never more than the node's `max_concurrency`.  A
-  replica admits a request only into a slot it holds, so the limit holds for the
-  fleet; the balancer asks without I/O, and a background loop takes slots from
-  Redis when requests here find none (within milliseconds) and gives back the
-  ones it does not use.  When several replicas want one node, each keeps at most
-  its fair part of it (best-effort fairness, as the issue allows).  Each replica
-  renews its leases every third of `lease_ttl_s` (a lease Redis dropped is added
-  again while a request here runs in it, else forgotten), so one that dies frees
-  its slots after `lease_ttl_s`.
-- ejections, Retry-After cooldowns and failed health checks: a hash per node
-  with the time each ends, pushed when a replica learns something and pulled by
-  every replica each `sync_interval_s`.  Ends only move later, so two replicas
-  never undo each other's finding.
+- in-flight slots: a sorted set of slot leases per node, scored by their expiry on
+  Redis's clock, never more than the node's `max_concurrency`.  A replica admits a
+  request only into a slot it holds, so the limit holds for the fleet; the balancer
+  asks without I/O, and a background loop takes slots from Redis when requests here
+  find none (within milliseconds) and gives back the ones it does not use, keeping at
+  most its fair part while several replicas want a node (best-effort fairness).
+  Leases are renewed every third of `lease_ttl_s` (one Redis dropped is added again
+  while a request here runs in it, else forgotten), so a replica that dies frees its
+  slots after `lease_ttl_s`.
+- ejections, Retry-After cooldowns and failed health checks: a hash per node with
+  the time each ends, pushed when a replica learns something and pulled by every
+  replica each `sync_interval_s`.  Ends only move later, so two replicas never undo
+  each other's finding.
 - the replicas alive: a sorted set of heartbeats, counted for the degraded share.
 
 When Redis cannot be reached the replica goes on with its own counts and
 `1/replicas` of each node's limit (logged once, shown in `/ready` and the
 `cluster_redis_connected` gauge), and rejoins when Redis answers again,
-re-registering the requests it has in flight; for two rejoin rounds it keeps
-the local share, while the other replicas rejoin too.  While the requests
-admitted before the loss finish, a node may carry up to its limit plus that
-share (a replica cannot know what the others hold without Redis).  Without
-Redis but with `replicas` > 1 (as `serve --workers N` sets for its workers),
-each keeps `1/replicas` of each limit in the same way.
+re-registering the requests it has in flight; for two rejoin rounds it keeps the
+local share while the other replicas rejoin too.  While the requests admitted
+before the loss finish, a node may carry up to its limit plus that share.  Without
+Redis but with `replicas` > 1 (as `serve --workers N` sets), each keeps
+`1/replicas` of each limit in the same way.
 """
 
 from __future__ import annotations
@@ -149,13 +147,7 @@ end
 return out
 """
 )
-_SCRIPTS = {
-    "take": _TAKE,
-    "renew": _RENEW,
-    "members": _MEMBERS,
-    "push": _PUSH,
-    "pull": _PULL,
-}
+_SCRIPTS = {"take": _TAKE, "renew": _RENEW, "members": _MEMBERS, "push": _PUSH, "pull": _PULL}
 
 
 def connect(url: str, timeout_s: float) -> Redis:
@@ -273,14 +265,11 @@ class Fleet(SharedState):
         self._wake.set()
         return False
 
-    def dispatched(self, node: Node) -> None:
-        """The slot it runs in was taken from this replica's own (see has_room)."""
-
     def released(self, node: Node) -> None:
         if self._wanting.get(node.name, 0) > 1:
             self._wake.set()  # another replica waits: give the slot back soon
 
-    def ejected(self, node: Node, seconds: float) -> None:
+    def ejected(self, node: Node) -> None:
         self._wake.set()  # the next round pushes it
 
     # --- shares and description ---------------------------------------------------------
