@@ -5,9 +5,6 @@ normalised where servers drift from OpenAI: `reasoning_content` (llama.cpp,
 older vLLM) becomes `reasoning`, finish reasons outside OpenAI's set are
 mapped, and usage is moved to one final chunk with no choices.  Such servers
 publish no load gauges, so the in-flight count kept here is the load signal.
-
-This module is the worked example for writing a client of your own
-(`custom.py`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """One node as the balancer sees it: its client, its load, its health and its latency.
 
-All load figures the strategies read live here and are changed only by the
-balancer's own request lifecycle (increment on dispatch, decrement in `finally`),
-so they can never drift negative the way shared counters do.  Times come from
-the event loop's clock, which the benchmark replaces with a virtual one.
+All load figures the strategies read live here, changed only by the balancer's
+own request lifecycle (see accounting.py).  Times come from the event loop's
+clock, which the benchmark replaces with a virtual one.
 """
 
 from __future__ import annotations
@@ -152,9 +151,6 @@ class Node:
 
     # --- load ------------------------------------------------------------------
 
-    def server_metrics(self) -> NodeMetrics:
-        return self.client.get_metrics()
-
     def signals_fresh(self, metrics: NodeMetrics) -> bool | None:
         """True/False for fresh/stale server gauges; None when the server publishes none."""
         if metrics.read_at is None:
@@ -167,7 +163,7 @@ class Node:
         A stale gauge is unknown, not idle: the node then counts as full, as llm-d's
         saturation detector does, so it ranks behind nodes whose load is known.
         """
-        metrics = self.server_metrics()
+        metrics = self.client.get_metrics()
         fresh = self.signals_fresh(metrics)
         if fresh is None:
             return float(self.in_flight)
@@ -180,7 +176,7 @@ class Node:
         """No room: our own count at max_concurrency, or fresh server gauges say full."""
         if self.in_flight + self.reserved >= self.max_concurrency:
             return True
-        metrics = self.server_metrics()
+        metrics = self.client.get_metrics()
         if not self.signals_fresh(metrics):
             return False
         if (metrics.server_waiting or 0.0) >= self.lb.max_server_waiting > 0:

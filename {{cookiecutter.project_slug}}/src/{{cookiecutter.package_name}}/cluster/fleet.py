@@ -274,10 +274,6 @@ class Fleet(SharedState):
 
     # --- shares and description ---------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
     def share(self) -> int:
         """What each node's limit is divided by here: 1 while Redis holds the fleet limit."""
         if self._connected and _now() >= self._settled_at:
