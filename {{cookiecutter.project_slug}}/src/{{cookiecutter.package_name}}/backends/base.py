@@ -215,8 +215,7 @@ class HttpClient(StreamingLlmClient):
     ) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole JSON answer and its headers, on the data path's timeouts."""
         async with self.open(method, path, body=body) as response:
-            raw = await response.aread()
-            return parse_object(raw), response.headers
+            return parse_object(await response.aread()), response.headers
 
     async def query(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         """A JSON answer for discovery or health, on the health-check timeout."""

@@ -33,7 +33,7 @@ from .base import HttpClient, validate
 from .errors import error_in_stream
 from .streams import decode, sse_data
 
-FINISH_REASONS = get_args(FinishReason)
+FINISH_REASONS = frozenset(get_args(FinishReason))
 # Reasons some servers send instead of OpenAI's (TGI: eos_token, stop_sequence).
 FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "abort": "error"}
 # Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
