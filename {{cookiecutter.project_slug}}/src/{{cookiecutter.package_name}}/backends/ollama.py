@@ -353,17 +353,11 @@ class OllamaClient(HttpClient):
                 done = bool(obj.get("done"))
                 text = str(obj.get("response", ""))
                 if text or done:
+                    reason = finish(obj.get("done_reason"), False) if done else None
                     yield TextCompletionChunk(
                         id=chunk_id,
                         model=request.model,
-                        choices=[
-                            TextCompletionChoice(
-                                text=text,
-                                finish_reason=finish(obj.get("done_reason"), False)
-                                if done
-                                else None,
-                            )
-                        ],
+                        choices=[TextCompletionChoice(text=text, finish_reason=reason)],
                     )
                 if done:
                     if (usage := usage_of(obj)) is not None:

@@ -99,9 +99,7 @@ class Usage(OpenAIModel):
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
             prompt_tokens_details=(
-                PromptTokensDetails(cached_tokens=cached_tokens)
-                if cached_tokens is not None
-                else None
+                None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens)
             ),
             completion_tokens_details=(
                 CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
