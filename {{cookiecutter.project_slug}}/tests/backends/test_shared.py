@@ -10,7 +10,6 @@ import pytest
 
 from {{ cookiecutter.package_name }}.backends import create_client
 from {{ cookiecutter.package_name }}.backends.errors import error_for_status, error_in_stream, server_message
-from {{ cookiecutter.package_name }}.backends.load import LoadGauges, ServerSignals
 from {{ cookiecutter.package_name }}.backends.streams import ndjson_objects, sse_events
 from {{ cookiecutter.package_name }}.config import ConfigError, LoadBalancerSettings, NodeSettings
 from {{ cookiecutter.package_name }}.llm.errors import (
@@ -23,7 +22,7 @@ from {{ cookiecutter.package_name }}.llm.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
-from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage
+from {{ cookiecutter.package_name }}.llm.models import ChatCompletionRequest, ChatMessage, NodeMetrics
 
 from .conftest import PRESENT, canned
 
@@ -197,11 +196,9 @@ async def test_ndjson_reader_rejects_garbage() -> None:
 
 
 def test_one_gauge_object_updated_in_place_with_its_age() -> None:
-    gauges = LoadGauges()
-    metrics = gauges.metrics
+    metrics = NodeMetrics()
     assert metrics.server_signals_age_s is None  # never read: unknown, not idle
-    gauges.set_signals(ServerSignals(running=2, waiting=1, kv_cache_usage=1.02, capacity=4))
-    assert gauges.metrics is metrics  # the balancer holds it; nothing is built per read
+    metrics.set_signals(running=2, waiting=1, kv_cache_usage=1.02, capacity=4)
     assert (metrics.server_running, metrics.server_waiting, metrics.server_capacity) == (2, 1, 4)
     assert metrics.server_kv_cache_usage == 1.0  # the server's rounding, clamped
     age = metrics.server_signals_age_s

@@ -21,7 +21,6 @@ from ..llm.errors import InvalidRequestError, LlmError, UpstreamCredentialsError
 from ..llm.interfaces import StreamingLlmClient
 from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
-from .load import LoadGauges
 from .scrape import gauges
 
 # Connections beyond max_concurrency, so health checks and metric scrapes never
@@ -85,7 +84,7 @@ class HttpClient(StreamingLlmClient):
     def __init__(self, node: NodeSettings, settings: LoadBalancerSettings) -> None:
         self.node = node
         self.settings = settings
-        self.load = LoadGauges()
+        self.load = NodeMetrics()  # the one object get_metrics() hands out
         # Requests go straight to the transport: an httpx.AsyncClient would add, on every
         # request, cookie extraction, header merging, auth and redirect steps that a node
         # needs none of (about a tenth of the CPU a small request costs).
@@ -124,7 +123,7 @@ class HttpClient(StreamingLlmClient):
         )
 
     def get_metrics(self) -> NodeMetrics:
-        return self.load.metrics
+        return self.load
 
     async def discover_models(self) -> list[ModelInfo]:
         self._discovered = await self.list_models()
@@ -216,14 +215,11 @@ class HttpClient(StreamingLlmClient):
     ) -> tuple[dict[str, Any], httpx.Headers]:
         """A whole JSON answer and its headers, on the data path's timeouts."""
         async with self.open(method, path, body=body) as response:
-            raw = await response.aread()
-            return parse_object(raw), response.headers
+            return parse_object(await response.aread()), response.headers
 
     async def query(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         """A JSON answer for discovery or health, on the health-check timeout."""
-        timeout = self.settings.health_check_timeout_s
-        async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
-            return parse_object(await response.aread())
+        return parse_object((await self.probe(path, method, body=body)).content)
 
     async def scrape(self, names: Iterable[str]) -> dict[str, list[float]] | None:
         """The server's /metrics gauges, or None when it serves none we can read.
@@ -238,9 +234,9 @@ class HttpClient(StreamingLlmClient):
         except LlmError:
             return None
 
-    async def probe(self, path: str) -> httpx.Response:
+    async def probe(self, path: str, method: str = "GET", *, body: Any = None) -> httpx.Response:
         """A health or metrics read on the health-check timeout; the body is read."""
         timeout = self.settings.health_check_timeout_s
-        async with self.open("GET", path, read_timeout_s=timeout) as response:
+        async with self.open(method, path, body=body, read_timeout_s=timeout) as response:
             await response.aread()
             return response

@@ -1,42 +1,35 @@
 """A client for your own LLM server: fill in the methods below.
 
-The connection pool, timeouts, API key, load gauges and error mapping are
-done for you by `HttpClient` (backends/base.py); what is left is what only
-your server knows.  `openai_compatible.py` is a complete worked example, and
-`ollama.py` one for a server whose API is not OpenAI's.
+`HttpClient` (backends/base.py) does the connection pool, timeouts, API key, load
+gauges and error mapping; what is left is what only your server knows.
+`openai_compatible.py` is a complete worked example, `ollama.py` one for a server
+whose API is not OpenAI's.
 
-Walkthrough:
-
-1. Requests.  Each method gets an OpenAI-shaped request (llm/models.py) whose
-   `model` is already your server's own name for the model.  Build your
-   server's body from it (`request.wire(self.node.extra_fields)` gives the OpenAI
-   JSON a node may be sent: unknown fields stay out).  Send a
-   whole request with `self.fetch(...)` and a stream with `async with
-   self.streaming(path, body, streams.sse_events) as objects:`
-   (`streams.ndjson_objects` for NDJSON); the balancer counts in-flight
-   requests, latency and errors itself.  Use `self.query(...)` for discovery
-   and `self.probe(path)` for health: they run on the health-check timeout.
-   All of them raise the right `LlmError` when the server refuses.
-2. Answers.  Build the response models from your server's answer.  Take usage
-   only from your server's own token counts and leave it None when it gives
-   none.  A stream ends with a
-   chunk that has empty `choices` and the usage.  Yield from inside the
-   `async with self.streaming(...)` block: closing the iterator then closes
-   the upstream request and your server stops generating.  The readers decode
-   UTF-8 incrementally, so split characters arrive whole.
-3. Errors.  `errors.error_for_status` maps status codes (400/422 invalid,
-   404 unknown model, 429 and "busy" 503 overloaded, other 5xx upstream
-   errors) and reads the common error bodies.  If your server words context
-   overflow or overload differently, override `error_for` and return
-   `ContextLengthExceededError` / `OverloadedError` yourself; keep the server's
-   message.  Errors sent inside a 200 stream go through `errors.error_in_stream`.
-4. Metrics.  If your server publishes load (a queue length, running requests,
-   KV-cache use), read it in `check_health` and store it with
-   `self.load.set_signals(ServerSignals(...))`; `scrape.gauges` reads
-   Prometheus text.  Otherwise the balancer's own in-flight count is the
-   load signal.
-5. Register nothing: a node with `type = "custom"` in the config gets this
-   client through `backends.create_client`.
+1. Requests.  Each method gets an OpenAI-shaped request (llm/models.py) whose `model`
+   is your server's own name for the model; `request.wire(self.node.extra_fields)`
+   gives the OpenAI JSON a node may be sent (unknown fields stay out).  Send a whole
+   request with `self.fetch(...)`, a stream with `async with self.streaming(path,
+   body, streams.sse_events) as objects:` (`streams.ndjson_objects` for NDJSON),
+   discovery with `self.query(...)` and health with `self.probe(path)` (these two on
+   the health-check timeout).  All raise the right `LlmError` when the server
+   refuses; the balancer counts in-flight requests, latency and errors itself.
+2. Answers.  Build the response models from your server's answer, with usage only
+   from its own token counts (None when it gives none).  A stream ends with a chunk
+   that has empty `choices` and the usage.  Yield from inside the `async with
+   self.streaming(...)` block: closing the iterator then closes the upstream request
+   and your server stops generating.  The readers keep split UTF-8 characters whole.
+3. Errors.  `errors.error_for_status` maps status codes (400/422 invalid, 404 unknown
+   model, 429 and "busy" 503 overloaded, other 5xx upstream errors) and reads the
+   common error bodies.  If your server words context overflow or overload
+   differently, override `error_for` and return `ContextLengthExceededError` /
+   `OverloadedError` yourself, with the server's message.  Errors sent inside a 200
+   stream go through `errors.error_in_stream`.
+4. Metrics.  If your server publishes load (queue length, running requests, KV-cache
+   use), read it in `check_health` and store it with `self.load.set_signals(...)`;
+   `scrape.gauges` reads Prometheus text.  Otherwise the balancer's own in-flight
+   count is the load signal.
+5. Register nothing: a node with `type = "custom"` gets this client through
+   `backends.create_client`.
 """
 
 from __future__ import annotations

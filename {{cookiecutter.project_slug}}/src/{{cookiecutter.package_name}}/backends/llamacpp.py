@@ -19,7 +19,6 @@ from typing import Any
 from ..config import Capability
 from ..llm.errors import LlmError, UpstreamCredentialsError
 from ..llm.models import ModelInfo
-from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
 
 PROCESSING = "llamacpp:requests_processing"
@@ -83,9 +82,7 @@ class LlamaCppClient(OpenAICompatibleClient):
         if DEFERRED in found:
             waiting = sum(found[DEFERRED])
         if running is not None or waiting is not None:
-            self.load.set_signals(
-                ServerSignals(running=running, waiting=waiting, capacity=capacity)
-            )
+            self.load.set_signals(running=running, waiting=waiting, capacity=capacity)
 
 
 CLIENT = LlamaCppClient

@@ -40,7 +40,6 @@ from ..llm.models import (
     EmbeddingUsage,
     FinishReason,
     FunctionCall,
-    FunctionCallDelta,
     ModelInfo,
     SamplingParams,
     TextCompletionChoice,
@@ -56,26 +55,27 @@ from .base import HttpClient
 from .errors import error_in_stream
 from .streams import ndjson_objects
 
-# OpenAI sampling field -> Ollama option of the same meaning.
 OLLAMA_WORDS = ("completion", "completion", "embedding", "tools", "vision")  # as Capability
-OPTION_NAMES = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "seed": "seed",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "repetition_penalty": "repeat_penalty",
-}
+# OpenAI sampling fields Ollama takes as options, under the same name but one.
+OPTIONS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
+RENAMED = {"repetition_penalty": "repeat_penalty"}
 
 
 def options(request: SamplingParams, max_tokens: int | None) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for ours, theirs in OPTION_NAMES.items():
-        value = getattr(request, ours)
-        if value is not None:
-            opts[theirs] = value
+    opts = {
+        RENAMED.get(name, name): value
+        for name in OPTIONS
+        if (value := getattr(request, name)) is not None
+    }
     if max_tokens is not None:
         opts["num_predict"] = max_tokens
     if request.stop_list():
@@ -114,10 +114,6 @@ def arguments_object(arguments: str) -> Any:
         raise InvalidRequestError(
             f"tool call arguments are not JSON: {arguments[:200]!r}", param="messages"
         ) from None
-
-
-def arguments_string(arguments: Any) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
 
 
 def images(message: ChatMessage) -> list[str]:
@@ -182,29 +178,18 @@ def tool_calls_of(message: dict[str, Any]) -> list[ToolCall]:
     calls = []
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        calls.append(
-            ToolCall(
-                id=str(call.get("id") or new_id("call")),
-                function=FunctionCall(
-                    name=str(function.get("name", "")),
-                    arguments=arguments_string(function.get("arguments", {})),
-                ),
-            )
-        )
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        name = str(function.get("name", ""))
+        call_id = str(call.get("id") or new_id("call"))
+        calls.append(ToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments)))
     return calls
 
 
 def float32_base64(vector: list[float]) -> str:
     """OpenAI's base64 encoding: little-endian float32s."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-def checked(obj: dict[str, Any]) -> dict[str, Any]:
-    """An NDJSON object, or the in-band error Ollama sends after a 200."""
-    error = error_in_stream(obj)
-    if error is not None:
-        raise error
-    return obj
 
 
 class OllamaClient(HttpClient):
@@ -255,7 +240,6 @@ class OllamaClient(HttpClient):
         data, _ = await self.fetch("POST", "/api/chat", body=self.chat_body(request, stream=False))
         message = data.get("message") or {}
         calls = tool_calls_of(message)
-        usage = usage_of(data)
         return ChatCompletionResponse(
             model=request.model,
             choices=[
@@ -269,14 +253,13 @@ class OllamaClient(HttpClient):
                     finish_reason=finish(data.get("done_reason"), bool(calls)),
                 )
             ],
-            usage=usage,
+            usage=usage_of(data),
         )
 
     async def text_completion(self, request: TextCompletionRequest) -> TextCompletionResponse:
         data, _ = await self.fetch(
             "POST", "/api/generate", body=self.generate_body(request, stream=False)
         )
-        usage = usage_of(data)
         return TextCompletionResponse(
             model=request.model,
             choices=[
@@ -285,7 +268,7 @@ class OllamaClient(HttpClient):
                     finish_reason=finish(data.get("done_reason"), False),
                 )
             ],
-            usage=usage,
+            usage=usage_of(data),
         )
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
@@ -331,20 +314,14 @@ class OllamaClient(HttpClient):
         started = False
         async with self.streaming("/api/chat", body, ndjson_objects) as objects:
             async for obj in objects:
-                checked(obj)
+                if (error := error_in_stream(obj)) is not None:
+                    raise error  # sent in-band after a 200
                 if not started:
                     started = True
                     yield chunk(ChoiceDelta(role="assistant", content=""))
                 message = obj.get("message") or {}
                 deltas = [
-                    ToolCallDelta(
-                        index=calls + i,
-                        id=call.id,
-                        type="function",
-                        function=FunctionCallDelta(
-                            name=call.function.name, arguments=call.function.arguments
-                        ),
-                    )
+                    ToolCallDelta(index=calls + i, **call.model_dump())
                     for i, call in enumerate(tool_calls_of(message))
                 ]
                 calls += len(deltas)
@@ -358,8 +335,7 @@ class OllamaClient(HttpClient):
                     )
                 if obj.get("done"):
                     yield chunk(ChoiceDelta(), finish(obj.get("done_reason"), calls > 0))
-                    usage = usage_of(obj)
-                    if usage is not None:
+                    if (usage := usage_of(obj)) is not None:
                         yield ChatCompletionChunk(
                             id=chunk_id, model=request.model, choices=[], usage=usage
                         )
@@ -372,25 +348,19 @@ class OllamaClient(HttpClient):
         body = self.generate_body(request, stream=True)
         async with self.streaming("/api/generate", body, ndjson_objects) as objects:
             async for obj in objects:
-                checked(obj)
+                if (error := error_in_stream(obj)) is not None:
+                    raise error  # sent in-band after a 200
                 done = bool(obj.get("done"))
                 text = str(obj.get("response", ""))
                 if text or done:
+                    reason = finish(obj.get("done_reason"), False) if done else None
                     yield TextCompletionChunk(
                         id=chunk_id,
                         model=request.model,
-                        choices=[
-                            TextCompletionChoice(
-                                text=text,
-                                finish_reason=finish(obj.get("done_reason"), False)
-                                if done
-                                else None,
-                            )
-                        ],
+                        choices=[TextCompletionChoice(text=text, finish_reason=reason)],
                     )
                 if done:
-                    usage = usage_of(obj)
-                    if usage is not None:
+                    if (usage := usage_of(obj)) is not None:
                         yield TextCompletionChunk(
                             id=chunk_id, model=request.model, choices=[], usage=usage
                         )

@@ -5,16 +5,13 @@ normalised where servers drift from OpenAI: `reasoning_content` (llama.cpp,
 older vLLM) becomes `reasoning`, finish reasons outside OpenAI's set are
 mapped, and usage is moved to one final chunk with no choices.  Such servers
 publish no load gauges, so the in-flight count kept here is the load signal.
-
-This module is the worked example for writing a client of your own
-(`custom.py`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, get_args
 
 from pydantic import ValidationError
 
@@ -36,7 +33,7 @@ from .base import HttpClient, validate
 from .errors import error_in_stream
 from .streams import decode, sse_data
 
-FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call", "error"}
+FINISH_REASONS = frozenset(get_args(FinishReason))
 # Reasons some servers send instead of OpenAI's (TGI: eos_token, stop_sequence).
 FINISH_ALIASES = {"eos_token": "stop", "eos": "stop", "stop_sequence": "stop", "abort": "error"}
 # Fields servers use for a model's context length in /v1/models (vLLM, LM Studio, LocalAI).
@@ -71,14 +68,6 @@ def usage_of(data: Any) -> Usage | None:
     )
 
 
-def normalise_message(message: dict[str, Any]) -> dict[str, Any]:
-    """OpenRouter's `reasoning` field, whichever name the server used."""
-    thinking = message.pop("reasoning_content", None)
-    if thinking and not message.get("reasoning"):
-        message["reasoning"] = thinking
-    return message
-
-
 def normalise_choices(
     data: dict[str, Any], part: str | None, *, called_tools: bool = False
 ) -> dict[str, Any]:
@@ -92,18 +81,13 @@ def normalise_choices(
         reason = finish_reason(choice.get("finish_reason"))
         content = choice.get(part) if part is not None else None
         if isinstance(content, dict):
-            normalise_message(content)
+            # OpenRouter's `reasoning` field, whichever name the server used.
+            thinking = content.pop("reasoning_content", None)
+            if thinking and not content.get("reasoning"):
+                content["reasoning"] = thinking
             called_tools = called_tools or bool(content.get("tool_calls"))
         choice["finish_reason"] = "tool_calls" if reason == "stop" and called_tools else reason
     return data
-
-
-def context_length_of(card: Mapping[str, Any]) -> int | None:
-    for key in CONTEXT_KEYS:
-        value = card.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class OpenAICompatibleClient(HttpClient):
@@ -246,7 +230,9 @@ class OpenAICompatibleClient(HttpClient):
         ]
 
     def model_info(self, card: dict[str, Any]) -> ModelInfo:
-        return ModelInfo(id=str(card["id"]), context_length=context_length_of(card))
+        context = (card.get(key) for key in CONTEXT_KEYS)
+        length = next((v for v in context if isinstance(v, int) and v > 0), None)
+        return ModelInfo(id=str(card["id"]), context_length=length)
 
     async def check_health(self) -> None:
         """No health route in OpenAI's API: a model listing that answers means serving."""

@@ -29,7 +29,6 @@ from ..llm.models import (
     new_id,
 )
 from .errors import error_in_stream
-from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient, finish_reason
 from .streams import sse_events
 
@@ -184,11 +183,9 @@ class TgiClient(OpenAICompatibleClient):
         if found is None:
             return
         self.load.set_signals(
-            ServerSignals(
-                running=sum(found[BATCH]) if BATCH in found else None,
-                waiting=sum(found[QUEUE]) if QUEUE in found else None,
-                capacity=self.max_concurrent if isinstance(self.max_concurrent, int) else None,
-            )
+            running=sum(found[BATCH]) if BATCH in found else None,
+            waiting=sum(found[QUEUE]) if QUEUE in found else None,
+            capacity=self.max_concurrent if isinstance(self.max_concurrent, int) else None,
         )
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from ..llm.errors import ContextLengthExceededError, LlmError, NotSupportedError
 from ..llm.models import ChatCompletionRequest, ModelInfo
-from .load import ServerSignals
 from .openai_compatible import OpenAICompatibleClient
 
 RUNNING = "vllm:num_requests_running"
@@ -108,12 +107,10 @@ class VllmClient(OpenAICompatibleClient):
             return  # Healthy but unmeasured: the gauges age out and count as unknown.
         kv = found.get(KV_CACHE, found.get(KV_CACHE_BEFORE_0_9_2))
         self.load.set_signals(
-            ServerSignals(
-                running=sum(found[RUNNING]) if RUNNING in found else None,
-                waiting=sum(found[WAITING]) if WAITING in found else None,
-                # With several engines the fullest cache is the one a request may land on.
-                kv_cache_usage=max(kv) if kv else None,
-            )
+            running=sum(found[RUNNING]) if RUNNING in found else None,
+            waiting=sum(found[WAITING]) if WAITING in found else None,
+            # With several engines the fullest cache is the one a request may land on.
+            kv_cache_usage=max(kv) if kv else None,
         )
 
 

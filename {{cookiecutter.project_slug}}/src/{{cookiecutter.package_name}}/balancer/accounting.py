@@ -43,8 +43,6 @@ class Accounting:
         """Count an attempt sent; True when it is the node's half-open trial."""
         now = self._now()
         trial = node.dispatched(now)
-        if self._shared is not None:
-            self._shared.dispatched(node)
         self._metrics.node(node.name).requests.inc()
         self._metrics.publish(node, now)
         return trial
@@ -102,7 +100,7 @@ class Accounting:
             if node.failed((now - started) * 1000, now, error.retry_after):
                 self._metrics.node(node.name).ejections.inc()
                 if self._shared is not None:
-                    self._shared.ejected(node, node.backoff_s())
+                    self._shared.ejected(node)
             self.transition(node, before)
         return error
 

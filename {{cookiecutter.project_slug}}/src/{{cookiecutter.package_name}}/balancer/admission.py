@@ -4,13 +4,12 @@ By default an API request that finds every candidate full gets 429 at once, as
 OpenRouter asks of providers (its guide, "Performance metrics"), so it routes
 elsewhere; `max_queue` opts in to a short queue.  A Tangle job, already paid
 for, waits up to its own deadline (`patience`).  Waiters share one bounded FIFO
-queue.  A slot that frees is
-handed to the first waiter that can use it and reserved for it, so a request
-arriving meanwhile cannot take it: one waiter wakes per completion, not all of
-them (the cost of a completion no longer grows with the queue).  Changes that
-may open several slots at once (a node added, readmitted or reloaded) wake
-every waiter to look again, and each waiter also looks again every second for
-changes nobody announces (a backoff ending, a server's own gauges).
+queue.  A slot that frees is handed to the first waiter that can use it and
+reserved for it, so a request arriving meanwhile cannot take it: one waiter wakes
+per completion, not all of them (the cost of a completion no longer grows with the
+queue).  Changes that may open several slots at once (a node added, readmitted or
+reloaded) wake every waiter to look again, and each waiter also looks again every
+second for changes nobody announces (a backoff ending, a server's own gauges).
 """
 
 from __future__ import annotations
@@ -54,15 +53,13 @@ def patience(wait_s: float) -> Iterator[None]:
         _patience.reset(token)
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Waiter:
-    __slots__ = ("facts", "gone", "tried", "woken")
-
-    def __init__(self, facts: RequestFacts, tried: set[str], woken: asyncio.Future[Node | None]):
-        self.facts = facts
-        self.tried = tried
-        # Resolved with a node whose slot is reserved for this waiter, or None: look again.
-        self.woken = woken
-        self.gone = False  # left the queue (served, timed out or cancelled)
+    facts: RequestFacts
+    tried: set[str]
+    # Resolved with a node whose slot is reserved for this waiter, or None: look again.
+    woken: asyncio.Future[Node | None]
+    gone: bool = False  # left the queue (served, timed out or cancelled)
 
     def can_use(self, node: Node) -> bool:
         return (

@@ -238,7 +238,8 @@ class Balancer:
                 continue
             finally:
                 self._release(node, trial)
-            self._accounting.succeeded(node, started, started, _completion_tokens(answer))
+            tokens = answer.usage.completion_tokens if isinstance(answer.usage, Usage) else None
+            self._accounting.succeeded(node, started, started, tokens)
             answer.model = facts.model
             return answer
 
@@ -316,8 +317,6 @@ class Balancer:
     # --- descriptions ----------------------------------------------------------------
 
     def listed_models(self) -> list[ListedModel]:
-        """Per listed model: its settings, the nodes serving it, their smallest context, and
-        whether any of them takes traffic now."""
         return self._registry.listed_models()
 
     def node_states(self) -> list[NodeState]:
@@ -331,11 +330,6 @@ class Balancer:
     def queued(self) -> int:
         """Requests waiting for a free slot now."""
         return self._admission.waiting
-
-
-def _completion_tokens(answer: AnswerT) -> int | None:
-    usage = answer.usage
-    return usage.completion_tokens if isinstance(usage, Usage) else None
 
 
 class _StreamTokens:

@@ -42,15 +42,12 @@ class HealthMonitor:
         """Run a round now (a node was added)."""
         self._wake.set()
 
-    def interval(self, node: Node) -> float:
-        return self.lb.health_check_interval_by_type.get(
-            node.settings.type, self.lb.health_check_interval_s
-        )
-
     def due_at(self, node: Node) -> float:
         if node.checked_at is None:
             return -math.inf
-        due = node.checked_at + self.interval(node)
+        due = node.checked_at + self.lb.health_check_interval_by_type.get(
+            node.settings.type, self.lb.health_check_interval_s
+        )
         if node.breaker is not Breaker.CLOSED and node.checked_at < node.ejected_until:
             due = min(due, node.ejected_until)
         return due

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -31,6 +31,10 @@ class NodeSeries:
     ttft: Histogram
     ejections: Counter
     tokens: Counter
+
+
+# The metrics labelled by node alone: each is a NodeSeries field and a BalancerMetrics one.
+_PER_NODE = tuple(field.name for field in fields(NodeSeries))
 
 
 class ModelCollector(Collector):
@@ -121,13 +125,7 @@ class BalancerMetrics:
         series = self._series.get(name)
         if series is None:
             series = self._series[name] = NodeSeries(
-                in_flight=self.in_flight.labels(name),
-                healthy=self.healthy.labels(name),
-                requests=self.requests.labels(name),
-                latency=self.latency.labels(name),
-                ttft=self.ttft.labels(name),
-                ejections=self.ejections.labels(name),
-                tokens=self.tokens.labels(name),
+                **{metric: getattr(self, metric).labels(name) for metric in _PER_NODE}
             )
         return series
 
@@ -141,17 +139,9 @@ class BalancerMetrics:
         """Drop a removed node's series so the scrape does not keep reporting it."""
         self._series.pop(node, None)
         self._selected = {key: value for key, value in self._selected.items() if key[0] != node}
-        for metric in (
-            self.in_flight,
-            self.healthy,
-            self.requests,
-            self.latency,
-            self.ttft,
-            self.ejections,
-            self.tokens,
-        ):
+        for name in _PER_NODE:
             with contextlib.suppress(KeyError):
-                metric.remove(node)
+                getattr(self, name).remove(node)
         for metric, labels in list(self._pairs):
             if labels[0] == node:
                 metric.remove(*labels)

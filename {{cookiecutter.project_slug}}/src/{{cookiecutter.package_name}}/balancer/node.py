@@ -1,9 +1,8 @@
 """One node as the balancer sees it: its client, its load, its health and its latency.
 
-All load figures the strategies read live here and are changed only by the
-balancer's own request lifecycle (increment on dispatch, decrement in `finally`),
-so they can never drift negative the way shared counters do.  Times come from
-the event loop's clock, which the benchmark replaces with a virtual one.
+All load figures the strategies read live here, changed only by the balancer's
+own request lifecycle (see accounting.py).  Times come from the event loop's
+clock, which the benchmark replaces with a virtual one.
 """
 
 from __future__ import annotations
@@ -152,9 +151,6 @@ class Node:
 
     # --- load ------------------------------------------------------------------
 
-    def server_metrics(self) -> NodeMetrics:
-        return self.client.get_metrics()
-
     def signals_fresh(self, metrics: NodeMetrics) -> bool | None:
         """True/False for fresh/stale server gauges; None when the server publishes none."""
         if metrics.read_at is None:
@@ -167,7 +163,7 @@ class Node:
         A stale gauge is unknown, not idle: the node then counts as full, as llm-d's
         saturation detector does, so it ranks behind nodes whose load is known.
         """
-        metrics = self.server_metrics()
+        metrics = self.client.get_metrics()
         fresh = self.signals_fresh(metrics)
         if fresh is None:
             return float(self.in_flight)
@@ -180,7 +176,7 @@ class Node:
         """No room: our own count at max_concurrency, or fresh server gauges say full."""
         if self.in_flight + self.reserved >= self.max_concurrency:
             return True
-        metrics = self.server_metrics()
+        metrics = self.client.get_metrics()
         if not self.signals_fresh(metrics):
             return False
         if (metrics.server_waiting or 0.0) >= self.lb.max_server_waiting > 0:
@@ -238,9 +234,7 @@ class Node:
         self.health_failures = 0
         self.checked_at = now
         self.last_error = None
-        self._tick(now)
-        if self.breaker is Breaker.HALF_OPEN:
-            self._close(now)
+        self._readmit(now)
 
     def health_failed(self, reason: str, now: float) -> None:
         """Mark the node down after `unhealthy_threshold` failures in a row, or at once when
@@ -275,9 +269,7 @@ class Node:
         self.success_latency.observe(latency_ms, now)
         self.consecutive_failures = 0
         self._remember(True)
-        self._tick(now)
-        if self.breaker is Breaker.HALF_OPEN:
-            self._close(now)
+        self._readmit(now)
 
     def busy(self, now: float, retry_after: float | None) -> None:
         """Set the node aside for the Retry-After it gave (capped)."""
@@ -336,7 +328,10 @@ class Node:
         self.ejected_until = now + self.backoff_s()
         self.trial_in_flight = False
 
-    def _close(self, now: float) -> None:
+    def _readmit(self, now: float) -> None:
+        self._tick(now)
+        if self.breaker is not Breaker.HALF_OPEN:
+            return
         self.breaker = Breaker.CLOSED
         self.trial_in_flight = False
         self.consecutive_failures = 0

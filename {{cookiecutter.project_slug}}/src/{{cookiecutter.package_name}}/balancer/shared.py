@@ -27,13 +27,9 @@ class SharedState(abc.ABC):
         """False when requests other replicas run there fill the node."""
 
     @abc.abstractmethod
-    def dispatched(self, node: Node) -> None:
-        """A request of ours started on the node."""
-
-    @abc.abstractmethod
     def released(self, node: Node) -> None:
         """A request of ours on the node ended, whatever its outcome."""
 
     @abc.abstractmethod
-    def ejected(self, node: Node, seconds: float) -> None:
-        """Our outlier detection ejected the node for `seconds`."""
+    def ejected(self, node: Node) -> None:
+        """Our outlier detection ejected the node."""

@@ -45,7 +45,7 @@ class NodeState(BaseModel):
 
 
 def describe(node: Node, now: float) -> NodeState:
-    metrics = node.server_metrics()
+    metrics = node.client.get_metrics()
     state = node.state(now)
     ejected = node.breaker is Breaker.OPEN
     return NodeState(

@@ -2,31 +2,29 @@
 
 Three things are shared, all keyed by node name under `cluster.key_prefix`:
 
-- in-flight slots.  Each node has a sorted set of slot leases, scored by their
-  expiry on Redis's clock, never more than the node's `max_concurrency`.  A
-  replica admits a request only into a slot it holds, so the limit holds for the
-  fleet; the balancer asks without I/O, and a background loop takes slots from
-  Redis when requests here find none (within milliseconds) and gives back the
-  ones it does not use.  When several replicas want one node, each keeps at most
-  its fair part of it (best-effort fairness, as the issue allows).  Each replica
-  renews its leases every third of `lease_ttl_s` (a lease Redis dropped is added
-  again while a request here runs in it, else forgotten), so one that dies frees
-  its slots after `lease_ttl_s`.
-- ejections, Retry-After cooldowns and failed health checks: a hash per node
-  with the time each ends, pushed when a replica learns something and pulled by
-  every replica each `sync_interval_s`.  Ends only move later, so two replicas
-  never undo each other's finding.
+- in-flight slots: a sorted set of slot leases per node, scored by their expiry on
+  Redis's clock, never more than the node's `max_concurrency`.  A replica admits a
+  request only into a slot it holds, so the limit holds for the fleet; the balancer
+  asks without I/O, and a background loop takes slots from Redis when requests here
+  find none (within milliseconds) and gives back the ones it does not use, keeping at
+  most its fair part while several replicas want a node (best-effort fairness).
+  Leases are renewed every third of `lease_ttl_s` (one Redis dropped is added again
+  while a request here runs in it, else forgotten), so a replica that dies frees its
+  slots after `lease_ttl_s`.
+- ejections, Retry-After cooldowns and failed health checks: a hash per node with
+  the time each ends, pushed when a replica learns something and pulled by every
+  replica each `sync_interval_s`.  Ends only move later, so two replicas never undo
+  each other's finding.
 - the replicas alive: a sorted set of heartbeats, counted for the degraded share.
 
 When Redis cannot be reached the replica goes on with its own counts and
 `1/replicas` of each node's limit (logged once, shown in `/ready` and the
 `cluster_redis_connected` gauge), and rejoins when Redis answers again,
-re-registering the requests it has in flight; for two rejoin rounds it keeps
-the local share, while the other replicas rejoin too.  While the requests
-admitted before the loss finish, a node may carry up to its limit plus that
-share (a replica cannot know what the others hold without Redis).  Without
-Redis but with `replicas` > 1 (as `serve --workers N` sets for its workers),
-each keeps `1/replicas` of each limit in the same way.
+re-registering the requests it has in flight; for two rejoin rounds it keeps the
+local share while the other replicas rejoin too.  While the requests admitted
+before the loss finish, a node may carry up to its limit plus that share.  Without
+Redis but with `replicas` > 1 (as `serve --workers N` sets), each keeps
+`1/replicas` of each limit in the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +61,8 @@ REJOIN_INTERVAL_S = 0.5
 WANT_S = 1.0
 # Shortest pause between two rounds of the slot loop (a burst of refusals is one round).
 MIN_ROUND_S = 0.005
+# A node's ejection end, cooldown end and health, as shared.
+_Finding = tuple[float, float, bool]
 
 # Lua runs atomically in Redis and reads Redis's clock, so replicas' clocks never matter.
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -101,9 +101,9 @@ redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return gone
 """
 )
-# KEYS: want set; ARGV: replica, ttl_ms, 1 to say this replica wants the node.
-# Returns the replicas wanting it.
-_WANT = (
+# KEYS: a sorted set of replicas (wanting a node, or alive); ARGV: replica, ttl_ms, 1 to add
+# it.  Returns the replicas in the set.
+_MEMBERS = (
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -147,24 +147,7 @@ end
 return out
 """
 )
-# ARGV: replica id, ttl_ms; returns the replicas alive.
-_HEARTBEAT = (
-    _NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-return redis.call('ZCARD', KEYS[1])
-"""
-)
-_SCRIPTS = {
-    "take": _TAKE,
-    "renew": _RENEW,
-    "want": _WANT,
-    "push": _PUSH,
-    "pull": _PULL,
-    "heartbeat": _HEARTBEAT,
-}
+_SCRIPTS = {"take": _TAKE, "renew": _RENEW, "members": _MEMBERS, "push": _PUSH, "pull": _PULL}
 
 
 def connect(url: str, timeout_s: float) -> Redis:
@@ -181,25 +164,6 @@ def connect(url: str, timeout_s: float) -> Redis:
 
 def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-class _Seen:
-    """What this replica last pushed or pulled for a node, in its loop's clock."""
-
-    __slots__ = ("cooldown_until", "ejected_until", "healthy")
-
-    def __init__(self, node: Node) -> None:
-        self.ejected_until = _ejected_until(node)
-        self.cooldown_until = node.cooldown_until
-        self.healthy = node.healthy
-
-    def differs(self, node: Node) -> bool:
-        """A new finding: an ejection or cooldown ending later, or a health change."""
-        return (
-            _ejected_until(node) > self.ejected_until + 0.001
-            or node.cooldown_until > self.cooldown_until + 0.001
-            or node.healthy != self.healthy
-        )
 
 
 class Fleet(SharedState):
@@ -228,7 +192,7 @@ class Fleet(SharedState):
         self._wanted: dict[str, float] = {}  # node -> until when requests here want it
         self._refused: dict[str, int] = {}  # requests that found no slot since the last round
         self._wanting: dict[str, int] = {}  # replicas wanting each node, as last seen
-        self._seen: dict[str, _Seen] = {}
+        self._seen: dict[str, _Finding] = {}  # what was last pushed or pulled per node
         self._dirty: set[str] = set()
         self._ids = itertools.count()
         self._wake = asyncio.Event()
@@ -265,7 +229,7 @@ class Fleet(SharedState):
         self._nodes = nodes
         self._changed = changed
         for node in nodes():
-            self._seen[node.name] = _Seen(node)
+            self._seen[node.name] = _finding(node)
         if self.redis is None:
             return
         await self._try_rejoin()
@@ -301,21 +265,14 @@ class Fleet(SharedState):
         self._wake.set()
         return False
 
-    def dispatched(self, node: Node) -> None:
-        """The slot it runs in was taken from this replica's own (see has_room)."""
-
     def released(self, node: Node) -> None:
         if self._wanting.get(node.name, 0) > 1:
             self._wake.set()  # another replica waits: give the slot back soon
 
-    def ejected(self, node: Node, seconds: float) -> None:
+    def ejected(self, node: Node) -> None:
         self._wake.set()  # the next round pushes it
 
     # --- shares and description ---------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
 
     def share(self) -> int:
         """What each node's limit is divided by here: 1 while Redis holds the fleet limit."""
@@ -381,7 +338,10 @@ class Fleet(SharedState):
         nodes = list(self._nodes())
         now = _now()
         for node in nodes:
-            if self._seen.setdefault(node.name, _Seen(node)).differs(node):
+            # A new finding: an ejection or cooldown ending later, or a health change.
+            ejected, cooldown, healthy = finding = _finding(node)
+            seen = self._seen.setdefault(node.name, finding)
+            if ejected > seen[0] + 0.001 or cooldown > seen[1] + 0.001 or healthy != seen[2]:
                 self._dirty.add(node.name)
         pushed = [node for node in nodes if node.name in self._dirty]
         taking: dict[str, list[str]] = {}
@@ -417,7 +377,7 @@ class Fleet(SharedState):
                 if surplus > 0:
                     giving[node.name] = [owned.pop() for _ in range(surplus)]
                     pipe.zrem(self._key("inflight", node.name), *giving[node.name])
-                await self._scripts["want"](
+                await self._scripts["members"](
                     keys=[self._key("want", node.name)],
                     args=[self.replica, int(WANT_S * 1000), "1" if wanted else "0"],
                     client=pipe,
@@ -433,8 +393,8 @@ class Fleet(SharedState):
                     ],
                     client=pipe,
                 )
-            await self._scripts["heartbeat"](
-                keys=[self._key("replicas")], args=[self.replica, self._ttl_ms], client=pipe
+            await self._scripts["members"](
+                keys=[self._key("replicas")], args=[self.replica, self._ttl_ms, "1"], client=pipe
             )
             await self._scripts["pull"](
                 keys=[self._key("node", node.name) for node in nodes], client=pipe
@@ -491,7 +451,7 @@ class Fleet(SharedState):
                 node.last_error = "a failed health check reported by another replica"
                 changed = True
             if changed:
-                self._seen[node.name] = _Seen(node)
+                self._seen[node.name] = _finding(node)
                 any_changed = True
         return any_changed
 
@@ -587,6 +547,11 @@ class Fleet(SharedState):
 
 def _ejected_until(node: Node) -> float:
     return node.ejected_until if node.breaker is Breaker.OPEN else 0.0
+
+
+def _finding(node: Node) -> _Finding:
+    """When the node's ejection and cooldown end (in the loop's clock), and its health."""
+    return _ejected_until(node), node.cooldown_until, node.healthy
 
 
 def _now() -> float:

@@ -99,9 +99,7 @@ class Usage(OpenAIModel):
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
             prompt_tokens_details=(
-                PromptTokensDetails(cached_tokens=cached_tokens)
-                if cached_tokens is not None
-                else None
+                None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens)
             ),
             completion_tokens_details=(
                 CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
@@ -290,20 +288,22 @@ class ChatCompletionStreamChoice(OpenAIModel):
     logprobs: dict[str, Any] | None = None
 
 
-class ChatCompletionChunk(OpenAIModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[ChatCompletionStreamChoice]
-    usage: Usage | None = None
-
+class _Chunk(OpenAIModel):
     def wire(self) -> dict[str, Any]:
         # OpenAI's chunks always carry finish_reason, null until the last one.
         body = super().wire()
         for choice in body["choices"]:
             choice.setdefault("finish_reason", None)
         return body
+
+
+class ChatCompletionChunk(_Chunk):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatCompletionStreamChoice]
+    usage: Usage | None = None
 
 
 # --- text ----------------------------------------------------------------------
@@ -340,7 +340,7 @@ class TextCompletionResponse(OpenAIModel):
     system_fingerprint: str | None = None
 
 
-class TextCompletionChunk(OpenAIModel):
+class TextCompletionChunk(_Chunk):
     """OpenAI streams text completions as `text_completion` objects too."""
 
     id: str
@@ -349,12 +349,6 @@ class TextCompletionChunk(OpenAIModel):
     model: str
     choices: list[TextCompletionChoice]
     usage: Usage | None = None
-
-    def wire(self) -> dict[str, Any]:
-        body = super().wire()
-        for choice in body["choices"]:
-            choice.setdefault("finish_reason", None)
-        return body
 
 
 # --- embeddings ----------------------------------------------------------------
@@ -423,10 +417,10 @@ class LlmCapabilities(BaseModel):
 class NodeMetrics:
     """A node's server gauges as last read: one object per client, updated in place.
 
-    The balancer reads it several times per request, so it is a plain object, not
-    a validated model.  A gauge is None where the server publishes none; `read_at`
-    (time.monotonic()) says how fresh they are, and a stale gauge must be treated
-    as unknown.  The balancer keeps its own in-flight counts and latencies.
+    The balancer reads it several times per request, so it is a plain object, not a
+    validated model.  A gauge is None where the server publishes none; `read_at`
+    (time.monotonic()) says how fresh they are, and a stale gauge is unknown.  The
+    balancer keeps its own in-flight counts and latencies.
     """
 
     server_running: float | None = None
@@ -438,3 +432,21 @@ class NodeMetrics:
     @property
     def server_signals_age_s(self) -> float | None:
         return None if self.read_at is None else time.monotonic() - self.read_at
+
+    def set_signals(
+        self,
+        *,
+        running: float | None = None,
+        waiting: float | None = None,
+        kv_cache_usage: float | None = None,
+        capacity: int | None = None,
+    ) -> None:
+        """Store the gauges a client just read, in place: the balancer holds this object."""
+        self.server_running = running
+        self.server_waiting = waiting
+        # A gauge outside [0, 1] is the server's rounding; clamp rather than reject.
+        self.server_kv_cache_usage = (
+            None if kv_cache_usage is None else min(max(kv_cache_usage, 0.0), 1.0)
+        )
+        self.server_capacity = capacity
+        self.read_at = time.monotonic()
