@@ -204,7 +204,7 @@ def test_network_fills_tangle_defaults(cookies: Any, network: str, chain: str, t
     assert result.exception is None, str(result.exception)
     config = (Path(result.project_path) / "src" / PACKAGE / "config.py").read_text()
     assert f'= "{chain}"' in config
-    assert f'tangle_contract: str = "{tangle}"' in config
+    assert f'tangle_contract: EvmAddress = "{tangle}"' in config
 
 
 def test_template_dev_extra_covers_the_generated_dependencies(variants: Variants) -> None:
