@@ -45,12 +45,13 @@ async def logged(operator: Operator, text: str, timeout_s: float = 30.0) -> floa
     return time.monotonic()
 
 
-async def test_a_standby_takes_over_and_answers_each_call_once(
+async def leader_and_standby(
     start_operator: OperatorFactory,
-    customer: Chain,
     redis_server: RedisServer,  # noqa: F811
     tmp_path: Path,
-) -> None:
+) -> tuple[Operator, Operator]:
+    """Two replicas sharing `redis_server`, each with its own DATA_DIR: one leads."""
+
     def replica(name: str) -> dict[str, str]:
         return {
             "OPENROUTER_REDIS_URL": redis_server.url,
@@ -62,6 +63,16 @@ async def test_a_standby_takes_over_and_answers_each_call_once(
     await logged(leader, "leader for")
     standby = await start_operator(tangle=CLUSTER, **replica("b"))
     await logged(standby, "standby:")
+    return leader, standby
+
+
+async def test_a_standby_takes_over_and_answers_each_call_once(
+    start_operator: OperatorFactory,
+    customer: Chain,
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    leader, standby = await leader_and_standby(start_operator, redis_server, tmp_path)
 
     request = job_input(
         {"type": "chat.completion", "model": MODEL, "messages": [{"role": "user", "content": "n"}]}
@@ -169,17 +180,7 @@ async def test_a_standby_after_redis_restarted_empty_answers_every_call_left(
     """The shared checkpoint is gone and the standby never led (no file of its own, and
     `lookback_blocks` 0): only the chain can tell it which calls are still open."""
 
-    def replica(name: str) -> dict[str, str]:
-        return {
-            "OPENROUTER_REDIS_URL": redis_server.url,
-            "OPENROUTER_API_PORT": str(free_port()),
-            "DATA_DIR": str(tmp_path / f"data-{name}"),
-        }
-
-    leader = await start_operator(tangle=CLUSTER, **replica("a"))
-    await logged(leader, "leader for")
-    standby = await start_operator(tangle=CLUSTER, **replica("b"))
-    await logged(standby, "standby:")
+    leader, standby = await leader_and_standby(start_operator, redis_server, tmp_path)
     request = job_input(
         {"type": "chat.completion", "model": MODEL, "messages": [{"role": "user", "content": "n"}]}
     )
