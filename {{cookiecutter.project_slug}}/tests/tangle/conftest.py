@@ -126,7 +126,10 @@ class Operator:
     async def stop(self) -> int:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), timeout=30)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout=30)
+        except TimeoutError:
+            pytest.fail(f"`run` did not stop within 30 s of SIGTERM:\n{self.output()[-6000:]}")
 
     def output(self) -> str:
         return self.log.read_text()

@@ -104,8 +104,9 @@ async def pool(chain: Chain) -> dict[int, dict[str, Any]]:
     return {int(nonce): tx for nonce, tx in mine.items()}
 
 
-async def pool_has(chain: Chain) -> bool:
-    return bool(await pool(chain))
+async def heartbeat_in_pool(chain: Chain) -> bool:
+    selector = "0x" + SUBMIT_HEARTBEAT_DIRECT.selector.hex()
+    return any(tx["input"][:10] == selector for tx in (await pool(chain)).values())
 
 
 async def results_in_pool(chain: Chain) -> set[str]:
@@ -282,7 +283,7 @@ async def test_a_result_whose_nonce_another_process_took_after_a_reorg_is_answer
         heartbeat = asyncio.create_task(
             elsewhere.send(elsewhere.status_registry, SUBMIT_HEARTBEAT_DIRECT, 0, 0, 0, b"")
         )
-        await eventually(lambda: pool_has(chain), "the heartbeat is in the mempool")
+        await eventually(lambda: heartbeat_in_pool(chain), "the heartbeat is in the mempool")
         await anvil(chain, "evm_mine")
         await heartbeat
     finally:
@@ -297,6 +298,43 @@ async def test_a_result_whose_nonce_another_process_took_after_a_reorg_is_answer
     assert await process.stop() == 0
     assert len((await results(chain, first_block))[call]) == 1
     assert f"call {call}: its result is no longer on chain" in caplog.text
+    assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
+
+
+async def test_a_reorg_that_takes_the_calls_too_sends_nothing_that_reverts(
+    isolated_chain: Chain, start_runner: RunnerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reorg drops the calls with their results.  Sent again as signed, the results
+    would revert (no such call); and the chain hands the same call ids to the next
+    calls, which must be answered from their own inputs, not given the old results."""
+    chain = isolated_chain
+    first_block = await chain.block_number() + 1
+    calls = await submit(chain, 3)
+    process = await start_runner(confirmations=10, batch_max=1, start_block=first_block)
+    await process.answered(3)
+    await anvil(chain, "anvil_reorg", await chain.block_number() - first_block + 1, [])
+    await chain.nonces.resync()  # the customer's own transactions went too
+    one_token = json.loads(decode(["string"], CHAT)[0]) | {"max_tokens": 1}
+    later = await submit(chain, 2, encode(["string"], [json.dumps(one_token)]))
+    assert later == calls[:2]  # the ids are the gone calls'
+
+    async def settled() -> bool:
+        await anvil(chain, "evm_mine")
+        runner = process.runner
+        done = all([await completed(chain, call) for call in later])
+        return done and runner.unconfirmed == 0 and runner.chain.pending_transactions == 0
+
+    await eventually(settled, "the later calls are answered and nothing of ours is pending")
+    assert await process.stop() == 0
+    found = await results(chain, first_block)
+    assert {call: len(found.get(call, [])) for call in calls} == {
+        calls[0]: 1,
+        calls[1]: 1,
+        calls[2]: 0,
+    }
+    for call in later:
+        (output,) = decode(["bytes"], bytes(found[call][0]["data"]))
+        assert answer_json(output)["usage"]["completion_tokens"] == 1
     assert all(receipt["status"] == 1 for receipt in await operator_receipts(chain, first_block))
 
 

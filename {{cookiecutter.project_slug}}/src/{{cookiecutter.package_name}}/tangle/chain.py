@@ -616,11 +616,12 @@ class Chain:
 
         A reorg takes transactions out of blocks, and a node need not return them to
         its pool (anvil does not): the nonce count falls below ours and everything we
-        send after waits in the queue.  Each dropped one we still hold is sent again
-        as it was signed, a nonce we no longer hold (final to us) gets an empty
-        transaction: no gap at any depth.  One still not mined after `replace_after_s`
-        is replaced like any stuck one.  True when the chain moved back: the caller
-        then looks for calls whose results went with it.
+        send after waits in the queue.  Each missing nonce gets an empty transaction:
+        no gap at any depth.  A dropped result is not sent again as signed: the reorg
+        may have taken its call too (it would revert), and the chain hands that call's
+        id to the next call (it would answer another request); the caller, told the
+        chain moved back, decides what to answer.  One still not mined after
+        `replace_after_s` is replaced like any stuck one.
         """
         if self.account is None:
             return False
@@ -646,17 +647,10 @@ class Chain:
                 except _NonceTaken:
                     log.warning("nonce %d was used by another transaction", slot.nonce)
         if moved_back:
-            log.warning(
-                "the chain moved back: %d of our transactions left their blocks; sending "
-                "them again",
-                len(lost),
-            )
+            log.warning("the chain moved back: %d of our transactions left their blocks", len(lost))
+        for nonce in lost:
+            del self._slots[nonce]
         async with self.nonces.lock:
-            for nonce in lost:
-                slot = self._slots[nonce]
-                slot.mined = False
-                slot.sent_at = now
-                await self._broadcast(slot.last)
             gap = [n for n in range(mined, self.nonces.next or mined) if n not in self._slots]
             if gap:  # not those the pool holds (an earlier run's, say): they are no gap
                 pending = await self.transaction_count("pending")

@@ -148,6 +148,12 @@ class Producer:
             call_id -= 1
         return await self._find(wanted)
 
+    async def current(self, call_id: int) -> JobCall | None:
+        """The call that holds `call_id` now: after a reorg, none, or another call."""
+        created_at = (await self._job_call(call_id))[2]
+        found = await self._find({call_id: created_at}) if created_at else []
+        return found[0] if found else None
+
     async def _find(self, wanted: dict[int, int]) -> list[JobCall]:
         """The events of these calls: windows back from the head, to their creation time."""
         found: list[JobCall] = []

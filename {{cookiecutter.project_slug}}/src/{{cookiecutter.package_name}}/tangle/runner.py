@@ -48,6 +48,12 @@ from .quotes import Quoter
 log = logging.getLogger(__name__)
 
 
+def _request(call: JobCall) -> tuple[object, ...]:
+    """What a result answers: a call with the same id in another block is the same
+    request only if this matches."""
+    return call.caller, call.job_index, call.inputs, call.from_quote
+
+
 @dataclass
 class _Unconfirmed:
     """An answered call whose result is not final yet (fewer than `confirmations` blocks)."""
@@ -238,29 +244,42 @@ class JobRunner:
             if self.low_balance and not was_low:
                 log.warning("balance %d wei < an hour of gas (%d)", self.balance, self.gas_per_hour)
         final_block = head - self.settings.confirmation_depth
-        if not self.dry_run and await self.chain.keep_transactions(max(final_block, 0)):
+        moved = not self.dry_run and await self.chain.keep_transactions(max(final_block, 0))
+        if moved:
             await self.producer.recover(self.dispatch)  # results the chain dropped
         hashes: dict[int, str | None] = {}
         final: list[int] = []
         for call_id, item in list(self._unconfirmed.items()):
+            deep = item.block is None or item.block <= final_block
             if item.block is not None:
-                if item.block > final_block:
+                if not (deep or moved):  # after a reorg, a shallow result is looked at now
                     continue
                 if item.block not in hashes:
                     hashes[item.block] = await self.chain.block_hash(item.block)
                 if hashes[item.block] == item.block_hash:
-                    final.append(call_id)
+                    if deep:
+                        final.append(call_id)
                     continue
             # No block of ours to check, or that block was replaced: ask the contract.
             if not await self.producer.needs_answer(item.call, "latest"):
-                final.append(call_id)
+                if deep:
+                    final.append(call_id)
             elif await self.producer.needs_answer(item.call, "pending"):
-                log.warning(
-                    "call %d: its result is no longer on chain (reorg?); answering it again",
-                    call_id,
-                )
+                current = await self.producer.current(call_id)
+                if current is None:
+                    log.warning("call %d left the chain with its result (reorg?)", call_id)
+                    final.append(call_id)
+                    continue
                 del self._unconfirmed[call_id]
-                await self.dispatch(item.call, item.result)
+                if _request(current) == _request(item.call):
+                    log.warning(
+                        "call %d: its result is no longer on chain (reorg?); answering it again",
+                        call_id,
+                    )
+                    await self.dispatch(item.call, item.result)
+                else:
+                    log.warning("call %d: another call holds its id since a reorg", call_id)
+                    await self.dispatch(current)
             # else: an answer of ours is in the mempool; look again next time.
         for call_id in final:
             del self._unconfirmed[call_id]
