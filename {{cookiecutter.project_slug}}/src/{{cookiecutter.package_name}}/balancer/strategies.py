@@ -112,11 +112,8 @@ class LatencyBased(Chooser):
 
 
 class CapabilityBased(Chooser):
-    """Score model and context fit against load; the highest score wins.
-
-    A loaded model saves a cold start; best context fit keeps long-context nodes
-    free for long prompts.
-    """
+    """Model and context fit against load: a loaded model saves a cold start, and the
+    best context fit keeps long-context nodes free for long prompts."""
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
         return self._lowest(candidates, lambda node: -self.score(node, facts))
