@@ -129,13 +129,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _pass_through(command: str, argv: list[str]) -> int:
-    if command == "tangle":
+    if command == "tangle" and argv[:1] != ["bench"]:
         from .tangle.cli import main as tangle_main
 
         return tangle_main(argv)
     try:
         if command == "sim":
             from {{ cookiecutter.package_name }}_sim.cli import main as aside_main
+        elif command == "tangle":  # `tangle bench` is a benchmark: it lives with the others
+            from {{ cookiecutter.package_name }}_bench.tangle_jobs import main as aside_main
+
+            argv = argv[1:]
         else:
             from {{ cookiecutter.package_name }}_bench import main as aside_main
     except ModuleNotFoundError as error:

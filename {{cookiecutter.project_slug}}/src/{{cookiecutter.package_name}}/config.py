@@ -15,7 +15,6 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,9 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 NodeType = Literal[
 {% for name in choices.llm_backend %}
@@ -437,31 +434,6 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STATUS_REGISTRY_CONTRACT": ("tangle", "status_registry_contract"),
 }
 
-_config_path: ContextVar[Path | None] = ContextVar("config_path", default=None)
-_environ: ContextVar[Mapping[str, str] | None] = ContextVar("environ", default=None)
-
-
-class FileAndEnv(PydanticBaseSettingsSource):
-    """The config file named by `--config` or OPENROUTER_CONFIG, with the environment
-    names above placed over it at their nested keys."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path, environ = _config_path.get(), _environ.get()
-        data: dict[str, Any] = {} if path is None else read_config_file(path)
-        environ = os.environ if environ is None else environ
-        for name, keys in ENV_OVERRIDES.items():
-            if name in environ:
-                table = data
-                for key in keys[:-1]:
-                    if not isinstance(table.get(key), dict):
-                        table[key] = {}
-                    table = table[key]
-                table[keys[-1]] = environ[name]
-        return data
-
 
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
@@ -482,10 +454,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-class Settings(BaseSettings):
+class Settings(Section):
     """Everything the process needs; one instance is shared through the context."""
-
-    model_config = SettingsConfigDict(extra="forbid")
 
     api: ApiSettings = Field(default_factory=ApiSettings)
     load_balancer: LoadBalancerSettings = Field(default_factory=LoadBalancerSettings)
@@ -495,17 +465,6 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     job_pricing: JobPricingSettings = Field(default_factory=JobPricingSettings)
     log_json: bool = False
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, FileAndEnv(settings_cls))
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -578,15 +537,21 @@ def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
 def load_settings(
     config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build the settings, or raise ConfigError naming each bad key and why."""
+    """The config file named by `--config` or OPENROUTER_CONFIG, with the environment
+    names of ENV_OVERRIDES placed over it at their nested keys; or ConfigError naming
+    each bad key and why."""
     env = os.environ if environ is None else environ
     path = config_path or env.get("OPENROUTER_CONFIG")
-    path_token = _config_path.set(Path(path) if path else None)
-    env_token = _environ.set(env)
+    data: dict[str, Any] = read_config_file(Path(path)) if path else {}
+    for name, keys in ENV_OVERRIDES.items():
+        if name in env:
+            table = data
+            for key in keys[:-1]:
+                if not isinstance(table.get(key), dict):
+                    table[key] = {}
+                table = table[key]
+            table[keys[-1]] = env[name]
     try:
-        return Settings()
+        return Settings.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, env)) from None
-    finally:
-        _config_path.reset(path_token)
-        _environ.reset(env_token)

@@ -148,8 +148,6 @@ class Job(abc.ABC, Generic[In, Out]):
 
     index: ClassVar[int]
     name: ClassVar[str]
-    params: ClassVar[tuple[str, ...]]  # the input's Solidity ABI types
-    result: ClassVar[tuple[str, ...]]  # the output's Solidity ABI types
 
     @abc.abstractmethod
     def decode(self, inputs: bytes, *, limits: ApiSettings) -> In:
@@ -195,8 +193,6 @@ class ProcessLlmRequest(Job[LlmRequest, LlmResponse]):
 
     index = 0
     name = "process_llm_request"
-    params = ("string",)
-    result = ("string",)
 
     def decode(self, inputs: bytes, *, limits: ApiSettings) -> LlmRequest:
         text = _abi_string(inputs, "job input", limits.max_body_bytes)
@@ -234,8 +230,6 @@ class ReportMetrics(Job[None, dict[str, Any]]):
 
     index = 1
     name = "report_metrics"
-    params = ()
-    result = ("string",)
 
     def decode(self, inputs: bytes, *, limits: ApiSettings) -> None:
         # The job takes no input; whatever the caller sent is ignored.

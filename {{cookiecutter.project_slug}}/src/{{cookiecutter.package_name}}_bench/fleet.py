@@ -32,7 +32,6 @@ from {{ cookiecutter.package_name }}.llm.models import (
     ChoiceDelta,
     EmbeddingRequest,
     EmbeddingResponse,
-    LlmCapabilities,
     ModelInfo,
     NodeMetrics,
     TextCompletionChunk,
@@ -127,9 +126,6 @@ class SimNode(StreamingLlmClient):
 
     def get_supported_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=self.model)]
-
-    def get_capabilities(self) -> LlmCapabilities:
-        return LlmCapabilities(max_concurrent_requests=self.spec.slots)
 
     def get_metrics(self) -> NodeMetrics:
         return self._gauges

@@ -29,7 +29,6 @@ from {{ cookiecutter.package_name }}.llm.models import (
     ChatMessage,
     EmbeddingRequest,
     EmbeddingResponse,
-    LlmCapabilities,
     ModelInfo,
     NodeMetrics,
     TextCompletionChunk,
@@ -53,9 +52,6 @@ class InstantNode(StreamingLlmClient):
 
     def get_supported_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=MODEL)]
-
-    def get_capabilities(self) -> LlmCapabilities:
-        return LlmCapabilities(max_concurrent_requests=SLOTS)
 
     def get_metrics(self) -> NodeMetrics:
         return self._metrics

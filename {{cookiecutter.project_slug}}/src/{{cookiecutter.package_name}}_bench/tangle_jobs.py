@@ -10,17 +10,31 @@ submit (the tnt-core local testnet: operators anvil #1/#2, customer anvil #0).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 
 from eth_abi.abi import encode
 
-from {{ cookiecutter.package_name }}.config import NodeModel, NodeSettings, Settings
+from {{ cookiecutter.package_name }}.config import (
+    ConfigError,
+    NodeModel,
+    NodeSettings,
+    Settings,
+    load_settings,
+)
 from {{ cookiecutter.package_name }}.tangle.chain import Chain, ChainError
-from {{ cookiecutter.package_name }}.tangle.cli import key_from_env, required_service_id, submit_job
+from {{ cookiecutter.package_name }}.tangle.cli import (
+    UsageError,
+    key_from_env,
+    required_service_id,
+    submit_job,
+)
+from {{ cookiecutter.package_name }}.tangle.keys import OperatorKeyError
 from {{ cookiecutter.package_name }}.tangle.runner import JobRunner, serve_jobs
 from {{ cookiecutter.package_name }}_sim import SimConfig, running_sim
 
@@ -133,3 +147,18 @@ async def bench(settings: Settings, *, jobs: int, key_env: str) -> int:
     for row in rows:
         print(row.line())
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """`tangle bench [options]`: the product's CLI hands it the options after `bench`."""
+    parser = argparse.ArgumentParser(prog="tangle bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="PATH", help="config file; default: $OPENROUTER_CONFIG")
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--key-env", default="TANGLE_CUSTOMER_KEY", help="customer key variable")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return asyncio.run(bench(settings, jobs=args.jobs, key_env=args.key_env))
+    except (ConfigError, UsageError, OperatorKeyError, ChainError, OSError) as error:
+        print(f"tangle bench: {error}", file=sys.stderr)
+        return 1

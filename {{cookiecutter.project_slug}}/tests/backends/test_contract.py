@@ -381,7 +381,7 @@ async def test_no_embeddings_is_the_callers_error(served: ServedFactory) -> None
     assert caught.value.status_code == 400
     assert caught.value.error_type == "invalid_request_error"
     assert not caught.value.retryable
-    assert client.get_capabilities().supports_embeddings is False
+    assert client.supports_embeddings is False
 
 
 # --- discovery, health and load --------------------------------------------------------

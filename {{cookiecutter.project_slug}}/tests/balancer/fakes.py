@@ -22,7 +22,6 @@ from {{ cookiecutter.package_name }}.llm.models import (
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
-    LlmCapabilities,
     ModelInfo,
     NodeMetrics,
     TextCompletionChoice,
@@ -67,9 +66,6 @@ class FakeClient(StreamingLlmClient):
 
     def get_supported_models(self) -> list[ModelInfo]:
         return self.models
-
-    def get_capabilities(self) -> LlmCapabilities:
-        return LlmCapabilities()
 
     def get_metrics(self) -> NodeMetrics:
         return self.metrics

@@ -1,12 +1,9 @@
-"""The model listing OpenRouter reads from GET /v1/models.
+"""The model listing OpenRouter reads from GET /v1/models (README: "Listing on OpenRouter").
 
-Which models: every model in `[[models]]` that at least one node serves. Limits: `context_length` is
-the smallest of the configured value and every serving node's discovered value, so a request
-OpenRouter routes here fits whichever node gets it.  `max_output_length` is the configured value
-(never above the context); it is also the cap the API enforces on `max_tokens`.  A limit nobody
-knows is left out rather than guessed.  `is_ready` follows the fleet: false while no node serving
-the model is up (OpenRouter then hides the endpoint instead of sending it requests that fail),
-unless configured.
+Every model in `[[models]]` that at least one node serves.  `context_length` is the smallest
+of the configured value and every serving node's discovered one, so a request OpenRouter
+routes here fits whichever node gets it; `max_output_length` (never above the context) is
+also the cap the API enforces on `max_tokens`.
 """
 
 from __future__ import annotations

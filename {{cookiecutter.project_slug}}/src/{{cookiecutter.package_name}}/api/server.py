@@ -6,8 +6,7 @@ keep-alive connection's), and a body the app does not read: the connection is cl
 The body the app reads is bounded by `read_body`.  Granian's worker processes share the port
 (`--workers`); TLS when `[api] tls_certfile` and `tls_keyfile` are set.
 
-SIGHUP re-reads the config file and the environment; each worker applies a valid config in place
-(new keys, nodes and caps apply to the next request, requests in flight go on).  A config that fails
+SIGHUP re-reads the config file and the environment (README, "Keys"); a config that fails
 validation is logged and ignored, so a typo never locks everyone out.
 """
 

@@ -19,7 +19,7 @@ from pydantic_core import from_json, to_json
 from ..config import LoadBalancerSettings, NodeSettings
 from ..llm.errors import InvalidRequestError, LlmError, UpstreamCredentialsError, UpstreamError
 from ..llm.interfaces import StreamingLlmClient
-from ..llm.models import LlmCapabilities, ModelInfo, NodeMetrics
+from ..llm.models import ModelInfo, NodeMetrics
 from .errors import error_for_status, error_for_transport
 from .scrape import gauges
 
@@ -115,12 +115,6 @@ class HttpClient(StreamingLlmClient):
         found = {model.id: model for model in self._discovered}
         configured = [found.pop(model.id, model) for model in self._configured]
         return configured + list(found.values())
-
-    def get_capabilities(self) -> LlmCapabilities:
-        return LlmCapabilities(
-            supports_embeddings=self.supports_embeddings,
-            max_concurrent_requests=self.node.max_concurrency,
-        )
 
     def get_metrics(self) -> NodeMetrics:
         return self.load

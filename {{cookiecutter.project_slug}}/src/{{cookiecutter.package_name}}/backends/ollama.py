@@ -2,17 +2,8 @@
 
 The native API, not Ollama's /v1 layer, because only it reports which models
 are warm (/api/ps) and their context (/api/show), and takes `think`, `format`
-schemas and every sampling option.  Translation to OpenAI's shapes:
-
-- streams are NDJSON objects, turned into OpenAI chunks; the final object's
-  `prompt_eval_count` / `eval_count` become usage (Go omits zero counts, so an
-  absent count on the final object is zero, as Ollama's own /v1 layer reads it);
-- options: max tokens -> `num_predict`, `repetition_penalty` -> `repeat_penalty`,
-  the rest by name; `response_format` json_object -> `format: "json"`,
-  json_schema -> `format: <schema>`;
-- tool calls carry their arguments as JSON objects here and as JSON strings in
-  OpenAI's API; `thinking` is OpenRouter's `reasoning`;
-- a full queue answers 503 "server busy", a retryable overload.
+schemas and every sampling option.  The functions below translate to and from
+OpenAI's shapes; a full queue answers 503 "server busy", a retryable overload.
 """
 
 from __future__ import annotations
@@ -169,6 +160,7 @@ def finish(done_reason: Any, tool_calls: bool) -> FinishReason:
 
 
 def usage_of(final: dict[str, Any]) -> Usage | None:
+    # Go omits zero counts: an absent count on the final object is zero, as Ollama's /v1 reads it.
     if "eval_count" not in final and "prompt_eval_count" not in final:
         return None
     return Usage.of(int(final.get("prompt_eval_count", 0)), int(final.get("eval_count", 0)))

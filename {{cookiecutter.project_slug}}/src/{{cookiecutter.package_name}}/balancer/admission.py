@@ -1,15 +1,11 @@
 """Admission: which nodes may take a request, the strategy's pick, and the FIFO queue.
 
-By default an API request that finds every candidate full gets 429 at once, as
-OpenRouter asks of providers (its guide, "Performance metrics"), so it routes
-elsewhere; `max_queue` opts in to a short queue.  A Tangle job, already paid
-for, waits up to its own deadline (`patience`).  Waiters share one bounded FIFO
-queue.  A slot that frees is handed to the first waiter that can use it and
-reserved for it, so a request arriving meanwhile cannot take it: one waiter wakes
-per completion, not all of them (the cost of a completion no longer grows with the
-queue).  Changes that may open several slots at once (a node added, readmitted or
-reloaded) wake every waiter to look again, and each waiter also looks again every
-second for changes nobody announces (a backoff ending, a server's own gauges).
+An API request finding every candidate full gets 429 at once, as OpenRouter asks of
+providers (its guide, "Performance metrics"); the opt-in queue and a job's `patience`
+are in the README ("Balancing").  A freed slot is reserved for the first waiter that
+can use it: one waiter wakes per completion, so a completion's cost does not grow with
+the queue.  Changes that may open several slots (a node added, readmitted or reloaded)
+wake every waiter, and each looks again every second for changes nobody announces.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """The balancer: one object the API and the job runner call, and the request path.
 
-A request names a listed model.  Admission keeps the nodes that serve it, are
-healthy and not ejected, and whose context fits the prompt; queues it while they
-are all full; and lets the strategy pick one.  The attempt runs there, and a
-retryable failure is tried again on another node until the first streamed chunk.
-A request is never in flight on two nodes at once: an attempt is finished (or
-closed) before the next one starts.  The parts live beside this module:
-`registry` (nodes, reload), `admission` (filters, strategy, queue), `accounting`
-(what an outcome does to its node) and `health` (active checks).
+The README's "Balancing" says what a request goes through.  A retryable failure is
+tried again on another node until the first streamed chunk, and a request is never
+in flight on two nodes at once: an attempt is finished (or closed) before the next
+starts.  The parts live beside this module: `registry` (nodes, reload), `admission`
+(filters, strategy, queue), `accounting` (what an outcome does to its node) and
+`health` (active checks).
 """
 
 from __future__ import annotations

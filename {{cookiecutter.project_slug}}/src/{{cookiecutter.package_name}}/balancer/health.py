@@ -1,13 +1,9 @@
-"""Active health checks and model discovery, one schedule per node.
+"""Active health checks and model discovery, one schedule per node (README: "Balancing").
 
-Each node is checked every `health_check_interval_s` (or its server type's
-override); a node whose ejection backoff has ended is checked at once, and a
-passing check readmits it (the half-open probe).  A check also refreshes the
-server's load gauges, since clients scrape them in `check_health()`.
-
-The loop must outlive anything a client or a callback raises: a monitor that
-stopped would leave a node that dies later marked healthy.  A failure is logged
-when it first happens (or changes) on a node, not on every round.
+A node whose ejection backoff has ended is checked at once (the half-open probe).  The
+loop must outlive anything a client or a callback raises: a monitor that stopped would
+leave a node that dies later marked healthy.  A failure is logged when it first happens
+(or changes) on a node, not on every round.
 """
 
 from __future__ import annotations

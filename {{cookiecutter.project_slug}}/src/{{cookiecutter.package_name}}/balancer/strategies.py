@@ -112,13 +112,8 @@ class LatencyBased(Chooser):
 
 
 class CapabilityBased(Chooser):
-    """Score model and context fit against load; the highest score wins.
-
-    score = weight x free share of max_concurrency
-            + 0.5 when the server says the model is loaded (no cold start)
-            + 0.25 x needed tokens / context length (best fit: keep long-context
-              nodes free for long prompts)
-    """
+    """Model and context fit against load: a loaded model saves a cold start, and the
+    best context fit keeps long-context nodes free for long prompts."""
 
     def choose(self, candidates: Sequence[Node], facts: RequestFacts) -> Node:
         return self._lowest(candidates, lambda node: -self.score(node, facts))
@@ -137,9 +132,6 @@ class CapabilityBased(Chooser):
 
 class PowerOfTwo(Chooser):
     """Two candidates drawn by weight; the lower expected time to answer wins.
-
-    cost = service time (a reference answer's decode time, see `Node.service_ms`)
-           x (1 + load / max_concurrency) x attempts per success
 
     A batching server runs up to its batch side by side, so the load term grows to
     2 at `max_concurrency` instead of Linkerd's (load + 1), which is right for a

@@ -1,30 +1,18 @@
 """Node state shared by the replicas of one provider through Redis.
 
-Three things are shared, all keyed by node name under `cluster.key_prefix`:
+What it guarantees is in the README ("Past one machine"); what is shared, keyed by
+node name under `cluster.key_prefix`:
 
 - in-flight slots: a sorted set of slot leases per node, scored by their expiry on
-  Redis's clock, never more than the node's `max_concurrency`.  A replica admits a
-  request only into a slot it holds, so the limit holds for the fleet; the balancer
-  asks without I/O, and a background loop takes slots from Redis when requests here
-  find none (within milliseconds) and gives back the ones it does not use, keeping at
-  most its fair part while several replicas want a node (best-effort fairness).
-  Leases are renewed every third of `lease_ttl_s` (one Redis dropped is added again
-  while a request here runs in it, else forgotten), so a replica that dies frees its
-  slots after `lease_ttl_s`.
+  Redis's clock.  The balancer asks without I/O; a background loop takes slots from
+  Redis when requests here find none and gives back the ones it does not use.
 - ejections, Retry-After cooldowns and failed health checks: a hash per node with
-  the time each ends, pushed when a replica learns something and pulled by every
-  replica each `sync_interval_s`.  Ends only move later, so two replicas never undo
-  each other's finding.
+  the time each ends.  Ends only move later, so two replicas never undo each other's
+  finding.
 - the replicas alive: a sorted set of heartbeats, counted for the degraded share.
 
-When Redis cannot be reached the replica goes on with its own counts and
-`1/replicas` of each node's limit (logged once, shown in `/ready` and the
-`cluster_redis_connected` gauge), and rejoins when Redis answers again,
-re-registering the requests it has in flight; for two rejoin rounds it keeps the
-local share while the other replicas rejoin too.  While the requests admitted
-before the loss finish, a node may carry up to its limit plus that share.  Without
-Redis but with `replicas` > 1 (as `serve --workers N` sets), each keeps
-`1/replicas` of each limit in the same way.
+Without Redis a replica keeps `1/replicas` of each node's limit; after rejoining it
+keeps that share for two rejoin rounds, while the other replicas rejoin too.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from .models import (
     ChatCompletionResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    LlmCapabilities,
     ModelInfo,
     NodeMetrics,
     TextCompletionChunk,
@@ -31,10 +30,6 @@ class LlmClient(abc.ABC):
     @abc.abstractmethod
     def get_supported_models(self) -> list[ModelInfo]:
         """The models this node serves: configured ones merged with discovered ones."""
-
-    @abc.abstractmethod
-    def get_capabilities(self) -> LlmCapabilities:
-        """What the node's server can do, and how many requests it takes at once."""
 
     @abc.abstractmethod
     def get_metrics(self) -> NodeMetrics:

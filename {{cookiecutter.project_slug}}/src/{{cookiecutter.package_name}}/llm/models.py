@@ -394,23 +394,12 @@ class ModelInfo(BaseModel):
     """A model as one node serves it."""
 
     id: str = Field(description="The node's own name for the model.")
-    name: str | None = None
     context_length: int | None = None
-    max_output_length: int | None = None
     capabilities: dict[Capability, bool] = Field(
         default_factory=dict, description="What the server says it does; absent: it does not say."
     )
     loaded: bool | None = Field(default=None, description="Warm in memory, where the server says.")
     parameters: dict[str, str] = Field(default_factory=dict)
-
-
-class LlmCapabilities(BaseModel):
-    supports_streaming: bool = True
-    supports_embeddings: bool = True
-    supports_tools: bool = True
-    supports_batching: bool = False
-    max_concurrent_requests: int = 1
-    features: dict[str, bool] = Field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="config file; default: $OPENROUTER_CONFIG")
     parser = argparse.ArgumentParser(
-        prog="tangle", description="Operator tools for the Tangle blueprint."
+        prog="tangle",
+        description="Operator tools for the Tangle blueprint.",
+        # A benchmark, so it lives in the bench package beside this one (src/<package>_bench).
+        epilog="tangle bench: Tangle jobs per second on a local chain (from a source checkout)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -358,9 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import-key", parents=[common], help="write a key to the keystore")
     imp.add_argument("--key-env", default="OPERATOR_PRIVATE_KEY", help="variable with the key")
 
-    bench = commands.add_parser("bench", parents=[common], help="jobs/s with N jobs queued")
-    bench.add_argument("--jobs", type=int, default=50)
-    bench.add_argument("--key-env", default="TANGLE_CUSTOMER_KEY", help="customer key variable")
     return parser
 
 
@@ -374,22 +373,6 @@ def main(argv: list[str]) -> int:
             return import_key(settings, args)
         if args.command == "price":
             return price_command(settings, args)
-        if args.command == "bench":
-            # The benchmarks are a package beside this one (src/<package>_bench), out of
-            # the wheel: found by name, as `bench` finds them.
-            benchmarks = __name__.split(".")[0] + "_bench"
-            try:
-                jobs = import_module(benchmarks + ".tangle_jobs")
-            except ModuleNotFoundError:
-                print(
-                    f"tangle bench: {benchmarks} is not installed here; it ships in the "
-                    "project's source (src/): run it from a checkout installed with "
-                    "pip install -e .",
-                    file=sys.stderr,
-                )
-                return 2
-            done: int = asyncio.run(jobs.bench(settings, jobs=args.jobs, key_env=args.key_env))
-            return done
         handler = {"register": register, "submit-job": submit_job_command, "status": status}
         return asyncio.run(handler[args.command](settings, args))
     except (ConfigError, UsageError, OperatorKeyError, ChainError, OSError) as error:

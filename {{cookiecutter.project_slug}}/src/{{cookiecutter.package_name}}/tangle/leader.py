@@ -1,13 +1,9 @@
 """Several `run` replicas for one operator: one leader sends, the others stand by.
 
-With `cluster.redis_url` set, each replica asks for the operator's lease (see
-`cluster.leader`).  The leader runs the job loop; every transaction it signs is
-fenced (the lease is checked just before each broadcast).  When its lease is
-lost it stops sending at once, abandons the calls in flight and stands by
-again.  A standby that gets the lease finds the calls still open on chain (see
-`Producer.recover`; Redis keeps no checkpoint, so losing Redis loses nothing):
-calls the old leader already answered are recognised and skipped, so none is
-answered twice.  The HTTP API is served by every replica alike.
+With `cluster.redis_url` set, each replica asks for the operator's lease
+(`cluster.leader`; README, "Past one machine").  A standby that gets it finds the
+calls still open on chain (`Producer.recover`): Redis keeps no checkpoint, so
+losing Redis loses nothing.  The HTTP API is served by every replica alike.
 """
 
 from __future__ import annotations
