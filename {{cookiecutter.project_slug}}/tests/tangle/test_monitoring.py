@@ -5,9 +5,9 @@ simulated nodes, Redis for the leader lease. Prometheus scrapes its /metrics eve
 evaluates a copy of deploy/prometheus/alerts.yaml whose `for:` durations are 2 s and whose
 latency, lag and unmined-age thresholds are small; the faults are real: a node killed, a node
 that fails, a queue filled, the base fee above the cap, blocks stopped, the wallet drained,
-Redis killed. Each alert must go pending and then firing through Prometheus's own HTTP API,
-none may fire before its fault, and every dashboard query must return data. The table of how
-long each alert took is printed (pytest -s).
+the service ended under a job (its result refused), Redis killed. Each alert must go pending
+and then firing through Prometheus's own HTTP API, none may fire before its fault, and every
+dashboard query must return data. The table of how long each alert took is printed (pytest -s).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import yaml
 from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.tangle.abi import Function
 from {{ cookiecutter.package_name }}.tangle.chain import Chain
 from {{ cookiecutter.package_name }}.tangle.cli import submit_job
+from {{ cookiecutter.package_name }}.tangle.consumer import Outcome
 from {{ cookiecutter.package_name }}.tangle.fees import GWEI
 from {{ cookiecutter.package_name }}.tangle.runner import JobRunner, serve_jobs
 from {{ cookiecutter.package_name }}_sim import SimHandle
@@ -52,11 +54,13 @@ EXPECTED = {
     "TangleRunnerBehind": "base fee above the cap",
     "TangleTransactionStuck": "blocks stopped",
     "TangleWalletLow": "wallet drained",
+    "TangleResultsFailing": "service ended",
     "ClusterRedisUnreachable": "Redis killed",
     "TangleNoLeader": "Redis killed",
 }
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # Small enough for a test to cross in seconds; the rest keep their defaults.
+TERMINATE_SERVICE = Function("terminateService(uint64)")
 THRESHOLDS = {"p99_seconds": 1, "lag_blocks": 5, "unmined_seconds": 3}
 
 
@@ -370,7 +374,36 @@ async def run_faults(
             expr = target["expr"].replace("$__rate_interval", "1m")
             assert await prometheus.query(expr), f"panel {panel['title']!r}: no data for {expr}"
 
-    # 5. Redis killed: this replica degrades to local state and loses the leader lease.
+    # 5. The contract refuses a result: the customer ends the service (terminateService) in
+    # the block its job lands in, so the runner's answer reverts with ServiceNotActive.
+    fault = time.monotonic()
+
+    async def in_pool(count: int) -> bool:
+        content = await anvil(chain, "txpool_content")
+        mine = [
+            tx
+            for section in content.values()
+            for sender, txs in section.items()
+            if sender.lower() == chain.address.lower()
+            for tx in txs.values()
+        ]
+        return len(mine) >= count
+
+    job = asyncio.create_task(submit_job(chain, 0, 0, CHAT))
+    await eventually(lambda: in_pool(1), "the job is in the mempool")
+    terminate = "0x" + TERMINATE_SERVICE.calldata(0).hex()
+    # Gas given: the signer's estimate (+20 %) falls short for this call (the hook it makes
+    # gets 63/64 of what is left), and it reverts when mined.
+    end = {"from": chain.address, "to": chain.tangle, "data": terminate, "gas": hex(1_000_000)}
+    await anvil(chain, "eth_sendTransaction", end)
+    await eventually(lambda: in_pool(2), "the job and the service's end are in the mempool")
+    await anvil(chain, "evm_mine")
+    await anvil(chain, "evm_setAutomine", True)
+    await job
+    await prometheus.until_firing("service ended", {"TangleResultsFailing"}, since=fault)
+    assert runner.consumer.stats[Outcome.FAILED] >= 1
+
+    # 6. Redis killed: this replica degrades to local state and loses the leader lease.
     fault = time.monotonic()
     redis.kill()
     await prometheus.until_firing(
@@ -385,5 +418,4 @@ async def run_faults(
         print(f"| {prometheus.fault[name]} | {name} | {when} |")
     # No alert before its own fault: each was first seen under the fault that causes it.
     assert prometheus.fault == EXPECTED, prometheus.fault
-    # Not staged here (the contract refusing a result): its promtool unit test covers it.
-    assert set(prometheus.alert_names) - set(prometheus.fault) == {"TangleResultsFailing"}
+    assert set(prometheus.alert_names) == set(prometheus.fault)
