@@ -129,7 +129,9 @@ class Operator:
         try:
             return await asyncio.wait_for(self.process.wait(), timeout=30)
         except TimeoutError:
-            pytest.fail(f"`run` did not stop within 30 s of SIGTERM:\n{self.output()[-6000:]}")
+            self.process.send_signal(signal.SIGABRT)  # its stacks, to say where it hangs
+            await asyncio.wait_for(self.process.wait(), timeout=10)
+            pytest.fail(f"`run` did not stop within 30 s of SIGTERM:\n{self.output()[-8000:]}")
 
     def output(self) -> str:
         return self.log.read_text()
@@ -164,6 +166,7 @@ def operator_files(tmp_path: Path, rpc_url: str, sim_url: str) -> dict[str, str]
     env.update(
         {
             "PYTHONPATH": os.pathsep.join([SOURCE, env.get("PYTHONPATH", "")]),
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT prints every thread's stack (see stop)
             "OPENROUTER_CONFIG": str(tmp_path / "config.toml"),
             "HTTP_RPC_URL": rpc_url,
             "WS_RPC_URL": rpc_url.replace("http", "ws", 1),
