@@ -56,7 +56,9 @@ class HealthMonitor:
         loop = asyncio.get_running_loop()
         before = node.state(loop.time())
         try:
-            await asyncio.wait_for(node.client.check_health(), self.lb.health_check_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.lb.health_check_timeout_s):
+                await node.client.check_health()
         except LlmError as error:
             node.health_failed(error.message, loop.time())
         except TimeoutError:
@@ -84,9 +86,8 @@ class HealthMonitor:
         loop = asyncio.get_running_loop()
         node.discovered_at = loop.time()
         try:
-            node.discovered = await asyncio.wait_for(
-                node.client.discover_models(), self.lb.health_check_timeout_s
-            )
+            async with asyncio.timeout(self.lb.health_check_timeout_s):
+                node.discovered = await node.client.discover_models()
         except (LlmError, TimeoutError) as error:
             # Configured models still route; the next round asks again.
             log.info("node %s: model discovery failed (%s)", node.name, type(error).__name__)
@@ -114,7 +115,8 @@ class HealthMonitor:
                 failing = True
                 upcoming = loop.time() + self.lb.health_check_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, upcoming - loop.time()))
+                async with asyncio.timeout(max(0.0, upcoming - loop.time())):
+                    await self._wake.wait()
 
     async def _round(self, loop: asyncio.AbstractEventLoop) -> float:
         """Check the nodes that are due; return when the next one is."""

@@ -87,7 +87,8 @@ class Leadership:
                 )
                 announced = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.lease_s / 4)
+                async with asyncio.timeout(self.lease_s / 4):  # not wait_for (see fleet)
+                    await stopping.wait()
         return False
 
     async def hold(self) -> None:

@@ -253,5 +253,8 @@ class Producer:
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake as soon as `stop` is set."""
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+    # meets the event being set, and a task told to stop then never ends.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
