@@ -9,11 +9,11 @@ leave a node that dies later marked healthy.  A failure is logged when it first 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
 
+from ..backoff import pause
 from ..config import LoadBalancerSettings
 from ..llm.errors import LlmError
 from .node import Breaker, Node
@@ -114,9 +114,7 @@ class HealthMonitor:
                     log.exception("health check round failed; checking again next interval")
                 failing = True
                 upcoming = loop.time() + self.lb.health_check_interval_s
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, upcoming - loop.time())):
-                    await self._wake.wait()
+            await pause(self._wake, max(0.0, upcoming - loop.time()))
 
     async def _round(self, loop: asyncio.AbstractEventLoop) -> float:
         """Check the nodes that are due; return when the next one is."""

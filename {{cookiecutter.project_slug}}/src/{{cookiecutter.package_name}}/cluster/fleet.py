@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..backoff import pause
 from ..balancer.node import Breaker, Node
 from ..balancer.shared import SharedState
 from ..config import ClusterSettings
@@ -304,11 +305,7 @@ class Fleet(SharedState):
                 continue
             # Renewal is due every third of the lease, whatever the sync interval.
             renew_in = renewed + self.settings.lease_ttl_s / 3 - loop.time()
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # meets a wake-up, and aclose() then waited for this task for ever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(min(self._pause(), renew_in), 0)):
-                    await self._wake.wait()
+            await pause(self._wake, max(min(self._pause(), renew_in), 0))
             self._wake.clear()
             try:
                 if loop.time() - renewed >= self.settings.lease_ttl_s / 3:

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
+from ..backoff import pause
 from .fleet import REDIS_DOWN, replica_name
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,7 @@ class Leadership:
                     "standby: another replica leads %s; waiting for its lease", self._lease_key
                 )
                 announced = True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.lease_s / 4):  # not wait_for (see fleet)
-                    await stopping.wait()
+            await pause(stopping, self.lease_s / 4)
         return False
 
     async def hold(self) -> None:

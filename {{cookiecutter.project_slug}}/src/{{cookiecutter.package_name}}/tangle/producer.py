@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..backoff import backoff_s
+from ..backoff import backoff_s, pause
 from ..config import TangleSettings
 from .abi import (
     DONE_ERRORS,
@@ -249,12 +249,3 @@ class Producer:
             self.advance(to_block)
             if at_head:
                 await pause(stop, self.settings.poll_interval_s)
-
-
-async def pause(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep, but wake as soon as `stop` is set."""
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-    # meets the event being set, and a task told to stop then never ends.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from eth_abi.abi import encode
 
-from ..backoff import backoff_s
+from ..backoff import backoff_s, pause
 from ..config import ConfigError, Settings
 from ..context import Context
 from ..jobs import JobEnv, error_output, fleet_metrics, run_job
@@ -42,7 +42,7 @@ from .leader import lead_jobs
 from .metrics import RunnerCollector
 from .poison import PoisonGuard
 from .pricing import Payments
-from .producer import Producer, pause
+from .producer import Producer
 from .quotes import Quoter
 
 log = logging.getLogger(__name__)
