@@ -93,13 +93,13 @@ async def operator_receipts(chain: Chain, from_block: int) -> list[dict[str, Any
     return receipts
 
 
-async def pool(chain: Chain) -> dict[int, dict[str, Any]]:
-    """Operator #1's transactions in anvil's mempool, by nonce."""
+async def pool(chain: Chain, sender: str = OPERATOR) -> dict[int, dict[str, Any]]:
+    """`sender`'s (by default operator #1's) transactions in anvil's mempool, by nonce."""
     content = await anvil(chain, "txpool_content")
     mine: dict[str, dict[str, Any]] = {}
     for section in ("pending", "queued"):
-        for sender, txs in content.get(section, {}).items():
-            if sender.lower() == OPERATOR.lower():
+        for account, txs in content.get(section, {}).items():
+            if account.lower() == sender.lower():
                 mine.update(txs)
     return {int(nonce): tx for nonce, tx in mine.items()}
 

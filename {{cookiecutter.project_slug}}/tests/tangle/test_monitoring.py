@@ -37,7 +37,7 @@ from {{ cookiecutter.package_name }}.tangle.runner import JobRunner, serve_jobs
 from {{ cookiecutter.package_name }}_sim import SimHandle
 
 from .conftest import MODEL, OPERATOR, OPERATOR_KEY, SimFactory, anvil, free_port, local_tangle
-from .test_faults import CHAT
+from .test_faults import CHAT, pool
 
 EXPECTED = {
     **dict.fromkeys(
@@ -379,15 +379,7 @@ async def run_faults(
     fault = time.monotonic()
 
     async def in_pool(count: int) -> bool:
-        content = await anvil(chain, "txpool_content")
-        mine = [
-            tx
-            for section in content.values()
-            for sender, txs in section.items()
-            if sender.lower() == chain.address.lower()
-            for tx in txs.values()
-        ]
-        return len(mine) >= count
+        return len(await pool(chain, chain.address)) >= count
 
     job = asyncio.create_task(submit_job(chain, 0, 0, CHAT))
     await eventually(lambda: in_pool(1), "the job is in the mempool")
